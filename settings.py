@@ -1,0 +1,137 @@
+"""One typed settings object for every part of the engine.
+
+Values come, in increasing precedence, from the defaults below, an optional TOML file (path in
+``FRAUDGRAPH_CONFIG``), and environment variables named ``FRAUDGRAPH_<FIELD>``. Any field can also
+be read from a file named by ``FRAUDGRAPH_<FIELD>_FILE``, so secrets can come from mounted files
+(Docker/Kubernetes secrets) rather than the environment.
+
+The same names are used by the local stack (``fraudgraph stack``) and by ``docker-compose.yml``;
+a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "FRAUDGRAPH_"
+SECRET_FIELDS = frozenset({"neo4j_password", "pg_password", "pg_superuser_password"})
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    topic_prefix: str = "bank"  # Debezium topic.prefix: CDC topics are <prefix>.public.<table>
+    # Neo4j
+    neo4j_uri: str = "bolt://127.0.0.1:7687"
+    neo4j_http_port: int = 7474
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = ""  # empty: the local Neo4j runs without authentication
+    # PostgreSQL (the bank's source database)
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_database: str = "bank"
+    pg_user: str = "fraudgraph"
+    pg_password: str = "fraudgraph"
+    pg_superuser: str = "postgres"
+    pg_superuser_password: str = ""
+    # Kafka Connect + Debezium
+    connect_url: str = "http://127.0.0.1:8083"
+    connector_name: str = "bank-postgres"
+    # Worker
+    worker_web_port: int = 6066
+    # Where the local stack keeps data, logs and pid files, and where fetched jars are cached.
+    stack_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "stack")
+    cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "fraudgraph")
+
+    # ---- derived values (not settings of their own) ----
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+
+    @property
+    def neo4j_bolt_port(self) -> int:
+        return int(self.neo4j_uri.rsplit(":", 1)[1])
+
+    @property
+    def connect_port(self) -> int:
+        return int(self.connect_url.rstrip("/").rsplit(":", 1)[1])
+
+    def cdc_topic(self, table: str) -> str:
+        return f"{self.topic_prefix}.public.{table}"
+
+    def pg_dsn(self, superuser: bool = False) -> str:
+        user, password = (
+            (self.pg_superuser, self.pg_superuser_password) if superuser else (self.pg_user, self.pg_password)
+        )
+        # A conninfo string with quoted values, so a password with spaces or quotes stays intact.
+        parts = {"host": self.pg_host, "port": self.pg_port, "dbname": self.pg_database, "user": user}
+        if password:
+            parts["password"] = password
+        return " ".join(f"{k}='{_conninfo_quote(str(v))}'" for k, v in parts.items())
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked: the only form that may be logged."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.name in SECRET_FIELDS and value else str(value)
+        return out
+
+    def __repr__(self) -> str:  # never let a secret reach a log through repr()
+        return f"Settings({self.redacted()})"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _conninfo_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+    if isinstance(default, Path):
+        return Path(str(raw)).expanduser()
+    return str(raw)
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults, the optional TOML file, the environment, then ``overrides``."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    config_file = env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+        unknown = set(data) - {f.name for f in fields(Settings)}
+        if unknown:
+            raise ValueError(f"unknown settings in {config_file}: {sorted(unknown)}")
+        values.update(data)
+    for f in fields(Settings):
+        key = ENV_PREFIX + f.name.upper()
+        if key in env:
+            values[f.name] = env[key]
+        elif key + "_FILE" in env:
+            values[f.name] = Path(env[key + "_FILE"]).read_text().strip()
+    values.update(overrides)
+    return Settings(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})

@@ -1,0 +1,86 @@
+"""Shared fixtures. Integration tests get the real local stack, brought up once per session.
+
+If the stack was already running (a developer's `fraudgraph stack up`), the tests use it and leave
+it running; otherwise they start it and stop it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Iterator
+
+import pytest
+
+from fraudgraph.settings import Settings, load_settings
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Settings]:
+    from fraudgraph.stack import local
+
+    already_up = all(s.running for s in local.status(settings))
+    local.up(settings)
+    yield settings
+    if not already_up:
+        local.down(settings)
+
+
+class TopicReader:
+    """Reads a topic from the beginning with a fresh consumer group (confluent-kafka)."""
+
+    def __init__(self, settings: Settings, topic: str):
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        })
+        self.consumer.subscribe([topic])
+
+    def read_until(self, done, timeout: float = 60.0) -> list:
+        messages = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(messages):
+            msg = self.consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                messages.append(msg)
+        return messages
+
+    def close(self):
+        self.consumer.close()
+
+
+@pytest.fixture
+def topic_reader(stack):
+    readers = []
+
+    def make(topic: str) -> TopicReader:
+        readers.append(TopicReader(stack, topic))
+        return readers[-1]
+
+    yield make
+    for r in readers:
+        r.close()
+
+
+def debezium_payload(msg) -> dict | None:
+    """The payload of a Debezium JSON value (schema'd envelope), or None for a tombstone."""
+    if msg.value() is None:
+        return None
+    value = json.loads(msg.value())
+    return value.get("payload", value)

@@ -1,0 +1,76 @@
+"""docker-compose.yml and the local stack are two paths to the same system: keep them in step."""
+
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from fraudgraph.settings import ENV_PREFIX, Settings
+from fraudgraph.stack.local import services
+from fraudgraph.stack.source_db import PUBLICATION
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+DEFAULTS = Settings()
+
+
+def host_ports(service: str) -> set[int]:
+    return {int(str(p).split(":")[0]) for p in COMPOSE[service].get("ports", [])}
+
+
+def test_every_local_service_is_in_compose_with_the_same_host_ports():
+    for name, service in services(DEFAULTS).items():
+        assert name in COMPOSE, f"{name} is in the local stack but not in docker-compose.yml"
+        assert set(service.ports()) - {DEFAULTS.kafka_controller_port} <= host_ports(name), name
+
+
+def test_compose_adds_engine_prometheus_and_grafana():
+    assert {"engine", "prometheus", "grafana", "connector-init"} <= set(COMPOSE)
+    assert host_ports("engine") == {DEFAULTS.worker_web_port}
+
+
+def test_engine_settings_are_real_settings_with_the_local_defaults_where_not_networked():
+    env = COMPOSE["engine"]["environment"]
+    names = {f.name for f in fields(Settings)}
+    networked = {"kafka_bootstrap", "neo4j_uri", "pg_host", "connect_url"}  # container hostnames differ
+    for key, value in env.items():
+        assert key.startswith(ENV_PREFIX), key
+        name = key[len(ENV_PREFIX):].lower()
+        assert name in names, f"{key} is not a setting"
+        if name not in networked:
+            assert str(value) == str(getattr(DEFAULTS, name)), key
+    assert COMPOSE["connector-init"]["environment"] == env
+
+
+def test_source_database_matches_settings_and_publication():
+    env = COMPOSE["postgres"]["environment"]
+    assert (env["POSTGRES_DB"], env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == (
+        DEFAULTS.pg_database, DEFAULTS.pg_user, DEFAULTS.pg_password)
+    assert "wal_level=logical" in COMPOSE["postgres"]["command"]
+    volumes = " ".join(COMPOSE["postgres"]["volumes"])
+    assert "./connectors/bank_schema.sql" in volumes
+    publication_sql = (ROOT / "stack/docker/02-publication.sql").read_text()
+    assert f"CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES" in publication_sql
+
+
+def test_versions_match_the_local_jars():
+    poms = {c: (ROOT / "stack/maven" / c / "pom.xml").read_text() for c in ("kafka", "debezium", "neo4j")}
+    kafka_version = COMPOSE["kafka"]["image"].split(":")[1]
+    assert f"<version>{kafka_version}</version>" in poms["kafka"]
+    debezium_version = COMPOSE["connect"]["image"].split(":")[1]
+    assert f"<version>{debezium_version}</version>" in poms["debezium"]
+    neo4j_minor = COMPOSE["neo4j"]["image"].split(":")[1].split("-")[0]
+    assert f"{neo4j_minor}." in poms["neo4j"]
+
+
+def test_connect_storage_topics_match_local_connect(tmp_path):
+    from fraudgraph.stack.services import Connect
+
+    connect = Connect(DEFAULTS.replace(stack_dir=tmp_path))
+    connect.home.mkdir(parents=True)
+    connect.prepare()
+    props = dict(line.split("=", 1) for line in (connect.home / "connect.properties").read_text().splitlines())
+    env = COMPOSE["connect"]["environment"]
+    assert env["GROUP_ID"] == props["group.id"]
+    for topic in ("config", "offset", "status"):
+        assert env[f"{topic.upper()}_STORAGE_TOPIC"] == props[f"{topic}.storage.topic"]
