@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack import jars
-from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, port_open, spawn, terminate, wait_until
+from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, port_open, spawn, tail, terminate, wait_until
 
 # Heap sizes chosen so all four servers, the worker and the tests fit a 2-core, 24 GiB machine.
 KAFKA_HEAP = "-Xmx768m"
@@ -92,6 +92,7 @@ class Service:
                 f"start (stop it, or change the {self.name} ports in the settings); log {self.log_path}"
             )
         self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.prepare()
         pid = spawn(self.command(), self.log_path, **self.spawn_options())
         self.pidfile.write(pid)
@@ -161,13 +162,13 @@ class Kafka(Service):
         (self.home / "log4j.properties").write_text(LOG4J_PROPERTIES)
         if not (data / "meta.properties").exists():
             cluster_id = _kraft_cluster_id(s.stack_dir)
-            result = subprocess.run(
-                self._java("kafka.tools.StorageTool") + ["format", "-t", cluster_id, "-c", str(props)],
-                capture_output=True,
-                text=True,
-            )
+            with open(self.log_path, "ab") as log:
+                result = subprocess.run(
+                    self._java("kafka.tools.StorageTool") + ["format", "-t", cluster_id, "-c", str(props)],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )
             if result.returncode != 0:
-                raise StackError(f"kafka storage format failed: {result.stdout}{result.stderr}")
+                raise StackError(f"kafka storage format failed; see its log {self.log_path}:\n{tail(self.log_path)}")
 
     def _java(self, main: str, heap: str = KAFKA_HEAP) -> list[str]:
         return [
@@ -316,7 +317,6 @@ class Postgres(Service):
 
     def prepare(self):
         bindir = postgres_bindir()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         if self.as_user:
             shutil.chown(self.cluster, self.as_user, self.as_user)
