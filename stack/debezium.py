@@ -36,6 +36,8 @@ def connector_config(settings: Settings) -> dict[str, str]:
         # The engine accepts precise, double and string; precise loses nothing.
         "decimal.handling.mode": "precise",
         "tombstones.on.delete": "true",
+        # Debezium skips TRUNCATE by default; the engine wants to see it (and report it) instead.
+        "skipped.operations": "none",
         # CDC topics are created by Connect with an explicit partition count (not broker defaults);
         # the row's primary key is the record key, so each row's changes stay ordered.
         "topic.creation.default.partitions": str(CDC_PARTITIONS),
