@@ -1,0 +1,164 @@
+"""The engine's vocabulary: typed, immutable domain events decoded from the bank's change stream.
+
+Every event carries the ``SourcePosition`` it came from. Its ``version`` (the PostgreSQL LSN of the
+change) grows with every change to a row, so downstream state drops an event whose version is not
+newer than what it already holds: a replay after a crash or a consumer-group reset then changes
+nothing.
+
+Field types here are the contract; which source table and column feeds each field is data, in the
+mapping (``mapping.py``), so a bank with another schema maps onto the same events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where in the source database's log a change happened."""
+
+    lsn: int  # PostgreSQL log sequence number of the change
+    tx_id: int | None
+    ts_ms: int  # commit time at the source, epoch milliseconds
+    snapshot: bool = False  # read by the connector's initial snapshot (op "r"), not streamed
+
+    @property
+    def version(self) -> int:
+        return self.lsn
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    position: SourcePosition
+
+
+# ---- entities: upserted by create/update/snapshot, removed by delete ----
+
+@dataclass(frozen=True, slots=True)
+class CustomerUpserted(DomainEvent):
+    customer_id: int
+    full_name: str
+    email: str
+    phone: str | None
+    country: str
+    kyc_level: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUpserted(DomainEvent):
+    account_id: int
+    customer_id: int
+    kind: str
+    currency: str
+    status: str
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantUpserted(DomainEvent):
+    merchant_id: int
+    name: str
+    mcc: str
+    country: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpserted(DomainEvent):
+    device_id: str
+    os: str | None
+    user_agent: str | None
+    first_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDeleted(DomainEvent):
+    """A row was deleted at the source. ``entity`` is the mapping's entity name."""
+
+    entity: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableTruncated(DomainEvent):
+    """TRUNCATE at the source: nothing per row follows, so the engine reports it loudly."""
+
+    entity: str
+
+
+# ---- facts: things that happened ----
+
+@dataclass(frozen=True, slots=True)
+class LoginRecorded(DomainEvent):
+    login_id: int
+    customer_id: int
+    device_id: str | None
+    ip: str
+    success: bool
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChanged(DomainEvent):
+    change_id: int
+    customer_id: int
+    field: str
+    device_id: str | None
+    ip: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionCreated(DomainEvent):
+    transaction_id: int
+    account_id: int
+    kind: str
+    amount: Decimal
+    currency: str
+    merchant_id: int | None
+    counterparty_account_id: int | None
+    device_id: str | None
+    ip: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionUpdated(DomainEvent):
+    transaction_id: int
+    account_id: int
+    kind: str
+    amount: Decimal
+    currency: str
+    merchant_id: int | None
+    counterparty_account_id: int | None
+    device_id: str | None
+    ip: str | None
+    status: str
+    previous_status: str | None  # from the change's "before" image (REPLICA IDENTITY FULL)
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FraudReported(DomainEvent):
+    """A late label: chargeback, confirmed fraud or false positive for one transaction."""
+
+    report_id: int
+    transaction_id: int
+    kind: str
+    reported_at: datetime
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        CustomerUpserted, AccountUpserted, MerchantUpserted, DeviceUpserted, EntityDeleted, TableTruncated,
+        LoginRecorded, ProfileChanged, TransactionCreated, TransactionUpdated, FraudReported,
+    )
+}
