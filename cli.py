@@ -30,6 +30,12 @@ def _stack(args, settings) -> int:
     return 0
 
 
+def _worker(args, settings) -> int:
+    from fraudgraph.streams.worker import run_worker
+
+    return run_worker(settings, loglevel=args.loglevel)
+
+
 def _demo(args, settings) -> int:
     from fraudgraph.demo import run_demo
 
@@ -44,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     stack.add_argument("action", choices=["fetch", "up", "down", "status", "connector"],
                        help="fetch jars | start (idempotent) | stop what it started | show | (re)register the Debezium connector")
     stack.set_defaults(func=_stack)
+
+    worker = sub.add_parser("worker", help="run the streaming worker (Faust): decode CDC, dead-letter bad input, metrics on /metrics")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(func=_worker)
 
     demo = sub.add_parser("demo", help="bring the stack up and follow a change from PostgreSQL through Debezium into Kafka")
     demo.set_defaults(func=_demo)

@@ -49,7 +49,13 @@ class Settings:
     connect_url: str = "http://127.0.0.1:8083"
     connector_name: str = "bank-postgres"
     # Worker
+    worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
+    worker_id: str = "fraudgraph"  # Faust app id: consumer group and changelog topic prefix
+    dead_letter_topic: str = "fraud.dead-letters"
+    mapping_file: str = ""  # empty: the reference schema's mapping (connectors/mappings/bank.toml)
+    # How NUMERIC columns arrive when the CDC events carry no schema (Debezium's own option name).
+    decimal_handling_mode: str = "precise"
     # Where the local stack keeps data, logs and pid files, and where fetched jars are cached.
     stack_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "stack")
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "fraudgraph")

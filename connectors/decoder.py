@@ -37,6 +37,8 @@ REASONS = (
     "too_large", "not_json", "not_an_envelope", "unknown_table", "unsupported_op",
     "missing_field", "bad_value", "absurd_value",
 )
+# Not raised by decode(): the worker's label for an unexpected exception inside the decoder.
+DECODER_BUG = "decoder_error"
 
 
 class DecodeError(ValueError):
