@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import types
 import typing
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+
+import orjson
 
 from fraudgraph.connectors.events import DomainEvent, EntityDeleted, SourcePosition, TableTruncated
 from fraudgraph.connectors.mapping import Mapping, TableMapping, event_field_types
@@ -69,8 +70,8 @@ def decode(topic: str, value: bytes | None, mapping: Mapping, decimal_handling_m
     if len(value) > MAX_MESSAGE_BYTES:
         raise DecodeError("too_large", f"{len(value)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        doc = orjson.loads(value)  # ~4x faster than json on schema'd envelopes; strict UTF-8
+    except (orjson.JSONDecodeError, RecursionError) as exc:
         raise DecodeError("not_json", str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise DecodeError("not_an_envelope", f"top level is {type(doc).__name__}, not an object")
@@ -140,11 +141,11 @@ def _delete_key(tm: TableMapping, before, key: bytes | None) -> str:
         return str(before[tm.key])
     if key is not None:  # REPLICA IDENTITY DEFAULT: the record key still names the row
         try:
-            doc = json.loads(key)
+            doc = orjson.loads(key)
             doc = doc.get("payload", doc) if isinstance(doc, dict) else None
             if isinstance(doc, dict) and doc.get(tm.key) is not None:
                 return str(doc[tm.key])
-        except (ValueError, UnicodeDecodeError):
+        except orjson.JSONDecodeError:
             pass
     raise DecodeError("missing_field", f"delete without a {tm.table}.{tm.key} in 'before' or the record key")
 
