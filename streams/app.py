@@ -13,6 +13,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fraudgraph.connectors.dead_letter import DeadLetter
+from fraudgraph.connectors.events import TableTruncated
 from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, decode, table_of
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.settings import Settings
@@ -66,6 +67,9 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.TOMBSTONES.labels(table).inc()
                 continue
             metrics.EVENTS_DECODED.labels(type(decoded).__name__).inc()
+            if isinstance(decoded, TableTruncated):
+                log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
+                            decoded.entity, decoded.position.lsn)
 
     @app.page("/metrics")
     async def prometheus_metrics(web, request):
