@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 
 import psycopg
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack import local
@@ -25,8 +25,26 @@ def _next_id(conn, table: str) -> int:
     return conn.execute(sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
+def _consumer_at_end(settings: Settings, topic: str) -> Consumer:
+    """A consumer positioned after everything already in ``topic``: ids get reused after deletes,
+    so only changes appended from now on are this run's."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+    })
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([
+        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+        for p in partitions
+    ])
+    return consumer
+
+
 def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     local.up(settings)
+    topic = settings.cdc_topic("transactions")
+    consumer = _consumer_at_end(settings, topic)
     now = datetime.now(timezone.utc)
     with psycopg.connect(settings.pg_dsn()) as conn:
         customer, account, tx = (_next_id(conn, t) for t in ("customers", "accounts", "transactions"))
@@ -48,14 +66,6 @@ def run_demo(settings: Settings, timeout: float = 60.0) -> int:
         conn.commit()
     print(f"\nwrote customer {customer}, account {account}, transaction {tx} (created, then settled) into PostgreSQL")
 
-    topic = settings.cdc_topic("transactions")
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-    })
-    consumer.subscribe([topic])
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     try:

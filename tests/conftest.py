@@ -39,10 +39,12 @@ def stack(settings: Settings) -> Iterator[Settings]:
 
 
 class TopicReader:
-    """Reads a topic from the beginning with a fresh consumer group (confluent-kafka)."""
+    """Reads a topic with a fresh consumer group (confluent-kafka): from the beginning, or, with
+    ``from_now``, only what is appended after it was created (the topic may hold earlier runs')
+    events for the same ids)."""
 
-    def __init__(self, settings: Settings, topic: str):
-        from confluent_kafka import Consumer
+    def __init__(self, settings: Settings, topic: str, from_now: bool = False):
+        from confluent_kafka import Consumer, TopicPartition
 
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -50,7 +52,14 @@ class TopicReader:
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         })
-        self.consumer.subscribe([topic])
+        if from_now:
+            partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            self.consumer.assign([
+                TopicPartition(topic, p, self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                for p in partitions
+            ])
+        else:
+            self.consumer.subscribe([topic])
 
     def read_until(self, done, timeout: float = 60.0) -> list:
         messages = []
@@ -69,8 +78,8 @@ class TopicReader:
 def topic_reader(stack):
     readers = []
 
-    def make(topic: str) -> TopicReader:
-        readers.append(TopicReader(stack, topic))
+    def make(topic: str, from_now: bool = False) -> TopicReader:
+        readers.append(TopicReader(stack, topic, from_now))
         return readers[-1]
 
     yield make

@@ -9,6 +9,7 @@ from conftest import debezium_payload
 
 
 def test_insert_update_delete_arrive_as_change_events(stack, topic_reader):
+    reader = topic_reader(stack.cdc_topic("transactions"), from_now=True)
     now = datetime.now(timezone.utc)
     with psycopg.connect(stack.pg_dsn()) as conn:
         base = conn.execute("SELECT coalesce(max(id), 0) + 1000 FROM transactions").fetchone()[0]
@@ -24,7 +25,6 @@ def test_insert_update_delete_arrive_as_change_events(stack, topic_reader):
         conn.execute("DELETE FROM transactions WHERE id=%s", [tx])
         conn.commit()
 
-    reader = topic_reader(stack.cdc_topic("transactions"))
 
     def mine(msgs):
         out = []
