@@ -56,6 +56,8 @@ class Settings:
     mapping_file: str = ""  # empty: the reference schema's mapping (connectors/mappings/bank.toml)
     # How NUMERIC columns arrive when the CDC events carry no schema (Debezium's own option name).
     decimal_handling_mode: str = "precise"
+    # The worker's local state store (Faust tables' data; rebuilt from changelogs when lost).
+    worker_data_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "worker")
     # Where the local stack keeps data, logs and pid files, and where fetched jars are cached.
     stack_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "stack")
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "fraudgraph")

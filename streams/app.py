@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.worker_web_port,
         web_in_thread=False,
         store="memory://",
+        datadir=str(settings.worker_data_dir),
         topic_partitions=4,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
