@@ -164,7 +164,7 @@ class Kafka(Service):
             cluster_id = _kraft_cluster_id(s.stack_dir)
             with open(self.log_path, "ab") as log:
                 result = subprocess.run(
-                    self._java("kafka.tools.StorageTool") + ["format", "-t", cluster_id, "-c", str(props)],
+                    self._java("kafka.tools.StorageTool") + ["format", f"--cluster-id={cluster_id}", "-c", str(props)],
                     stdout=log, stderr=subprocess.STDOUT,
                 )
             if result.returncode != 0:
@@ -189,6 +189,7 @@ class Kafka(Service):
 
 def _kraft_cluster_id(stack_dir: Path) -> str:
     # KRaft wants a base64 UUID; derive it from the stack folder so it is stable per stack.
+    # It may start with "-", which is why the format command passes it as --cluster-id=<id>.
     import base64
 
     raw = uuid.uuid5(uuid.NAMESPACE_URL, str(stack_dir)).bytes
