@@ -184,3 +184,36 @@ def test_anything_either_decodes_or_fails_with_a_known_reason(value):
         decode("bank.public.transactions", value, MAPPING)
     except DecodeError as err:
         assert err.reason in REASONS
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    variant=st.sampled_from(VARIANTS),
+    stem=st.sampled_from(["transactions.c", "transactions.u", "customers.c", "logins.c", "fraud_reports.c", "transactions.d"]),
+    part=st.sampled_from(["after", "before", "source", "op", "envelope"]),
+    column=st.text(max_size=12) | st.sampled_from(["id", "amount", "account_id", "created_at", "ip", "lsn", "ts_ms", "table"]),
+    replacement=JSON_VALUES,
+)
+def test_mutated_real_envelopes_decode_or_fail_with_a_known_reason(variant, stem, part, column, replacement):
+    fx = fixture(variant, stem)
+    doc = json.loads(fx["value"])
+    payload = doc.get("payload", doc)
+    if part == "envelope":
+        payload[column] = replacement
+    elif part == "op":
+        payload["op"] = replacement
+    elif isinstance(payload.get(part), dict):
+        payload[part][column] = replacement
+    else:
+        payload[part] = replacement
+    try:
+        decode(fx["topic"], json.dumps(doc).encode(), MAPPING, fx["connector_config"]["decimal.handling.mode"])
+    except DecodeError as err:
+        assert err.reason in REASONS
