@@ -36,6 +36,15 @@ def _worker(args, settings) -> int:
     return run_worker(settings, loglevel=args.loglevel)
 
 
+def _simulate(args, settings) -> int:
+    from fraudgraph.stack.simulator import simulate
+
+    report = simulate(settings, mode=args.mode, customers=args.customers, duration_s=args.duration,
+                      rate=args.rate, fraud_rate=args.fraud_rate, seed=args.seed)
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
 def _demo(args, settings) -> int:
     from fraudgraph.demo import run_demo
 
@@ -54,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run the streaming worker (Faust): decode CDC, dead-letter bad input, metrics on /metrics")
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=_worker)
+
+    sim = sub.add_parser("simulate", help="write a seeded, realistic payment workload (with labelled fraud) into PostgreSQL or straight to Kafka")
+    sim.add_argument("--mode", choices=["postgres", "kafka"], default="postgres",
+                     help="postgres: through the real CDC path; kafka: Debezium-format events straight to Kafka (load tests)")
+    sim.add_argument("--customers", type=int, default=1000, help="population size")
+    sim.add_argument("--duration", type=float, default=3600.0, help="simulated seconds of activity")
+    sim.add_argument("--rate", type=float, default=None, help="wall-clock transactions/s cap (default: as fast as possible)")
+    sim.add_argument("--fraud-rate", type=float, default=0.02, help="approximate fraction of fraudulent transactions")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.set_defaults(func=_simulate)
 
     demo = sub.add_parser("demo", help="bring the stack up and follow a change from PostgreSQL through Debezium into Kafka")
     demo.set_defaults(func=_demo)
