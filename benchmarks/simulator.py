@@ -7,7 +7,7 @@
 Why: the sinks must never be the thing a load test measures by accident. If the generator makes
 N rows/s on one core, any rate well below N is the system under test's number, not ours.
 
-    python -m fraudgraph.stack.simulator.bench [--customers 2000] [--duration 3600] [--repeats 7] [--out PATH]
+    python benchmarks/simulator.py [--customers 2000] [--duration 3600] [--repeats 7] [--out PATH]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--duration", type=float, default=3600.0, help="simulated seconds")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default="/tmp/simulator_bench.json")
+    parser.add_argument("--out", default="benchmarks/results/simulator.json")
     args = parser.parse_args(argv)
     pinned = None
     if hasattr(os, "sched_setaffinity"):  # one core, so figures compare across machines of a kind
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("generator_rows", "encoder_events"):
         r = result[name]
         print(f"{name:15s} {r['items']:>8d} items  median {r['per_s_median']:>9,d}/s  p95 {r['per_s_p95']:>9,d}/s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"report: {args.out}")
     return 0
