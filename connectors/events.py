@@ -113,7 +113,9 @@ class ProfileChanged(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class TransactionCreated(DomainEvent):
+class TransactionRow(DomainEvent):
+    """The transaction row as the source holds it; created and updated events share it."""
+
     transaction_id: int
     account_id: int
     kind: str
@@ -129,20 +131,13 @@ class TransactionCreated(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class TransactionUpdated(DomainEvent):
-    transaction_id: int
-    account_id: int
-    kind: str
-    amount: Decimal
-    currency: str
-    merchant_id: int | None
-    counterparty_account_id: int | None
-    device_id: str | None
-    ip: str | None
-    status: str
+class TransactionCreated(TransactionRow):
+    """A new payment (or one read by the connector's snapshot): what the engine scores."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionUpdated(TransactionRow):
     previous_status: str | None  # from the change's "before" image (REPLICA IDENTITY FULL)
-    created_at: datetime
-    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
