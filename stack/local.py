@@ -61,8 +61,9 @@ def up(settings: Settings, log=print) -> dict[str, float]:
 def down(settings: Settings, log=print) -> list[str]:
     """Stop every process this stack started, dependants first. Returns the names stopped."""
     stopped = []
+    svc = services(settings)
     for name in ("connect", "neo4j", "kafka", "postgres"):
-        if services(settings)[name].stop():
+        if svc[name].stop():
             stopped.append(name)
             log(f"{name}: stopped")
     return stopped
