@@ -72,6 +72,12 @@ def create_app(settings: Settings) -> faust.App:
                 log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
                             decoded.entity, decoded.position.lsn)
 
+    @app.task
+    async def graph_sink():
+        from fraudgraph.streams.graph_sink import run_graph_sink
+
+        await run_graph_sink(settings, mapping, list(cdc.topics))
+
     @app.page("/metrics")
     async def prometheus_metrics(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

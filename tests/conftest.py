@@ -7,7 +7,13 @@ it running; otherwise they start it and stop it at the end.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from typing import Iterator
 
@@ -93,3 +99,56 @@ def debezium_payload(msg) -> dict | None:
         return None
     value = json.loads(msg.value())
     return value.get("payload", value)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's Prometheus metrics as {series: value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("fraudgraph_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+@pytest.fixture
+def worker_process(stack, tmp_path):
+    """Start `fraudgraph worker` as a real subprocess (own consumer group and port); stopped with
+    SIGTERM at the end of the test."""
+    started = []
+
+    def start(**env_overrides) -> dict:
+        port = free_port()
+        env = dict(os.environ, FRAUDGRAPH_WORKER_ID=f"test-worker-{uuid.uuid4().hex[:8]}",
+                   FRAUDGRAPH_WORKER_WEB_PORT=str(port), FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
+                   FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"))
+        env.update(env_overrides)
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env,
+                                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+        started.append(proc)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                scrape(port)
+                break
+            except OSError:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "worker did not come up"
+                time.sleep(0.5)
+        return {"port": port, "proc": proc, "log": log_path, "worker_id": env["FRAUDGRAPH_WORKER_ID"]}
+
+    yield start
+    for proc in started:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

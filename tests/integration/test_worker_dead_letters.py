@@ -3,12 +3,7 @@ original bytes, every good change event is decoded, and the worker keeps running
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,53 +14,21 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.mapping import load_mapping
 
+from conftest import scrape
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "precise-schema"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("fraudgraph_"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 @pytest.fixture
-def worker(stack, tmp_path):
+def worker(stack, worker_process):
     run = uuid.uuid4().hex[:8]
-    prefix, dlq, port = f"garbage{run}", f"test.dead-letters.{run}", free_port()
-    tables = list(load_mapping().tables)
+    prefix, dlq = f"garbage{run}", f"test.dead-letters.{run}"
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    topics = [NewTopic(f"{prefix}.public.{t}", 4, 1) for t in tables] + [NewTopic(dlq, 1, 1)]
+    topics = [NewTopic(f"{prefix}.public.{t}", 4, 1) for t in load_mapping().tables] + [NewTopic(dlq, 1, 1)]
     for future in admin.create_topics(topics).values():
         future.result(timeout=30)
-    env = dict(os.environ, FRAUDGRAPH_TOPIC_PREFIX=prefix, FRAUDGRAPH_WORKER_ID=f"test-worker-{run}",
-               FRAUDGRAPH_WORKER_WEB_PORT=str(port), FRAUDGRAPH_DEAD_LETTER_TOPIC=dlq,
-               FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap)
-    log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            scrape(port)
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            time.sleep(0.5)
-    yield {"prefix": prefix, "dlq": dlq, "port": port, "proc": proc, "log": tmp_path / "worker.log"}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    started = worker_process(FRAUDGRAPH_TOPIC_PREFIX=prefix, FRAUDGRAPH_DEAD_LETTER_TOPIC=dlq)
+    return started | {"prefix": prefix, "dlq": dlq}
 
 
 def test_garbage_is_dead_lettered_and_good_events_are_decoded(stack, worker, topic_reader):

@@ -1,0 +1,65 @@
+"""The graph stage: CDC events -> Neo4j, in its own consumer group, off the scoring path.
+
+Why a consumer of its own rather than a call from the scoring agent: Kafka offsets are the only
+record of what reached Neo4j. This sink commits its offsets only after the events they cover are
+committed in Neo4j (``GraphWriter.flush``), so a crash anywhere loses nothing; the replay that
+follows is harmless because every graph write is idempotent and version-guarded. The scoring agent
+never waits for Neo4j, and a slow or absent Neo4j only grows this group's lag.
+
+Messages the decoder rejects are skipped here: the ingest agent dead-letters them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+
+from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
+from fraudgraph.connectors.mapping import Mapping
+from fraudgraph.graph.writer import GraphWriter
+from fraudgraph.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def graph_group(settings: Settings) -> str:
+    return f"{settings.worker_id}-graph"
+
+
+async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]) -> None:
+    """Consume ``topics`` and keep the graph up to date until cancelled."""
+    writer = GraphWriter.from_settings(settings)
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=graph_group(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        await writer.start()
+        await consumer.start()
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            if not batches:
+                continue
+            for records in batches.values():
+                for record in records:
+                    try:
+                        event = decode(record.topic, record.value, mapping, settings.decimal_handling_mode, record.key)
+                    except DecodeError:
+                        continue
+                    if not isinstance(event, Tombstone):
+                        await writer.submit(event)  # waits while the writer's queue is full
+            await writer.flush()
+            await consumer.commit()  # only now: what these offsets cover is in Neo4j
+    except asyncio.CancelledError:
+        log.info("graph sink stopping")
+        raise
+    finally:
+        # Uncommitted offsets are replayed by the next run; abort rather than flush so a shutdown
+        # with Neo4j gone does not hang.
+        await consumer.stop()
+        await writer.abort()
