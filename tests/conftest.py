@@ -22,6 +22,18 @@ import pytest
 from fraudgraph.settings import Settings, load_settings
 
 
+def pytest_configure(config):
+    # The venv is shared between clones (editable install): tests, and the worker subprocesses they
+    # start, must run the code of *this* checkout, not whichever clone last ran `make`.
+    import fraudgraph
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1]
+    if Path(fraudgraph.__file__).resolve().parent != here:
+        pytest.exit(f"fraudgraph is imported from {Path(fraudgraph.__file__).parent}, not this checkout {here}: "
+                    "run `make setup` (or pip install -e '.[test]') first", returncode=4)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):
