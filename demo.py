@@ -25,26 +25,25 @@ def _next_id(conn, table: str) -> int:
     return conn.execute(sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
-def _consumer_at_end(settings: Settings, topic: str) -> Consumer:
-    """A consumer positioned after everything already in ``topic``: ids get reused after deletes,
-    so only changes appended from now on are this run's."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-    })
+def assign_at_end(consumer: Consumer, topic: str) -> None:
+    """Position ``consumer`` after everything already in ``topic``: ids get reused after deletes,
+    so only changes appended from now on belong to this run."""
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([
         TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
         for p in partitions
     ])
-    return consumer
 
 
 def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     local.up(settings)
     topic = settings.cdc_topic("transactions")
-    consumer = _consumer_at_end(settings, topic)
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+    })
+    assign_at_end(consumer, topic)
     now = datetime.now(timezone.utc)
     with psycopg.connect(settings.pg_dsn()) as conn:
         customer, account, tx = (_next_id(conn, t) for t in ("customers", "accounts", "transactions"))

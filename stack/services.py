@@ -7,6 +7,7 @@ them in dependency order; ``docker-compose.yml`` is the same set for users with 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -190,8 +191,6 @@ class Kafka(Service):
 def _kraft_cluster_id(stack_dir: Path) -> str:
     # KRaft wants a base64 UUID; derive it from the stack folder so it is stable per stack.
     # It may start with "-", which is why the format command passes it as --cluster-id=<id>.
-    import base64
-
     raw = uuid.uuid5(uuid.NAMESPACE_URL, str(stack_dir)).bytes
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

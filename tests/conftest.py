@@ -62,7 +62,9 @@ class TopicReader:
     events for the same ids)."""
 
     def __init__(self, settings: Settings, topic: str, from_now: bool = False):
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer
+
+        from fraudgraph.demo import assign_at_end
 
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -71,11 +73,7 @@ class TopicReader:
             "enable.auto.commit": False,
         })
         if from_now:
-            partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            self.consumer.assign([
-                TopicPartition(topic, p, self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-                for p in partitions
-            ])
+            assign_at_end(self.consumer, topic)
         else:
             self.consumer.subscribe([topic])
 
