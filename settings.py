@@ -31,6 +31,7 @@ class Settings:
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_controller_port: int = 9093
+    topic_replication_factor: int = 1  # for the topics the engine creates (3 on a production cluster)
     topic_prefix: str = "bank"  # Debezium topic.prefix: CDC topics are <prefix>.public.<table>
     # Neo4j
     neo4j_uri: str = "bolt://127.0.0.1:7687"
@@ -53,6 +54,13 @@ class Settings:
     worker_web_port: int = 6066
     worker_id: str = "fraudgraph"  # Faust app id: consumer group and changelog topic prefix
     dead_letter_topic: str = "fraud.dead-letters"
+    scores_topic: str = "fraud.scores"  # every transaction's TransactionScored, keyed by transaction id
+    alerts_topic: str = "fraud.alerts"  # the review/block subset of scores
+    score_requests_topic: str = "fraud.score-requests"
+    score_replies_topic: str = "fraud.score-replies"
+    # Faust table store: rocksdb:// (served by rocksdict) keeps state on local disk, so a restart only replays the
+    # changelog's tail; memory:// rebuilds everything from the changelogs at each start.
+    worker_store: str = "rocksdb://"
     mapping_file: str = ""  # empty: the reference schema's mapping (connectors/mappings/bank.toml)
     # How NUMERIC columns arrive when the CDC events carry no schema (Debezium's own option name).
     decimal_handling_mode: str = "precise"

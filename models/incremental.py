@@ -5,7 +5,7 @@ What each node keeps (model-agnostic, so a new model version reads the same stat
 =================================================================================
 
 ``NodeState``: the node's type, its own raw feature vector, and a ``NeighbourSums``
-(``streams/aggregates.py``): per incoming typed relation r = (src type, name, dst type), the count
+(below): per incoming typed relation r = (src type, name, dst type), the count
 of neighbours and the sum of their *raw* feature vectors. Adding an edge u -r-> v is O(width):
 ``v.sums[r] += x_u`` and, for the inverse relation, ``u.sums[rev r] += x_v`` (``link``).
 
@@ -60,7 +60,32 @@ from torch import Tensor
 
 from fraudgraph.models.hetero import HeteroGraph, Relation
 from fraudgraph.models.rgcn import HeteroRGCN, resolve_device
-from fraudgraph.streams.aggregates import NeighbourSums
+
+
+@dataclass
+class NeighbourSums:
+    """Per relation: how many neighbours a node has and the sum of their raw feature vectors.
+
+    This is what exact incremental R-GCN inference needs: a mean-aggregating layer over relation r
+    is W_r @ (sum_r / count_r), so the sums (model-agnostic) are kept and the weights applied at
+    scoring time.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, relation: str, features: list[float]) -> None:
+        self.counts[relation] = self.counts.get(relation, 0) + 1
+        acc = self.sums.get(relation)
+        if acc is None:
+            self.sums[relation] = list(features)
+        else:
+            for i, x in enumerate(features):
+                acc[i] += x
+
+    def mean(self, relation: str, width: int) -> list[float]:
+        n = self.counts.get(relation, 0)
+        return [x / n for x in self.sums[relation]] if n else [0.0] * width
 
 
 @dataclass

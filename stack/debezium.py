@@ -64,21 +64,14 @@ def connector_status(settings: Settings) -> dict | None:
 def ensure_cdc_topics(settings: Settings) -> None:
     """Create every captured table's topic up front (as Connect would on first write), so the
     worker and readers can subscribe and position themselves before the first change arrives."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     from fraudgraph.connectors.mapping import load_mapping
+    from fraudgraph.streams.topics import TopicError, ensure_topics
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
     wanted = [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
-    new = [NewTopic(t, CDC_PARTITIONS, 1) for t in wanted if t not in existing]
-    for topic, future in admin.create_topics(new).items() if new else ():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise StackError(f"creating CDC topic {topic} failed: {exc}") from exc
+    try:
+        ensure_topics(settings.kafka_bootstrap, {t: CDC_PARTITIONS for t in wanted}, settings.topic_replication_factor)
+    except TopicError as exc:
+        raise StackError(f"CDC topics: {exc}") from exc
 
 
 def register_connector(settings: Settings, timeout: float = 60.0) -> dict:

@@ -89,7 +89,8 @@ class SlidingCounter:
 
 def _hash64(item: str) -> int:
     # Stable across processes (unlike hash()), so a sketch restored from a changelog stays valid.
-    return int.from_bytes(hashlib.blake2b(item.encode(), digest_size=8).digest(), "big")
+    # 63 bits: the sketch stores them negated, and a signed 64-bit integer must hold them in JSON.
+    return int.from_bytes(hashlib.blake2b(item.encode(), digest_size=8).digest(), "big") >> 1
 
 
 @dataclass
@@ -116,31 +117,5 @@ class DistinctSketch:
     def estimate(self) -> float:
         if len(self.hashes) < self.k:
             return float(len(self.hashes))
-        kth = -self.hashes[0] / 2**64
+        kth = -self.hashes[0] / 2**63
         return (self.k - 1) / kth
-
-
-@dataclass
-class NeighbourSums:
-    """Per relation: how many neighbours a node has and the sum of their raw feature vectors.
-
-    This is what exact incremental R-GCN inference needs: a mean-aggregating layer over relation r
-    is W_r @ (sum_r / count_r), so the sums (model-agnostic) are kept and the weights applied at
-    scoring time.
-    """
-
-    counts: dict[str, int] = field(default_factory=dict)
-    sums: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, relation: str, features: list[float]) -> None:
-        self.counts[relation] = self.counts.get(relation, 0) + 1
-        acc = self.sums.get(relation)
-        if acc is None:
-            self.sums[relation] = list(features)
-        else:
-            for i, x in enumerate(features):
-                acc[i] += x
-
-    def mean(self, relation: str, width: int) -> list[float]:
-        n = self.counts.get(relation, 0)
-        return [x / n for x in self.sums[relation]] if n else [0.0] * width

@@ -1,15 +1,37 @@
-"""The Faust application: topics, agents and the worker's web endpoint, built from Settings.
+"""The Faust application: topics, tables, agents and the worker's web endpoint, built from Settings.
 
-Reading top to bottom is reading the pipeline: CDC topics -> decode (bad input to the
-dead-letter topic) -> downstream stages.
+Reading top to bottom is reading the pipeline::
+
+    CDC topics -> decode (bad input -> dead-letter topic)
+               -> apply to node state (table ``node-state``, replays skipped per node)
+               -> a new transaction: score it -> table ``scores`` (its changelog IS fraud.scores)
+                                                 + fraud.alerts unless approved
+    CDC topics -> graph sink (own consumer group) -> Neo4j
+    fraud.score-requests -> answer from the tables -> fraud.score-replies
+
+Why the scores table's changelog is the ``fraud.scores`` topic itself: Faust commits input offsets
+after table writes, so a crash can re-deliver events whose effects are already durable. Because
+the score record and the "this transaction is scored" marker are one and the same Kafka record, a
+replayed transaction is re-scored exactly when its score did not reach Kafka, so every transaction
+gets exactly one record on ``fraud.scores``, with at-least-once processing and no Kafka
+transactions (faust-streaming's exactly_once mode is not reliable: faust-streaming issues #517,
+#323). Alerts are sent before the score, so an alert is never lost; after a crash between the two
+it may be sent twice (consumers dedupe by transaction id).
+
+One worker holds all partitions of the state: a transaction reads the states of its account,
+merchant, device and IP, which live under other keys. Tables write by key (``use_partitioner``),
+so a key has one home partition and a restart restores it exactly; scaling out needs those reads
+to cross workers (see README, "Scaling").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import faust
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fraudgraph.connectors.dead_letter import DeadLetter
@@ -18,11 +40,40 @@ from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, d
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
+from fraudgraph.streams.queries import answer
+from fraudgraph.streams.scoring import APPROVE, PlaceholderScorer, Scorer, ScoringInput, scored_record
+from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
 
 log = logging.getLogger(__name__)
 
+PARTITIONS = 4  # of the worker's tables and topics (the CDC topics have as many)
 
-def create_app(settings: Settings) -> faust.App:
+
+class NodeTable:
+    """``StateStore`` over a Faust table of JSON bytes (the changelog stays readable by any tool)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def get(self, key: str) -> NodeState | None:
+        raw = self.table.get(key)
+        return None if raw is None else NodeState.from_dict(orjson.loads(raw))
+
+    def put(self, state: NodeState) -> None:
+        self.table[state.key] = orjson.dumps(state.to_dict())
+
+
+PROCESSING_ERROR = "processing_error"  # dead-letter reason: decoded fine, but state or scoring raised
+
+
+def worker_topics(settings: Settings) -> dict[str, int]:
+    """The topics the worker writes or serves, with their partition counts (created at start)."""
+    return {settings.scores_topic: PARTITIONS, settings.alerts_topic: PARTITIONS,
+            settings.score_requests_topic: PARTITIONS, settings.score_replies_topic: PARTITIONS,
+            settings.dead_letter_topic: 1}
+
+
+def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     mapping = load_mapping(settings.mapping_file or None)
     app = faust.App(
         settings.worker_id,
@@ -30,15 +81,26 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
-        store="memory://",
+        store=settings.worker_store,
         datadir=str(settings.worker_data_dir),
-        topic_partitions=4,
+        topic_partitions=PARTITIONS,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     cdc = app.topic(*[settings.cdc_topic(t) for t in mapping.tables], **raw)
     dead_letters = app.topic(settings.dead_letter_topic, partitions=1, **raw)
+    alerts = app.topic(settings.alerts_topic, **raw)
+    requests = app.topic(settings.score_requests_topic, **raw)
+    replies = app.topic(settings.score_replies_topic, **raw)
+    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    table = {"schema": schema, "key_type": str, "value_type": bytes, "use_partitioner": True}
+    node_table = app.Table("node-state", **table)
+    scores = app.Table("scores", **table, changelog_topic=app.topic(
+        settings.scores_topic, compacting=True, deleting=False, internal=True, **raw))
+    nodes = NodeTable(node_table)
+    scorer = scorer or PlaceholderScorer()
 
     async def dead_letter(message, reason: str, detail: str) -> None:
         record = DeadLetter(message.key, message.value, reason, detail, message.topic, message.partition, message.offset)
@@ -72,11 +134,68 @@ def create_app(settings: Settings) -> faust.App:
                 log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
                             decoded.entity, decoded.position.lsn)
 
+            try:
+                await score_stage(message, decoded)
+            except Exception as err:  # a bug must not stop the stream: the message is kept, with why
+                log.exception("state/scoring failed on %s[%s]@%s", message.topic, message.partition, message.offset)
+                await dead_letter(message, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
+
+    async def score_stage(message, decoded) -> None:
+        source = Source(message.topic, message.partition, message.offset, int((message.timestamp or 0) * 1000))
+        applied_at = time.perf_counter()
+        applied = apply_event(decoded, source, nodes)
+        metrics.STATE_SECONDS.observe(time.perf_counter() - applied_at)
+        if applied.replayed:
+            metrics.REPLAYS_IGNORED.inc(applied.replayed)
+        tx = applied.transaction
+        if tx is None or str(tx.transaction_id) in scores:
+            return
+        scoring_at = time.perf_counter()
+        inp = ScoringInput(tx, source, {s.key: s for s in applied.touched})
+        verdict = scorer.score([inp])[0]
+        done = time.perf_counter()
+        metrics.SCORE_SECONDS.observe(done - scoring_at)
+        record = scored_record(inp, verdict, scorer.version, {
+            "cdc_append_ms": source.timestamp_ms,
+            "decided_ms": int(time.time() * 1000),
+            "state_ms": round((scoring_at - applied_at) * 1000, 3),
+            "score_ms": round((done - scoring_at) * 1000, 3),
+        })
+        value = orjson.dumps(record.to_dict())
+        if record.decision != APPROVE:
+            await alerts.send(key=str(tx.transaction_id).encode(), value=value)
+        scores[str(tx.transaction_id)] = value  # publishes to fraud.scores (the table's changelog)
+        metrics.DECISIONS.labels(record.decision).inc()
+
+    def score_of(transaction_id: int) -> dict | None:
+        raw = scores.get(str(transaction_id))
+        return None if raw is None else orjson.loads(raw)
+
+    def recent_of(account_id: int) -> list[int] | None:
+        state = nodes.get(node_key("Account", account_id))
+        return None if state is None else state.recent
+
+    @app.agent(requests)
+    async def score_queries(stream):
+        async for event in stream.events():
+            reply = answer(event.message.value, score_of, recent_of)
+            key = reply["request_id"].encode() if reply["request_id"] else event.message.key
+            await replies.send(key=key, value=orjson.dumps(reply))
+            metrics.QUERIES.labels(reply["status"]).inc()
+
     @app.task
     async def graph_sink():
         from fraudgraph.streams.graph_sink import run_graph_sink
 
-        await run_graph_sink(settings, mapping, list(cdc.topics))
+        try:
+            await run_graph_sink(settings, mapping, list(cdc.topics))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:
+            # Without the graph stage the worker would score on while Neo4j silently falls behind:
+            # crash instead, so the supervisor restarts it and the sink resumes from its offsets.
+            log.exception("graph stage failed; stopping the worker")
+            await app.crash(err)
 
     @app.page("/metrics")
     async def prometheus_metrics(web, request):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
 from fraudgraph.connectors.mapping import Mapping
@@ -22,6 +22,8 @@ from fraudgraph.graph.writer import GraphWriter
 from fraudgraph.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
 
 
 def graph_group(settings: Settings) -> str:
@@ -38,6 +40,7 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+    done: dict[TopicPartition, int] = {}  # next offset per partition, of what was handed to the writer
     try:
         await writer.start()
         await consumer.start()
@@ -45,21 +48,32 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
             if not batches:
                 continue
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
                     try:
                         event = decode(record.topic, record.value, mapping, settings.decimal_handling_mode, record.key)
                     except DecodeError:
-                        continue
-                    if not isinstance(event, Tombstone):
+                        event = None
+                    if event is not None and not isinstance(event, Tombstone):
                         await writer.submit(event)  # waits while the writer's queue is full
+                    done[tp] = record.offset + 1
             await writer.flush()
-            await consumer.commit()  # only now: what these offsets cover is in Neo4j
+            await consumer.commit(done)  # only now: what these offsets cover is in Neo4j
     except asyncio.CancelledError:
+        # Graceful stop: what was handed to the writer is written and committed if Neo4j answers
+        # within the grace period; otherwise it is simply replayed by the next run.
         log.info("graph sink stopping")
+        try:
+            await asyncio.wait_for(_flush_and_commit(writer, consumer, done), SHUTDOWN_GRACE_S)
+        except Exception as err:  # noqa: BLE001 -- nothing is lost: uncommitted offsets are replayed
+            log.warning("graph sink could not flush on shutdown (%s); the next run replays", err)
         raise
     finally:
-        # Uncommitted offsets are replayed by the next run; abort rather than flush so a shutdown
-        # with Neo4j gone does not hang.
         await consumer.stop()
         await writer.abort()
+
+
+async def _flush_and_commit(writer: GraphWriter, consumer: AIOKafkaConsumer, done: dict) -> None:
+    await writer.flush()
+    if done:
+        await consumer.commit(done)

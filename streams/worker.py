@@ -10,9 +10,13 @@ from fraudgraph.settings import Settings
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     import faust
 
-    from fraudgraph.streams.app import create_app
+    from fraudgraph.streams.app import create_app, worker_topics
+    from fraudgraph.streams.topics import ensure_topics
 
     logging.getLogger(__name__).info("starting worker with settings %s", settings.redacted())
+    # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
+    ensure_topics(settings.kafka_bootstrap, worker_topics(settings), settings.topic_replication_factor,
+                  {settings.scores_topic: {"cleanup.policy": "compact"}})
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns only when the worker stops

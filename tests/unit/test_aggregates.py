@@ -3,7 +3,8 @@ import statistics
 
 from hypothesis import given, strategies as st
 
-from fraudgraph.streams.aggregates import DistinctSketch, NeighbourSums, RunningMoments, SlidingCounter
+from fraudgraph.models.incremental import NeighbourSums
+from fraudgraph.streams.aggregates import DistinctSketch, RunningMoments, SlidingCounter
 
 
 @given(st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), min_size=2, max_size=200))

@@ -1,0 +1,56 @@
+"""Raw node features: how each node type's source attributes become the vector the model reads.
+
+Why here, with the model, and versioned: a checkpoint is only meaningful with the encoding it was
+trained on, so ``FEATURE_SPEC`` is recorded in every checkpoint and every score. The worker calls
+these functions when it first links a node (its state keeps the vector as linked, see
+``models/incremental.py``), and training replays call the very same functions, so serving and
+training cannot encode differently.
+
+Every encoder is deterministic and total: an unknown category maps to the "other" slot, a missing
+value to zeros, so a new source value never breaks scoring.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+FEATURE_SPEC = "v1"
+
+TRANSACTION_KINDS = ("card_payment", "transfer", "withdrawal", "topup")
+ACCOUNT_KINDS = ("checking", "savings", "wallet", "merchant_settlement")
+
+
+def _one_hot(value: str | None, categories: tuple[str, ...]) -> list[float]:
+    """One slot per category plus a last "other" slot."""
+    out = [0.0] * (len(categories) + 1)
+    out[categories.index(value) if value in categories else len(categories)] = 1.0
+    return out
+
+
+def transaction_features(amount: float, kind: str, at: datetime) -> list[float]:
+    hour = (at.hour + at.minute / 60) / 24 * 2 * math.pi
+    return [math.log1p(max(amount, 0.0)), *_one_hot(kind, TRANSACTION_KINDS), math.sin(hour), math.cos(hour)]
+
+
+def account_features(kind: str | None) -> list[float]:
+    return _one_hot(kind, ACCOUNT_KINDS)
+
+
+def customer_features(kyc_level: int | None) -> list[float]:
+    return [1.0, (kyc_level or 0) / 3.0]
+
+
+def constant_features() -> list[float]:
+    """Merchants, devices and IPs: identity only; what they are is learned from their neighbours."""
+    return [1.0]
+
+
+FEATURE_WIDTHS = {
+    "Transaction": len(transaction_features(0.0, "", datetime(2000, 1, 1))),
+    "Account": len(account_features(None)),
+    "Customer": len(customer_features(None)),
+    "Merchant": 1,
+    "Device": 1,
+    "IP": 1,
+}

@@ -1,0 +1,115 @@
+"""From a transaction's node states to a ``TransactionScored`` decision record.
+
+The worker builds a ``ScoringInput`` (the states of the transaction and of its direct neighbours,
+read right after the transaction was linked in) and hands it to a ``Scorer``. Anything that maps
+inputs to scores with a version plugs in here: the R-GCN scorer of ``models/`` and the rules of the
+decisioning stage. Until those land, ``PlaceholderScorer`` is the only implementation: a
+transparent amount/velocity heuristic whose version string says what it is, so no score it makes can
+be mistaken for a model's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence
+
+from fraudgraph.connectors.events import TransactionCreated
+from fraudgraph.models.features import FEATURE_SPEC
+from fraudgraph.streams.state import NodeState, Source, node_key
+
+APPROVE, REVIEW, BLOCK = "approve", "review", "block"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str  # stable, machine-readable (e.g. "amount_anomaly")
+    detail: str  # for the analyst
+
+
+@dataclass
+class ScoringInput:
+    transaction: TransactionCreated
+    source: Source
+    states: dict[str, NodeState]  # node key -> state, the transaction's own included
+
+    def state(self, node_type: str, ident: Any) -> NodeState | None:
+        return None if ident is None else self.states.get(node_key(node_type, ident))
+
+
+@dataclass
+class Verdict:
+    score: float  # probability-like, 0..1
+    decision: str
+    reasons: list[Reason]
+
+
+class Scorer(Protocol):
+    version: str
+
+    def score(self, inputs: Sequence[ScoringInput]) -> list[Verdict]: ...
+
+
+@dataclass
+class TransactionScored:
+    """The record published to ``fraud.scores`` (and ``fraud.alerts`` unless approved)."""
+
+    transaction_id: int
+    account_id: int
+    score: float
+    decision: str
+    reasons: list[dict[str, str]]
+    model_version: str
+    feature_spec: str
+    state_versions: dict[str, int]  # node key -> NodeState.version read when scoring
+    source: dict[str, Any]  # topic, partition, offset, lsn, ts_ms, snapshot
+    timings: dict[str, float] = field(default_factory=dict)  # cdc_append_ms, decided_ms, state_ms, score_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timings: dict[str, float]) -> TransactionScored:
+    t, pos = inp.transaction, inp.transaction.position
+    return TransactionScored(
+        transaction_id=t.transaction_id,
+        account_id=t.account_id,
+        score=round(verdict.score, 6),
+        decision=verdict.decision,
+        reasons=[asdict(r) for r in verdict.reasons],
+        model_version=model_version,
+        feature_spec=FEATURE_SPEC,
+        state_versions={k: s.version for k, s in inp.states.items()},
+        source={"topic": inp.source.topic, "partition": inp.source.partition, "offset": inp.source.offset,
+                "lsn": pos.lsn, "ts_ms": pos.ts_ms, "snapshot": pos.snapshot},
+        timings=timings,
+    )
+
+
+class PlaceholderScorer:
+    """NOT the fraud model: a stand-in so the pipeline runs end to end before the R-GCN is wired.
+
+    Score = logistic of the amount's z-score against the account's own history plus a velocity
+    term. It is deliberately simple and says so in ``version``.
+    """
+
+    version = "placeholder-heuristic-0"
+    review_at, block_at = 0.8, 0.97
+
+    def score(self, inputs: Sequence[ScoringInput]) -> list[Verdict]:
+        return [self._one(inp) for inp in inputs]
+
+    def _one(self, inp: ScoringInput) -> Verdict:
+        t = inp.transaction
+        account = inp.state("Account", t.account_id)
+        amount, reasons = float(t.amount), []
+        # The account's moments already include this transaction; its z-score is still informative.
+        z = account.amounts.zscore(amount) if account else 0.0
+        per_minute = account.last_minute.count(t.position.ts_ms) if account else 0
+        if z > 3:
+            reasons.append(Reason("amount_anomaly", f"amount {amount:.2f} is {z:.1f} standard deviations above the account's mean"))
+        if per_minute > 5:
+            reasons.append(Reason("velocity", f"{per_minute} payments from this account in the last minute"))
+        score = 1 / (1 + math.exp(-(z - 3 + max(per_minute - 5, 0))))
+        decision = BLOCK if score >= self.block_at else REVIEW if score >= self.review_at else APPROVE
+        return Verdict(score, decision, reasons)

@@ -1,0 +1,276 @@
+"""Versioned, incremental state per graph node, and the pure function that applies one event to it.
+
+Each node (customer, account, merchant, device, IP, transaction) has one ``NodeState``: its own raw
+features, the per-relation neighbour sums exact R-GCN inference needs (``models/incremental.py``),
+and O(1) running aggregates the rules read (amount moments, sliding-window velocity, distinct
+counterparties). Applying an event touches a bounded number of nodes (a transaction: itself, its
+account, merchant or counterparty, device and IP), so nothing here ever scans history.
+
+Two versions, for two different questions
+=========================================
+
+* *Was this event already applied to this node?* ``NodeState.applied`` maps each input stream
+  (``topic/partition``) to the highest offset applied from it. Kafka offsets grow strictly within a
+  partition and a replay (a restart after a crash, a consumer-group reset) re-delivers the same
+  offsets, so an event at or below the mark is a replay and is skipped, node by node. Why not the
+  source LSN alone: one node hears from several topics and partitions whose interleaving is not LSN
+  order, and concurrent source transactions commit out of LSN order, so "older LSN" does not mean
+  "already seen" across streams. The map is bounded by the number of input partitions.
+* *Is this row image newer than the one held?* ``NodeState.row_version`` is the LSN of the node's
+  own source row last applied: an older image (the same row can only change in commit order, so its
+  LSNs do grow) never overwrites a newer one. ``NodeState.version`` is the newest LSN that changed
+  the node in any way; scores record it as the state version they read.
+
+Nodes touched by one event are applied independently, so if a crash made some of them durable and
+not others, the replay completes exactly the missing ones.
+
+Neighbour sums hold a neighbour's features as they were when the edge was added (see
+``models/incremental.py``); training replays build state through this same function, so the model
+learns from what serving sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from fraudgraph.connectors import events as ev
+from fraudgraph.models import features as fx
+from fraudgraph.models.hetero import Relation
+from fraudgraph.models.incremental import NeighbourSums
+from fraudgraph.streams.aggregates import DistinctSketch, RunningMoments, SlidingCounter
+
+RECENT_TRANSACTIONS = 20  # per account, for "latest scores of this account" queries
+RECENT_PROFILE_CHANGES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an event was read: the replay guard's coordinates and the latency clock's start."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int  # the Kafka record's timestamp (append time of the CDC event)
+
+    @property
+    def stream(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+
+@dataclass
+class NodeState:
+    node_type: str  # the graph label: Customer, Account, Merchant, Device, IP, Transaction
+    key: str
+    features: list[float]
+    neighbours: NeighbourSums = field(default_factory=NeighbourSums)
+    version: int = 0
+    row_version: int = 0
+    applied: dict[str, int] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+    # Aggregates of the node's transactions (accounts: sent; merchants, devices, IPs: seen).
+    amounts: RunningMoments = field(default_factory=RunningMoments)
+    last_minute: SlidingCounter = field(default_factory=lambda: SlidingCounter(60, 5))
+    last_hour: SlidingCounter = field(default_factory=lambda: SlidingCounter(3600, 60))
+    distinct: DistinctSketch = field(default_factory=DistinctSketch)  # accounts: counterparties; others: accounts
+    recent: list[Any] = field(default_factory=list)  # accounts: recent transaction ids; customers: profile changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NodeState":
+        d = dict(d)
+        d["neighbours"] = NeighbourSums(**d["neighbours"])
+        d["amounts"] = RunningMoments(**d["amounts"])
+        d["last_minute"] = SlidingCounter(**d["last_minute"])
+        d["last_hour"] = SlidingCounter(**d["last_hour"])
+        d["distinct"] = DistinctSketch(**d["distinct"])
+        return cls(**d)
+
+
+def node_key(node_type: str, ident: Any) -> str:
+    return f"{node_type}:{ident}"
+
+
+class StateStore(Protocol):
+    """Where node states live: a dict in unit tests, the changelog-backed Faust table in the worker."""
+
+    def get(self, key: str) -> NodeState | None: ...
+
+    def put(self, state: NodeState) -> None: ...
+
+
+@dataclass
+class Applied:
+    """What applying one event did."""
+
+    touched: list[NodeState] = field(default_factory=list)  # fresh and replayed, in touch order
+    replayed: int = 0  # nodes that had already applied this event
+    transaction: ev.TransactionCreated | None = None  # set when the event is a new transaction to score
+
+
+class _Touch:
+    """The nodes one event touches; each knows whether it still needs the event."""
+
+    def __init__(self, store: StateStore, source: Source):
+        self.store, self.source = store, source
+        self.nodes: dict[str, tuple[NodeState, bool]] = {}
+
+    def node(self, node_type: str, ident: Any, features: list[float]) -> tuple[NodeState, bool]:
+        key = node_key(node_type, ident)
+        if key not in self.nodes:
+            state = self.store.get(key)
+            if state is None:
+                state = NodeState(node_type, key, features)
+            fresh = state.applied.get(self.source.stream, -1) < self.source.offset
+            self.nodes[key] = (state, fresh)
+        return self.nodes[key]
+
+    def commit(self, lsn: int) -> Applied:
+        out = Applied()
+        for state, fresh in self.nodes.values():
+            out.touched.append(state)
+            if fresh:
+                state.applied[self.source.stream] = self.source.offset
+                state.version = max(state.version, lsn)
+                self.store.put(state)
+            else:
+                out.replayed += 1
+        return out
+
+
+def _link(src: tuple[NodeState, bool], dst: tuple[NodeState, bool], name: str) -> None:
+    """Edge src -name-> dst: each end records the other's features, if it has not already."""
+    (s, s_fresh), (d, d_fresh) = src, dst
+    rel = Relation(s.node_type, name, d.node_type)
+    if d_fresh:
+        d.neighbours.add(rel.key, s.features)
+    if s_fresh:
+        s.neighbours.add(rel.inverse().key, d.features)
+
+
+def _upsert_row(node: tuple[NodeState, bool], lsn: int, attrs: dict[str, Any], features: list[float] | None = None) -> bool:
+    state, fresh = node
+    if not fresh or lsn <= state.row_version:
+        return False
+    state.row_version = lsn
+    state.attrs.update(attrs)
+    state.deleted = False
+    if features is not None:
+        state.features = features
+    return True
+
+
+_ENTITY_TYPES = {"customer": "Customer", "account": "Account", "merchant": "Merchant", "device": "Device",
+                 "transaction": "Transaction"}
+
+
+def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> Applied:
+    """Apply one decoded CDC event to the state of every node it touches (idempotent per node)."""
+    lsn, ts = event.position.lsn, event.position.ts_ms
+    touch = _Touch(store, source)
+    one = fx.constant_features()
+    transaction = None
+
+    if isinstance(event, ev.CustomerUpserted):
+        _upsert_row(touch.node("Customer", event.customer_id, fx.customer_features(event.kyc_level)), lsn,
+                    {"country": event.country, "kyc_level": event.kyc_level},
+                    fx.customer_features(event.kyc_level))
+    elif isinstance(event, ev.AccountUpserted):
+        account = touch.node("Account", event.account_id, fx.account_features(event.kind))
+        if _upsert_row(account, lsn, {"kind": event.kind, "status": event.status, "currency": event.currency},
+                       fx.account_features(event.kind)) and "owner" not in account[0].attrs:
+            account[0].attrs["owner"] = event.customer_id
+            _link(touch.node("Customer", event.customer_id, fx.customer_features(None)), account, "OWNS")
+    elif isinstance(event, ev.MerchantUpserted):
+        _upsert_row(touch.node("Merchant", event.merchant_id, one), lsn, {"mcc": event.mcc, "country": event.country})
+    elif isinstance(event, ev.DeviceUpserted):
+        _upsert_row(touch.node("Device", event.device_id, one), lsn, {"os": event.os})
+    elif isinstance(event, ev.EntityDeleted):
+        node_type = _ENTITY_TYPES.get(event.entity)
+        if node_type:
+            state, fresh = touch.node(node_type, event.key, one)
+            if fresh and lsn > state.row_version:
+                state.row_version, state.deleted = lsn, True
+    elif isinstance(event, ev.LoginRecorded):
+        customer = touch.node("Customer", event.customer_id, fx.customer_features(None))
+        ip = touch.node("IP", event.ip, one)
+        _link(customer, ip, "LOGIN_FROM")
+        _seen_by(ip, str(event.customer_id), ts)
+        if event.device_id is not None:
+            device = touch.node("Device", event.device_id, one)
+            _link(customer, device, "LOGGED_IN")
+            _seen_by(device, str(event.customer_id), ts)
+    elif isinstance(event, ev.ProfileChanged):
+        customer, fresh = touch.node("Customer", event.customer_id, fx.customer_features(None))
+        if fresh:
+            customer.recent = [*customer.recent, [ts, event.field]][-RECENT_PROFILE_CHANGES:]
+    elif isinstance(event, ev.TransactionCreated):
+        transaction = event
+        _apply_transaction(touch, event, lsn, ts)
+    elif isinstance(event, ev.TransactionUpdated):
+        tx = touch.node("Transaction", event.transaction_id, _tx_features(event))
+        _upsert_row(tx, lsn, {"status": event.status})
+    elif isinstance(event, ev.FraudReported):
+        tx, fresh = touch.node("Transaction", event.transaction_id, [0.0] * fx.FEATURE_WIDTHS["Transaction"])
+        if fresh:
+            tx.attrs["label"] = event.kind
+            tx.attrs["label_ts_ms"] = ts
+    # TableTruncated: nothing per row follows; the ingest stage reports it.
+
+    applied = touch.commit(lsn)
+    applied.transaction = transaction
+    return applied
+
+
+def _tx_features(t: ev.TransactionRow) -> list[float]:
+    return fx.transaction_features(float(t.amount), t.kind, t.created_at)
+
+
+def _seen_by(node: tuple[NodeState, bool], who: str, ts: int, amount: float | None = None) -> None:
+    state, fresh = node
+    if fresh:
+        state.last_minute.add(ts, amount or 0.0)
+        state.last_hour.add(ts, amount or 0.0)
+        state.distinct.add(who)
+        if amount is not None:
+            state.amounts.add(amount)
+
+
+def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: int) -> None:
+    amount = float(t.amount)
+    tx = touch.node("Transaction", t.transaction_id, _tx_features(t))
+    _upsert_row(tx, lsn, {"account_id": t.account_id, "amount": amount, "kind": t.kind, "status": t.status,
+                          "merchant_id": t.merchant_id, "counterparty_account_id": t.counterparty_account_id,
+                          "device_id": t.device_id, "ip": t.ip, "ts_ms": ts})
+
+    account = touch.node("Account", t.account_id, fx.account_features(None))
+    _link(account, tx, "INITIATED")
+    state, fresh = account
+    if fresh:
+        state.amounts.add(amount)
+        state.last_minute.add(ts, amount)
+        state.last_hour.add(ts, amount)
+        state.recent = [*state.recent, t.transaction_id][-RECENT_TRANSACTIONS:]
+        payee = t.merchant_id if t.merchant_id is not None else t.counterparty_account_id
+        if payee is not None:
+            state.distinct.add(f"{'m' if t.merchant_id is not None else 'a'}{payee}")
+
+    who = str(t.account_id)
+    if t.merchant_id is not None:
+        merchant = touch.node("Merchant", t.merchant_id, fx.constant_features())
+        _link(tx, merchant, "PAYS")
+        _seen_by(merchant, who, ts, amount)
+    if t.counterparty_account_id is not None:
+        counterparty = touch.node("Account", t.counterparty_account_id, fx.account_features(None))
+        _link(tx, counterparty, "TRANSFER_TO")
+    if t.device_id is not None:
+        device = touch.node("Device", t.device_id, fx.constant_features())
+        _link(tx, device, "USING_DEVICE")
+        _seen_by(device, who, ts)
+    if t.ip is not None:
+        ip = touch.node("IP", t.ip, fx.constant_features())
+        _link(tx, ip, "FROM_IP")
+        _seen_by(ip, who, ts)

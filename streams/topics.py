@@ -1,0 +1,29 @@
+"""Create the topics a component needs before it subscribes, so nothing races Kafka's auto-creation
+(which would pick the broker's default partition count and no compaction)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+
+class TopicError(RuntimeError):
+    pass
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int], replication: int = 1,
+                  config: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """Create each missing topic with ``topics[name]`` partitions; returns the names created."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    new = [NewTopic(name, n, replication, config=dict((config or {}).get(name, {})))
+           for name, n in topics.items() if name not in existing]
+    for topic, future in admin.create_topics(new).items() if new else ():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise TopicError(f"creating topic {topic} failed: {exc}") from exc
+    return [t.topic for t in new]
