@@ -42,6 +42,7 @@ from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.scoring import APPROVE, PlaceholderScorer, Scorer, ScoringInput, scored_record
+from fraudgraph.streams.tables import acked_table, store_url
 from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
 
 log = logging.getLogger(__name__)
@@ -56,19 +57,22 @@ class NodeTable:
         self.table = table
 
     def get(self, key: str) -> NodeState | None:
-        raw = self.table.get(key)
-        return None if raw is None else NodeState.from_dict(orjson.loads(raw))
+        raw = self.table.get(key.encode())
+        return None if raw is None else NodeState.from_json(raw)
 
     def put(self, state: NodeState) -> None:
-        self.table[state.key] = orjson.dumps(state.to_dict())
+        self.table[state.key.encode()] = state.to_json()
 
 
 PROCESSING_ERROR = "processing_error"  # dead-letter reason: decoded fine, but state or scoring raised
 
 
 def worker_topics(settings: Settings) -> dict[str, int]:
-    """The topics the worker writes or serves, with their partition counts (created at start)."""
-    return {settings.scores_topic: PARTITIONS, settings.alerts_topic: PARTITIONS,
+    """The topics the worker reads and writes, with their partition counts (created at start if
+    missing; the CDC topics have the connector's partition count, ``stack/debezium.py``)."""
+    mapping = load_mapping(settings.mapping_file or None)
+    return {**{settings.cdc_topic(t): PARTITIONS for t in mapping.tables},
+            settings.scores_topic: PARTITIONS, settings.alerts_topic: PARTITIONS,
             settings.score_requests_topic: PARTITIONS, settings.score_replies_topic: PARTITIONS,
             settings.dead_letter_topic: 1}
 
@@ -81,7 +85,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
-        store=settings.worker_store,
+        store=store_url(settings.worker_store),
         datadir=str(settings.worker_data_dir),
         topic_partitions=PARTITIONS,
         topic_replication_factor=settings.topic_replication_factor,
@@ -94,10 +98,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     alerts = app.topic(settings.alerts_topic, **raw)
     requests = app.topic(settings.score_requests_topic, **raw)
     replies = app.topic(settings.score_replies_topic, **raw)
-    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    table = {"schema": schema, "key_type": str, "value_type": bytes, "use_partitioner": True}
+    # bytes keys and values: Faust serialises anything else (str included) as JSON.
+    table = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
     node_table = app.Table("node-state", **table)
-    scores = app.Table("scores", **table, changelog_topic=app.topic(
+    scores = acked_table(app, "scores", **table, changelog_topic=app.topic(
         settings.scores_topic, compacting=True, deleting=False, internal=True, **raw))
     nodes = NodeTable(node_table)
     scorer = scorer or PlaceholderScorer()
@@ -148,7 +152,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if applied.replayed:
             metrics.REPLAYS_IGNORED.inc(applied.replayed)
         tx = applied.transaction
-        if tx is None or str(tx.transaction_id) in scores:
+        if tx is None or str(tx.transaction_id).encode() in scores:
             return
         scoring_at = time.perf_counter()
         inp = ScoringInput(tx, source, {s.key: s for s in applied.touched})
@@ -161,14 +165,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             "state_ms": round((scoring_at - applied_at) * 1000, 3),
             "score_ms": round((done - scoring_at) * 1000, 3),
         })
-        value = orjson.dumps(record.to_dict())
+        value = orjson.dumps(record)
         if record.decision != APPROVE:
             await alerts.send(key=str(tx.transaction_id).encode(), value=value)
-        scores[str(tx.transaction_id)] = value  # publishes to fraud.scores (the table's changelog)
+        scores[str(tx.transaction_id).encode()] = value  # publishes to fraud.scores (the table's changelog)
         metrics.DECISIONS.labels(record.decision).inc()
 
     def score_of(transaction_id: int) -> dict | None:
-        raw = scores.get(str(transaction_id))
+        raw = scores.get(str(transaction_id).encode())
         return None if raw is None else orjson.loads(raw)
 
     def recent_of(account_id: int) -> list[int] | None:

@@ -65,9 +65,6 @@ class TransactionScored:
     source: dict[str, Any]  # topic, partition, offset, lsn, ts_ms, snapshot
     timings: dict[str, float] = field(default_factory=dict)  # cdc_append_ms, decided_ms, state_ms, score_ms
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timings: dict[str, float]) -> TransactionScored:
     t, pos = inp.transaction, inp.transaction.position

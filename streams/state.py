@@ -31,8 +31,10 @@ learns from what serving sees.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.models import features as fx
@@ -76,12 +78,12 @@ class NodeState:
     distinct: DistinctSketch = field(default_factory=DistinctSketch)  # accounts: counterparties; others: accounts
     recent: list[Any] = field(default_factory=list)  # accounts: recent transaction ids; customers: profile changes
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)  # orjson walks dataclasses natively (dataclasses.asdict is ~50x slower)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NodeState":
-        d = dict(d)
+    def from_json(cls, raw: bytes) -> "NodeState":
+        d = orjson.loads(raw)
         d["neighbours"] = NeighbourSums(**d["neighbours"])
         d["amounts"] = RunningMoments(**d["amounts"])
         d["last_minute"] = SlidingCounter(**d["last_minute"])

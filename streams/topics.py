@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Mapping
 
 
@@ -26,4 +27,20 @@ def ensure_topics(bootstrap: str, topics: Mapping[str, int], replication: int = 
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise TopicError(f"creating topic {topic} failed: {exc}") from exc
-    return [t.topic for t in new]
+    created = [t.topic for t in new]
+    _wait_for_leaders(admin, created)
+    return created
+
+
+def _wait_for_leaders(admin, topics: list[str], timeout: float = 30.0) -> None:
+    """A created topic is usable once each partition has a leader; until then reads of its offsets
+    fail with NOT_LEADER_FOR_PARTITION."""
+    deadline = time.monotonic() + timeout
+    while topics:
+        meta = admin.list_topics(timeout=10).topics
+        if all(t in meta and meta[t].error is None and meta[t].partitions
+               and all(p.leader >= 0 for p in meta[t].partitions.values()) for t in topics):
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics {topics} have no leader after {timeout:.0f}s")
+        time.sleep(0.1)

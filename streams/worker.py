@@ -14,6 +14,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from fraudgraph.streams.topics import ensure_topics
 
     logging.getLogger(__name__).info("starting worker with settings %s", settings.redacted())
+    # The CDC topics too: subscribing to a topic that does not exist yet would leave it unread.
     # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings), settings.topic_replication_factor,
                   {settings.scores_topic: {"cleanup.policy": "compact"}})

@@ -128,18 +128,62 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def commit_group_offsets(settings: Settings, group: str, topics: list[str], at: str | dict = "end") -> dict:
+    """Commit ``group``'s offsets on ``topics``: at each partition's current end (``"end"``), or at
+    the given {(topic, partition): offset}. Returns what was committed. This is how a test starts a
+    fresh worker "from now" without racing the broker, and how it rewinds one to force a replay."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = {}
+        for topic in topics:
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                offsets[(topic, p)] = _end_offset(consumer, topic, p) if at == "end" else at[(topic, p)]
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+        return offsets
+    finally:
+        consumer.close()
+
+
+def _end_offset(consumer, topic: str, partition: int) -> int:
+    from confluent_kafka import KafkaException, TopicPartition
+
+    for attempt in range(50):  # a just-created topic's leader may not answer yet
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException:
+            if attempt == 49:
+                raise
+            time.sleep(0.2)
+
+
+def cdc_topics(settings: Settings) -> list[str]:
+    from fraudgraph.connectors.mapping import load_mapping
+
+    return [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
+
+
 @pytest.fixture
 def worker_process(stack, tmp_path):
     """Start `fraudgraph worker` as a real subprocess (own consumer group and port); stopped with
-    SIGTERM at the end of the test."""
+    SIGTERM at the end of the test. ``from_now=True`` starts its consumer groups at the current end
+    of the CDC topics (which hold every earlier run's events)."""
     started = []
 
-    def start(**env_overrides) -> dict:
+    def start(from_now: bool = False, **env_overrides) -> dict:
         port = free_port()
         env = dict(os.environ, FRAUDGRAPH_WORKER_ID=f"test-worker-{uuid.uuid4().hex[:8]}",
                    FRAUDGRAPH_WORKER_WEB_PORT=str(port), FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
                    FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"))
         env.update(env_overrides)
+        if from_now:
+            from fraudgraph.streams.graph_sink import graph_group
+
+            worker_id = env["FRAUDGRAPH_WORKER_ID"]
+            topics = cdc_topics(stack.replace(topic_prefix=env.get("FRAUDGRAPH_TOPIC_PREFIX", stack.topic_prefix)))
+            for group in (worker_id, graph_group(stack.replace(worker_id=worker_id))):
+                commit_group_offsets(stack, group, topics)
         log_path = tmp_path / f"worker-{len(started)}.log"
         proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env,
                                 stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)

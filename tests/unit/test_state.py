@@ -24,10 +24,10 @@ class DictStore(dict):
 
     def get(self, key):
         raw = super().get(key)
-        return None if raw is None else NodeState.from_dict(orjson.loads(raw))
+        return None if raw is None else NodeState.from_json(raw)
 
     def put(self, state):
-        self[state.key] = orjson.dumps(state.to_dict())
+        self[state.key] = state.to_json()
 
     def snapshot(self):
         return dict(self)
