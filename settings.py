@@ -53,6 +53,11 @@ class Settings:
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     worker_id: str = "fraudgraph"  # Faust app id: consumer group and changelog topic prefix
+    # This process's stable name in the group (Kafka static membership): a restarted worker with the
+    # same name takes its partitions back at once instead of waiting out the dead one's session.
+    # Empty: the host name (one worker per host or pod); give each worker on one host its own.
+    worker_instance: str = ""
+    worker_session_timeout_s: float = 10.0  # how long a vanished worker's partitions wait for it
     dead_letter_topic: str = "fraud.dead-letters"
     scores_topic: str = "fraud.scores"  # every transaction's TransactionScored, keyed by transaction id
     alerts_topic: str = "fraud.alerts"  # the review/block subset of scores

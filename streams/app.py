@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 import faust
@@ -67,6 +68,13 @@ class NodeTable:
 PROCESSING_ERROR = "processing_error"  # dead-letter reason: decoded fine, but state or scoring raised
 
 
+def instance_id(settings: Settings) -> str:
+    """Static group membership name. It includes the web port because Faust's assignor stores each
+    member's URL with its assignment and refuses (a silent hang) a returning member whose URL changed."""
+    name = settings.worker_instance or socket.gethostname()
+    return f"{settings.worker_id}-{name}-{settings.worker_web_port}"
+
+
 def worker_topics(settings: Settings) -> dict[str, int]:
     """The topics the worker reads and writes, with their partition counts (created at start if
     missing; the CDC topics have the connector's partition count, ``stack/debezium.py``)."""
@@ -91,6 +99,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        consumer_group_instance_id=instance_id(settings),
+        broker_session_timeout=settings.worker_session_timeout_s,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     cdc = app.topic(*[settings.cdc_topic(t) for t in mapping.tables], **raw)

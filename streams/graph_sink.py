@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -37,6 +38,8 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=graph_group(settings),
+        group_instance_id=f"{graph_group(settings)}-{settings.worker_instance or socket.gethostname()}-{settings.worker_web_port}",
+        session_timeout_ms=int(settings.worker_session_timeout_s * 1000),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

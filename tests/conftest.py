@@ -172,7 +172,7 @@ def worker_process(stack, tmp_path):
     started = []
 
     def start(from_now: bool = False, **env_overrides) -> dict:
-        port = free_port()
+        port = int(env_overrides.get("FRAUDGRAPH_WORKER_WEB_PORT") or free_port())
         env = dict(os.environ, FRAUDGRAPH_WORKER_ID=f"test-worker-{uuid.uuid4().hex[:8]}",
                    FRAUDGRAPH_WORKER_WEB_PORT=str(port), FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
                    FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"))

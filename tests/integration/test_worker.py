@@ -209,7 +209,8 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
         first["proc"].wait(10)
         killed_at = time.time()
 
-        second = worker_process(**env)  # same id, same local store
+        # Same id, local store and port (so the same static group member: it takes over at once).
+        second = worker_process(**env, FRAUDGRAPH_WORKER_WEB_PORT=str(first["port"]))
         after = scores.read_until(lambda ms: len(scored_ids(before + ms, base)) >= n, timeout=240)
         after += scores.read_until(lambda _: False, timeout=3)
         counts = scored_ids(before + after, base)
