@@ -18,6 +18,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings), settings.topic_replication_factor,
                   {settings.scores_topic: {"cleanup.policy": "compact"}})
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)  # Faust expects it to exist
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns only when the worker stops

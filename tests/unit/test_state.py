@@ -5,7 +5,6 @@ import random
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import orjson
 import torch
 
 from fraudgraph.connectors import events as ev
