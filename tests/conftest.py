@@ -132,7 +132,7 @@ def commit_group_offsets(settings: Settings, group: str, topics: list[str], at: 
     """Commit ``group``'s offsets on ``topics``: at each partition's current end (``"end"``), or at
     the given {(topic, partition): offset}. Returns what was committed. This is how a test starts a
     fresh worker "from now" without racing the broker, and how it rewinds one to force a replay."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
@@ -140,8 +140,17 @@ def commit_group_offsets(settings: Settings, group: str, topics: list[str], at: 
         for topic in topics:
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
                 offsets[(topic, p)] = _end_offset(consumer, topic, p) if at == "end" else at[(topic, p)]
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
-        return offsets
+        # A stopped worker stays a (static) member until its session times out; until then the
+        # group refuses commits from outside it.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+                return offsets
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
     finally:
         consumer.close()
 
