@@ -76,7 +76,9 @@ def answer(raw: bytes | None, score_of: Callable[[int], dict | None],
             return {"request_id": request_id, "status": "not_found", "error": f"no score for transaction {tx}", "scores": []}
         return {"request_id": request_id, "status": "ok", "scores": [score]}
     recent = recent_of(account)
-    scores = [s for s in (score_of(t) for t in reversed(recent or [])) if s is not None]
+    # Newest first by source LSN: the recent list is in arrival order, which interleaves partitions.
+    scores = sorted((s for s in map(score_of, recent or []) if s is not None),
+                    key=lambda s: s.get("source", {}).get("lsn", 0), reverse=True)
     if not scores:
         return {"request_id": request_id, "status": "not_found", "error": f"no scored transactions for account {account}", "scores": []}
     return {"request_id": request_id, "status": "ok", "scores": scores}

@@ -8,7 +8,8 @@ from hypothesis import given, strategies as st
 
 from fraudgraph.streams.queries import answer
 
-SCORES = {1: {"transaction_id": 1, "score": 0.1}, 2: {"transaction_id": 2, "score": 0.9}}
+SCORES = {1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
+          2: {"transaction_id": 2, "score": 0.9, "source": {"lsn": 20}}}
 RECENT = {7: [1, 2, 3]}  # 3 is not scored (yet)
 
 
