@@ -11,22 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from common import machine
 
 from fraudgraph.connectors.decoder import decode
 from fraudgraph.connectors.mapping import load_mapping
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "debezium"
-
-
-def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def workload(variant: str) -> list[tuple[str, bytes, bytes | None, str]]:

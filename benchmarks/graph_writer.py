@@ -23,25 +23,17 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
-import platform
 import random
 import statistics
 import time
 from pathlib import Path
 
 import neo4j
+from common import machine, pct
 
 from fraudgraph.graph.synthetic import EventFactory, stream
 from fraudgraph.graph.writer import GraphWriter
 from fraudgraph.settings import load_settings
-
-
-def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 class TimedWriter(GraphWriter):
@@ -57,11 +49,6 @@ class TimedWriter(GraphWriter):
         now = time.time() * 1000
         self.batches.append(len(batch))
         self.freshness_ms.extend(now - e.position.ts_ms for e in batch)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def summary(writer: TimedWriter, n: int, seconds: float) -> dict:

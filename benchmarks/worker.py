@@ -28,19 +28,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_writer import machine  # noqa: E402
+from common import machine, pct
 
-from fraudgraph.settings import load_settings  # noqa: E402
-from fraudgraph.stack import local  # noqa: E402
-from fraudgraph.stack.simulator import simulate  # noqa: E402
-from fraudgraph.streams.app import worker_topics  # noqa: E402
-from fraudgraph.streams.topics import ensure_topics  # noqa: E402
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+from fraudgraph.settings import load_settings
+from fraudgraph.stack import local
+from fraudgraph.stack.simulator import simulate
+from fraudgraph.streams.app import worker_topics
+from fraudgraph.streams.topics import ensure_topics
 
 
 def run_once(base_settings, rate: float, seconds: float, customers: int, port: int) -> dict:
@@ -90,9 +84,9 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
             "offered_tx_per_s": rate or "max", "transactions": n, "cdc_events": report.total_rows,
             "scored": len(seen), "simulator_tx_per_s": round(report.transactions_per_s, 1),
             "throughput_tx_per_s": round(len(seen) / span, 1), "throughput_events_per_s": round(report.total_rows / span, 1),
-            "latency_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99),
+            "latency_ms": {"p50": pct(latencies, 0.50), "p95": pct(latencies, 0.95), "p99": pct(latencies, 0.99),
                            "max": max(latencies), "mean": round(statistics.fmean(latencies), 1)},
-            "steady_latency_ms": {"p50": pct(steady, 50), "p95": pct(steady, 95), "p99": pct(steady, 99), "max": max(steady)},
+            "steady_latency_ms": {"p50": pct(steady, 0.50), "p95": pct(steady, 0.95), "p99": pct(steady, 0.99), "max": max(steady)},
         }
     finally:
         consumer.close()

@@ -162,7 +162,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         if applied.replayed:
             metrics.REPLAYS_IGNORED.inc(applied.replayed)
         tx = applied.transaction
-        if tx is None or str(tx.transaction_id).encode() in scores:
+        if tx is None:
+            return
+        key = str(tx.transaction_id).encode()
+        if key in scores:
             return
         scoring_at = time.perf_counter()
         inp = ScoringInput(tx, source, {s.key: s for s in applied.touched})
@@ -177,8 +180,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         })
         value = orjson.dumps(record)
         if record.decision != APPROVE:
-            await alerts.send(key=str(tx.transaction_id).encode(), value=value)
-        scores[str(tx.transaction_id).encode()] = value  # publishes to fraud.scores (the table's changelog)
+            await alerts.send(key=key, value=value)
+        scores[key] = value  # publishes to fraud.scores (the table's changelog)
         metrics.DECISIONS.labels(record.decision).inc()
 
     def score_of(transaction_id: int) -> dict | None:

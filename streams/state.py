@@ -231,12 +231,14 @@ def _tx_features(t: ev.TransactionRow) -> list[float]:
     return fx.transaction_features(float(t.amount), t.kind, t.created_at)
 
 
-def _seen_by(node: tuple[NodeState, bool], who: str, ts: int, amount: float | None = None) -> None:
+def _seen_by(node: tuple[NodeState, bool], who: str | None, ts: int, amount: float | None = None) -> None:
+    """One more transaction (or login) at this node: velocity, distinct parties, amounts."""
     state, fresh = node
     if fresh:
         state.last_minute.add(ts, amount or 0.0)
         state.last_hour.add(ts, amount or 0.0)
-        state.distinct.add(who)
+        if who is not None:
+            state.distinct.add(who)
         if amount is not None:
             state.amounts.add(amount)
 
@@ -250,15 +252,11 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
 
     account = touch.node("Account", t.account_id, fx.account_features(None))
     _link(account, tx, "INITIATED")
-    state, fresh = account
-    if fresh:
-        state.amounts.add(amount)
-        state.last_minute.add(ts, amount)
-        state.last_hour.add(ts, amount)
-        state.recent = [*state.recent, t.transaction_id][-RECENT_TRANSACTIONS:]
-        payee = t.merchant_id if t.merchant_id is not None else t.counterparty_account_id
-        if payee is not None:
-            state.distinct.add(f"{'m' if t.merchant_id is not None else 'a'}{payee}")
+    payee = (f"m{t.merchant_id}" if t.merchant_id is not None
+             else f"a{t.counterparty_account_id}" if t.counterparty_account_id is not None else None)
+    _seen_by(account, payee, ts, amount)
+    if account[1]:
+        account[0].recent = [*account[0].recent, t.transaction_id][-RECENT_TRANSACTIONS:]
 
     who = str(t.account_id)
     if t.merchant_id is not None:

@@ -43,14 +43,12 @@ class KeyPartitionedRocksDBStore(RocksDBStore):
 
 
 class AckedTable(faust.Table):
-    def _in_flight(self) -> dict:
-        # Written but not yet acknowledged: visible to this process, invisible to a restarted one.
-        if not hasattr(self, "_unacked"):
-            self._unacked = {}
-        return self._unacked
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._unacked: dict = {}  # written but not yet acknowledged: seen by this process only
 
     def __setitem__(self, key, value) -> None:
-        self._in_flight()[key] = value
+        self._unacked[key] = value
         self.send_changelog(None, key, value)  # its callback is _on_changelog_sent
 
     def _on_changelog_sent(self, fut) -> None:
@@ -58,15 +56,14 @@ class AckedTable(faust.Table):
         key, value = fut.message.key, fut.message.value
         self.data[key] = value  # the local copy first, then the offset that vouches for it
         super()._on_changelog_sent(fut)
-        if self._in_flight().get(key) is value:
-            del self._in_flight()[key]
+        if self._unacked.get(key) is value:
+            del self._unacked[key]
 
     def __contains__(self, key) -> bool:
-        return key in self._in_flight() or super().__contains__(key)
+        return key in self._unacked or super().__contains__(key)
 
     def __getitem__(self, key):
-        pending = self._in_flight()
-        return pending[key] if key in pending else super().__getitem__(key)
+        return self._unacked[key] if key in self._unacked else super().__getitem__(key)
 
 
 def acked_table(app: faust.App, name: str, **kwargs) -> AckedTable:

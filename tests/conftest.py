@@ -139,7 +139,7 @@ def commit_group_offsets(settings: Settings, group: str, topics: list[str], at: 
         offsets = {}
         for topic in topics:
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                offsets[(topic, p)] = _end_offset(consumer, topic, p) if at == "end" else at[(topic, p)]
+                offsets[(topic, p)] = end_offset(consumer, topic, p) if at == "end" else at[(topic, p)]
         # A stopped worker stays a (static) member until its session times out; until then the
         # group refuses commits from outside it.
         deadline = time.monotonic() + 60
@@ -155,7 +155,7 @@ def commit_group_offsets(settings: Settings, group: str, topics: list[str], at: 
         consumer.close()
 
 
-def _end_offset(consumer, topic: str, partition: int) -> int:
+def end_offset(consumer, topic: str, partition: int) -> int:
     from confluent_kafka import KafkaException, TopicPartition
 
     for attempt in range(50):  # a just-created topic's leader may not answer yet

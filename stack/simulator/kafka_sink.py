@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
 from fraudgraph.settings import Settings
-from fraudgraph.stack.debezium import CDC_PARTITIONS
+from fraudgraph.stack.debezium import ensure_cdc_topics
 from fraudgraph.stack.simulator.envelope import DebeziumEncoder
 from fraudgraph.stack.simulator.pacing import Pacer, SinkReport
-from fraudgraph.stack.simulator.rows import TABLES, Row
+from fraudgraph.stack.simulator.rows import Row
 
 
 def producer_config(settings: Settings) -> dict:
@@ -32,20 +31,10 @@ def producer_config(settings: Settings) -> dict:
     }
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create missing CDC topics the way Connect would (4 partitions), so the first event of a fresh
-    stack does not land on a broker-default, single-partition topic."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    existing = admin.list_topics(timeout=timeout).topics
-    missing = [NewTopic(settings.cdc_topic(t), CDC_PARTITIONS, 1) for t in TABLES if settings.cdc_topic(t) not in existing]
-    if not missing:
-        return
-    for future in admin.create_topics(missing, operation_timeout=timeout).values():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+def ensure_topics(settings: Settings) -> None:
+    """Create missing CDC topics the way Connect would, so the first event of a fresh stack does not
+    land on a broker-default, single-partition topic."""
+    ensure_cdc_topics(settings)
 
 
 def write_kafka(rows: Iterable[Row], settings: Settings, *, batch_rows: int = 200, rate: float | None = None,

@@ -15,7 +15,7 @@ from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, commit_group_offsets, scrape
+from conftest import TopicReader, cdc_topics, commit_group_offsets, end_offset, scrape
 
 ID_SPAN = 10**9  # the simulator's ids of one run lie in [id_base, id_base + ID_SPAN)
 
@@ -135,12 +135,11 @@ def _isolated_run(stack, tag: str) -> tuple[dict, object]:
 
 
 def _changelog_end(settings) -> int:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
-    topic = f"{settings.worker_id}-node-state-changelog"
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
     try:
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(4))
+        return sum(end_offset(c, f"{settings.worker_id}-node-state-changelog", p) for p in range(4))
     finally:
         c.close()
 
