@@ -1,26 +1,117 @@
-"""Prometheus metrics of the worker. Label values are bounded (reasons, event types, tables)."""
+"""Prometheus metrics of the worker: every series the dashboards and alert rules read is defined here.
 
-from prometheus_client import Counter, Histogram, disable_created_metrics
+Conventions (https://prometheus.io/docs/practices/naming/): units in names (``_seconds``,
+``_messages``, ``_bytes``, ``_ratio``), ``_total`` for counters, and only bounded label values
+(tables, event types, reasons, decisions, stages, devices, windows, topic-partitions of the
+configured topics) so a label can never grow with traffic.
+
+The README's "Metrics" section lists them with their meaning; ``stack/observability`` holds the
+dashboards and alert rules built on them, and an integration test evaluates every expression there
+against a real Prometheus scraping a worker, so renaming a metric here breaks that test, on purpose.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.core import REGISTRY
+
+from fraudgraph.streams.quality_metrics import QualityCollector
 
 # The *_created series double every metric for no use on dashboards.
 disable_created_metrics()
 
+# ---- events in / out -----------------------------------------------------------------------------
 EVENTS_IN = Counter("fraudgraph_cdc_messages_total", "CDC messages consumed", ["table"])
 EVENTS_DECODED = Counter("fraudgraph_events_decoded_total", "Domain events decoded from CDC", ["event"])
 TOMBSTONES = Counter("fraudgraph_tombstones_total", "Kafka tombstones after deletes (no event)", ["table"])
+RECORDS_OUT = Counter(
+    "fraudgraph_records_out_total",
+    "Records the worker produced, by output (scores: acknowledged by Kafka; alerts, dead_letters, score_replies: sent)",
+    ["output"],
+)
 DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
-DECODE_SECONDS = Histogram(
-    "fraudgraph_stage_decode_seconds", "Time to decode one CDC message",
-    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2),
-)
-STATE_SECONDS = Histogram(
-    "fraudgraph_stage_state_seconds", "Time to apply one event to node state",
-    buckets=(2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
-)
-SCORE_SECONDS = Histogram(
-    "fraudgraph_stage_score_seconds", "Time to score one transaction",
-    buckets=(2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
-)
 REPLAYS_IGNORED = Counter("fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event")
 DECISIONS = Counter("fraudgraph_decisions_total", "Transactions scored, by decision", ["decision"])
 QUERIES = Counter("fraudgraph_score_queries_total", "Score queries answered, by reply status", ["status"])
+
+# ---- latency ---------------------------------------------------------------------------------------
+STAGES = ("decode", "state", "rules", "model", "graph_write", "produce")
+STAGE_SECONDS = Histogram(
+    "fraudgraph_stage_duration_seconds",
+    "Time spent in one pipeline stage, per call of the stage (one message, or one micro-batch where the stage batches)",
+    ["stage"],
+    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5),
+)
+# One child per stage, created now so every stage has a series (zero until observed) and code
+# observes with ``metrics.MODEL_SECONDS.observe(s)`` rather than spelling label values.
+DECODE_SECONDS = STAGE_SECONDS.labels("decode")
+STATE_SECONDS = STAGE_SECONDS.labels("state")
+RULES_SECONDS = STAGE_SECONDS.labels("rules")
+MODEL_SECONDS = STAGE_SECONDS.labels("model")
+GRAPH_WRITE_SECONDS = STAGE_SECONDS.labels("graph_write")
+PRODUCE_SECONDS = STAGE_SECONDS.labels("produce")
+SCORE_SECONDS = MODEL_SECONDS  # the Scorer call: the model stage until rules run as a stage of their own
+
+E2E_LATENCY_SECONDS = Histogram(
+    "fraudgraph_e2e_latency_seconds",
+    "CDC record appended to Kafka (its timestamp) to the transaction's score acknowledged by Kafka",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60),
+)
+
+# ---- Kafka consumer lag ----------------------------------------------------------------------------
+CONSUMER_LAG = Gauge(
+    "fraudgraph_consumer_lag_messages",
+    "High watermark minus the consumer's position, per assigned partition (group: worker = scoring agents, graph = graph sink)",
+    ["group", "topic", "partition"],
+)
+
+# ---- model -----------------------------------------------------------------------------------------
+MODEL_BATCH_SIZE = Histogram(
+    "fraudgraph_model_batch_size",
+    "Transactions per model inference call, by device (cpu, cuda:0, ...)",
+    ["device"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
+MODEL_INFERENCE_SECONDS = Histogram(
+    "fraudgraph_model_inference_seconds",
+    "Wall time of one model inference call (one batch), by device",
+    ["device"],
+    buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1),
+)
+MODEL_INFO = Info("fraudgraph_model", "The scoring model in use (exported as fraudgraph_model_info{version=...} 1)")
+POLICY_INFO = Info("fraudgraph_policy", "The decision policy in use (exported as fraudgraph_policy_info{version=...} 1)")
+
+# ---- graph -----------------------------------------------------------------------------------------
+GRAPH_LAST_EVENT_APPEND = Gauge(
+    "fraudgraph_graph_last_event_append_timestamp_seconds",
+    "Kafka append time of the newest CDC event committed to Neo4j by the graph sink (0 before the first)",
+)
+
+
+def _graph_age() -> float:
+    import time
+
+    last = GRAPH_LAST_EVENT_APPEND._value.get()
+    return float("nan") if last <= 0 else max(time.time() - last, 0.0)
+
+
+GRAPH_FRESHNESS_AGE = Gauge(
+    "fraudgraph_graph_freshness_age_seconds",
+    "Now minus the Kafka append time of the newest event committed to Neo4j (grows while the graph stage stalls)",
+)
+GRAPH_FRESHNESS_AGE.set_function(_graph_age)
+
+# ---- state -----------------------------------------------------------------------------------------
+STATE_ENTRIES = Gauge(
+    "fraudgraph_state_entries",
+    "Keys in a worker table's local store (RocksDB's estimate), by table",
+    ["table"],
+)
+
+# ---- online quality from late labels -----------------------------------------------------------------
+LABELS = Counter("fraudgraph_labels_total", "Fraud reports (late labels) applied, by kind", ["kind"])
+LABEL_JOINS = Counter(
+    "fraudgraph_label_joins_total",
+    "Labels joined to a decision: decision_found (joined at once), decision_pending (joined when the transaction is scored)",
+    ["result"],
+)
+QUALITY = QualityCollector()  # precision, recall, FPR, alert volume per window, read from the tracker at scrape
+REGISTRY.register(QUALITY)
