@@ -69,11 +69,22 @@ class Settings:
     mapping_file: str = ""  # empty: the reference schema's mapping (connectors/mappings/bank.toml)
     # How NUMERIC columns arrive when the CDC events carry no schema (Debezium's own option name).
     decimal_handling_mode: str = "precise"
+    # Model serving (models/). The registry holds versioned checkpoints; the worker serves the one
+    # named by its CURRENT file and swaps to a new one within model_reload_s, once loaded and warmed.
+    model_dir: Path = field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share") / "fraudgraph" / "models")
+    model_device: str = "auto"  # auto: cuda when available, else cpu
+    model_max_batch: int = 512  # requests per inference call
+    model_max_delay_ms: float = 2.0  # under load, how long a batch may wait to fill
+    model_reload_s: float = 5.0  # how often the registry's CURRENT version is checked
     # The worker's local state store (Faust tables' data; rebuilt from changelogs when lost).
     worker_data_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "worker")
     # Where the local stack keeps data, logs and pid files, and where fetched jars are cached.
     stack_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "stack")
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "fraudgraph")
+    # Prometheus of the local stack (`fraudgraph stack up`), on loopback, scraping the worker's /metrics.
+    prometheus_port: int = 9090
+    prometheus_scrape_interval_s: int = 5
+    prometheus_targets: str = ""  # host:port,... to scrape; empty: the worker (worker_web_host:worker_web_port)
 
     # ---- derived values (not settings of their own) ----
     @property
@@ -130,6 +141,11 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name} must be a number, got {raw!r}") from None
     if isinstance(default, Path):
         return Path(str(raw)).expanduser()
     return str(raw)

@@ -43,3 +43,10 @@ def test_pg_dsn_quotes_awkward_passwords():
 
     s = Settings(pg_password="it's a \\ pass")
     assert psycopg.conninfo.conninfo_to_dict(s.pg_dsn())["password"] == "it's a \\ pass"
+
+
+def test_float_settings_are_parsed_as_numbers():
+    s = load_settings({"FRAUDGRAPH_MODEL_MAX_DELAY_MS": "0.5", "FRAUDGRAPH_WORKER_SESSION_TIMEOUT_S": "30"})
+    assert s.model_max_delay_ms == 0.5 and s.worker_session_timeout_s == 30.0
+    with pytest.raises(ValueError, match="model_reload_s must be a number"):
+        load_settings({"FRAUDGRAPH_MODEL_RELOAD_S": "soon"})

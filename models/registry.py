@@ -1,0 +1,120 @@
+"""Versioned model checkpoints on disk, and which one is current.
+
+Layout under the registry root::
+
+    <version>/model.pt    the HeteroRGCN's state_dict
+    <version>/card.json   ModelCard: architecture, feature spec, threshold, metrics, training data
+    CURRENT               the version the workers serve (one line)
+
+Why a directory and a pointer file: a version directory is written completely under a temporary
+name and renamed into place, and CURRENT is replaced by an atomic rename too, so a worker polling
+the registry never reads half a checkpoint, and promoting or rolling back a model is rewriting one
+line. Every score records ``ModelCard.version``, so a decision can always be traced to its weights.
+
+Why the feature spec is in the card: a checkpoint is only meaningful with the encoding it was
+trained on; loading one whose spec differs from the running code's ``FEATURE_SPEC`` is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fraudgraph.models.features import FEATURE_SPEC
+from fraudgraph.models.hetero import Relation
+from fraudgraph.models.rgcn import HeteroRGCN
+
+
+class RegistryError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    version: str
+    feature_spec: str
+    feature_widths: dict[str, int]
+    relations: list[list[str]]  # [src, name, dst] per relation, in the model's order
+    hidden: int
+    num_bases: int | None
+    threshold: float  # fraud probability at which the target false-positive rate was met on validation
+    target_fpr: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    trained_on: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+    def build(self) -> HeteroRGCN:
+        rels = [Relation(*r) for r in self.relations]
+        return HeteroRGCN(self.feature_widths, rels, self.hidden, out_channels=1, num_bases=self.num_bases)
+
+
+def card_for(model: HeteroRGCN, **fields: Any) -> dict[str, Any]:
+    """The architecture half of a card, read off the model itself."""
+    return {"feature_spec": FEATURE_SPEC, "feature_widths": dict(model.feature_widths),
+            "relations": [[r.src, r.name, r.dst] for r in model.relations], "hidden": model.hidden,
+            "num_bases": model.conv1.num_bases, **fields}
+
+
+class ModelRegistry:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "card.json").is_file())
+
+    def current_version(self) -> str | None:
+        try:
+            return (self.root / "CURRENT").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def register(self, model: HeteroRGCN, card: dict[str, Any], make_current: bool = True) -> ModelCard:
+        """Write a new version; its name is the time plus a hash of the weights, so two trainings
+        never collide and the same weights are recognisable."""
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        digest = hashlib.sha256(buf.getvalue()).hexdigest()[:10]
+        version = f"rgcn-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest}"
+        full = ModelCard(version=version, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **card)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{version}.tmp"
+        tmp.mkdir()
+        (tmp / "model.pt").write_bytes(buf.getvalue())
+        (tmp / "card.json").write_text(json.dumps(asdict(full), indent=2))
+        tmp.rename(self.root / version)
+        if make_current:
+            self.promote(version)
+        return full
+
+    def promote(self, version: str) -> None:
+        if not (self.root / version / "card.json").is_file():
+            raise RegistryError(f"no model version {version!r} in {self.root}")
+        tmp = self.root / ".CURRENT.tmp"
+        tmp.write_text(version + "\n")
+        os.replace(tmp, self.root / "CURRENT")
+
+    def load(self, version: str, device: torch.device | str = "cpu") -> tuple[HeteroRGCN, ModelCard]:
+        path = self.root / version
+        try:
+            card = ModelCard(**json.loads((path / "card.json").read_text()))
+        except (OSError, TypeError, ValueError) as err:
+            raise RegistryError(f"model {version}: unreadable card: {err}") from err
+        if card.feature_spec != FEATURE_SPEC:
+            raise RegistryError(f"model {version} was trained on features {card.feature_spec!r}, "
+                                f"this code encodes {FEATURE_SPEC!r}")
+        model = card.build()
+        try:
+            model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+        except Exception as err:  # torch raises OSError, RuntimeError or pickle errors for a bad file
+            raise RegistryError(f"model {version}: bad weights: {type(err).__name__}: {str(err)[:200]}") from err
+        return model.to(device).eval(), card
