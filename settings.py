@@ -85,10 +85,6 @@ class Settings:
     prometheus_port: int = 9090
     prometheus_scrape_interval_s: int = 5
     prometheus_targets: str = ""  # host:port,... to scrape; empty: the worker (worker_web_host:worker_web_port)
-    # Prometheus of the local stack (`fraudgraph stack up`), on loopback, scraping the worker's /metrics.
-    prometheus_port: int = 9090
-    prometheus_scrape_interval_s: int = 5
-    prometheus_targets: str = ""  # host:port,... to scrape; empty: the worker (worker_web_host:worker_web_port)
 
     # ---- derived values (not settings of their own) ----
     @property
