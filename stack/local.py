@@ -1,7 +1,7 @@
 """``fraudgraph stack up|down|status``: the whole local stack, without Docker.
 
-Start order follows the dependencies: Kafka, PostgreSQL and Neo4j boot side by side (they need
-nothing from each other); Kafka Connect starts once Kafka answers, and registers Debezium's
+Start order follows the dependencies: Kafka, PostgreSQL, Neo4j and Prometheus boot side by side
+(they need nothing from each other; Prometheus simply finds the worker once it runs); Kafka Connect starts once Kafka answers, and registers Debezium's
 connector once PostgreSQL holds the schema. ``up`` is idempotent: a service of ours that already
 runs is only checked for readiness.
 """
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack import jars
-from fraudgraph.stack.services import Connect, Kafka, Neo4j, Postgres, Service
+from fraudgraph.stack.services import Connect, Kafka, Neo4j, Postgres, Prometheus, Service
 from fraudgraph.stack.supervisor import StackError
 
 
 def services(settings: Settings) -> dict[str, Service]:
-    return {s.name: s for s in (Kafka(settings), Postgres(settings), Neo4j(settings), Connect(settings))}
+    return {s.name: s for s in (Kafka(settings), Postgres(settings), Neo4j(settings), Connect(settings), Prometheus(settings))}
 
 
 @dataclass
@@ -37,7 +37,7 @@ def up(settings: Settings, log=print) -> dict[str, float]:
     svc = services(settings)
     timings: dict[str, float] = {}
     try:
-        for name in ("kafka", "postgres", "neo4j"):
+        for name in ("kafka", "postgres", "neo4j", "prometheus"):
             if svc[name].start():
                 log(f"{name}: starting (log {svc[name].log_path})")
         for name in ("kafka", "postgres"):
@@ -45,7 +45,7 @@ def up(settings: Settings, log=print) -> dict[str, float]:
             timings[name] = time.monotonic() - t0
         if svc["connect"].start():
             log(f"connect: starting (log {svc['connect'].log_path})")
-        for name in ("neo4j", "connect"):
+        for name in ("neo4j", "connect", "prometheus"):
             svc[name].wait_ready()
             timings[name] = time.monotonic() - t0
     except StackError:
@@ -62,7 +62,7 @@ def down(settings: Settings, log=print) -> list[str]:
     """Stop every process this stack started, dependants first. Returns the names stopped."""
     stopped = []
     svc = services(settings)
-    for name in ("connect", "neo4j", "kafka", "postgres"):
+    for name in ("prometheus", "connect", "neo4j", "kafka", "postgres"):
         if svc[name].stop():
             stopped.append(name)
             log(f"{name}: stopped")

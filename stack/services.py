@@ -1,4 +1,4 @@
-"""The local stack's four servers: Kafka (KRaft), Neo4j, PostgreSQL and Kafka Connect + Debezium.
+"""The local stack's servers: Kafka (KRaft), Neo4j, PostgreSQL, Kafka Connect + Debezium, and Prometheus.
 
 Each service knows how to start itself detached, how to tell that it is *really* ready (a protocol
 round trip, not an open port), and how to stop exactly the process it started. ``local.py`` starts
@@ -353,6 +353,33 @@ class Postgres(Service):
         from fraudgraph.stack.source_db import bootstrap
 
         bootstrap(self.settings, self.superuser_conninfo)
+
+
+class Prometheus(Service):
+    """Debian's Prometheus, scraping the worker and evaluating the alert rules (``prometheus_server.py``)."""
+
+    name = "prometheus"
+    ready_timeout = 60.0
+
+    def ports(self):
+        return [self.settings.prometheus_port]
+
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.settings.prometheus_port}"
+
+    def prepare(self):
+        from fraudgraph.stack.prometheus_server import write_config
+
+        write_config(self.settings, self.home)
+
+    def command(self):
+        from fraudgraph.stack.prometheus_server import command
+
+        return command(self.settings, self.home)
+
+    def ready(self):
+        with urllib.request.urlopen(f"{self.endpoint()}/-/ready", timeout=2) as resp:
+            return resp.status == 200
 
 
 def postgres_bindir() -> Path:

@@ -75,3 +75,41 @@ def test_connect_storage_topics_match_local_connect(tmp_path):
     assert env["GROUP_ID"] == props["group.id"]
     for topic in ("config", "offset", "status"):
         assert env[f"{topic.upper()}_STORAGE_TOPIC"] == props[f"{topic}.storage.topic"]
+
+
+def test_prometheus_and_grafana_are_provisioned_with_the_observability_files():
+    import json
+
+    prom_volumes = " ".join(COMPOSE["prometheus"]["volumes"])
+    assert "./stack/observability/alerts.yml:/etc/prometheus/alerts.yml" in prom_volumes
+    prom = yaml.safe_load((ROOT / "stack/docker/prometheus.yml").read_text())
+    assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    from fraudgraph.stack.prometheus_server import JOB
+
+    assert [c["job_name"] for c in prom["scrape_configs"]] == [JOB]  # dashboards filter on it
+
+    grafana_volumes = " ".join(COMPOSE["grafana"]["volumes"])
+    assert "./stack/observability/dashboards:/var/lib/grafana/dashboards" in grafana_volumes
+    provider = yaml.safe_load((ROOT / "stack/docker/grafana/provisioning/dashboards/fraudgraph.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    source = yaml.safe_load((ROOT / "stack/docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = source["datasources"][0]["uid"]
+    boards = list((ROOT / "stack/observability/dashboards").glob("*.json"))
+    assert len(boards) >= 3
+    for board in boards:
+        for panel in json.loads(board.read_text())["panels"]:
+            assert panel["datasource"]["uid"] == uid and panel["targets"], (board.name, panel["title"])
+
+
+def test_local_prometheus_config_comes_from_settings(tmp_path):
+    from fraudgraph.stack.prometheus_server import RULES_FILE, config
+    from fraudgraph.stack.services import Prometheus
+
+    settings = DEFAULTS.replace(stack_dir=tmp_path, worker_web_host="0.0.0.0", prometheus_scrape_interval_s=2)
+    cfg = config(settings)
+    assert cfg["scrape_configs"][0]["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULTS.worker_web_port}"]
+    assert cfg["global"]["scrape_interval"] == "2s" and cfg["rule_files"] == [str(RULES_FILE)]
+    assert config(settings.replace(prometheus_targets="a:1, b:2"))["scrape_configs"][0]["static_configs"][0]["targets"] == ["a:1", "b:2"]
+    service = Prometheus(settings)
+    assert service.ports() == [DEFAULTS.prometheus_port]
+    assert f"--web.listen-address=127.0.0.1:{DEFAULTS.prometheus_port}" in service.command()
