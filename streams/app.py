@@ -41,6 +41,7 @@ from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, d
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
+from fraudgraph.streams.observe import attach_observability, model_call
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.scoring import APPROVE, PlaceholderScorer, Scorer, ScoringInput, scored_record
 from fraudgraph.streams.tables import acked_table, store_url
@@ -115,11 +116,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         settings.scores_topic, compacting=True, deleting=False, internal=True, **raw))
     nodes = NodeTable(node_table)
     scorer = scorer or PlaceholderScorer()
+    quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes, scorer=scorer,
+                                   topics=[*cdc.topics, settings.score_requests_topic])
 
     async def dead_letter(message, reason: str, detail: str) -> None:
         record = DeadLetter(message.key, message.value, reason, detail, message.topic, message.partition, message.offset)
         await dead_letters.send(key=message.key, value=message.value, headers=record.headers())
         metrics.DEAD_LETTERS.labels(reason).inc()
+        metrics.RECORDS_OUT.labels("dead_letters").inc()
         log.warning("dead-lettered %s[%s]@%s: %s: %s", message.topic, message.partition, message.offset, reason, detail[:200])
 
     @app.agent(cdc)
@@ -161,6 +165,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         metrics.STATE_SECONDS.observe(time.perf_counter() - applied_at)
         if applied.replayed:
             metrics.REPLAYS_IGNORED.inc(applied.replayed)
+        quality.on_applied(decoded, applied.replayed, scores.get)  # a fresh fraud report joins its decision
         tx = applied.transaction
         if tx is None:
             return
@@ -172,6 +177,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         verdict = scorer.score([inp])[0]
         done = time.perf_counter()
         metrics.SCORE_SECONDS.observe(done - scoring_at)
+        model_call(scorer, 1, done - scoring_at)
         record = scored_record(inp, verdict, scorer.version, {
             "cdc_append_ms": source.timestamp_ms,
             "decided_ms": int(time.time() * 1000),
@@ -179,10 +185,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             "score_ms": round((done - scoring_at) * 1000, 3),
         })
         value = orjson.dumps(record)
+        producing = time.perf_counter()
         if record.decision != APPROVE:
             await alerts.send(key=key, value=value)
+            metrics.RECORDS_OUT.labels("alerts").inc()
         scores[key] = value  # publishes to fraud.scores (the table's changelog)
+        metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
         metrics.DECISIONS.labels(record.decision).inc()
+        quality.on_scored(tx.transaction_id, tx.position.ts_ms, record.decision, inp.states)
 
     def score_of(transaction_id: int) -> dict | None:
         raw = scores.get(str(transaction_id).encode())
@@ -199,6 +209,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
             key = reply["request_id"].encode() if reply["request_id"] else event.message.key
             await replies.send(key=key, value=orjson.dumps(reply))
             metrics.QUERIES.labels(reply["status"]).inc()
+            metrics.RECORDS_OUT.labels("score_replies").inc()
 
     @app.task
     async def graph_sink():

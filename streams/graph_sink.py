@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -21,10 +22,13 @@ from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
 from fraudgraph.connectors.mapping import Mapping
 from fraudgraph.graph.writer import GraphWriter
 from fraudgraph.settings import Settings
+from fraudgraph.streams import metrics
+from fraudgraph.streams.lag import LagReporter
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+LAG_INTERVAL_S = 5.0  # how often the graph group's lag is reported (it is read from the consumer, no I/O)
 
 
 def graph_group(settings: Settings) -> str:
@@ -44,14 +48,20 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
         auto_offset_reset="earliest",
     )
     done: dict[TopicPartition, int] = {}  # next offset per partition, of what was handed to the writer
+    lag, lag_due = LagReporter("graph", topics), 0.0
     try:
         await writer.start()
         await consumer.start()
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            if time.monotonic() >= lag_due:  # also while idle, so a caught-up sink reports 0
+                lag_due = time.monotonic() + LAG_INTERVAL_S
+                await lag.report(consumer.assignment(), consumer.highwater, consumer.position)
             if not batches:
                 continue
+            newest_append_ms = 0
             for tp, records in batches.items():
+                newest_append_ms = max(newest_append_ms, records[-1].timestamp or 0)
                 for record in records:
                     try:
                         event = decode(record.topic, record.value, mapping, settings.decimal_handling_mode, record.key)
@@ -60,8 +70,11 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
                     if event is not None and not isinstance(event, Tombstone):
                         await writer.submit(event)  # waits while the writer's queue is full
                     done[tp] = record.offset + 1
+            flushing = time.perf_counter()
             await writer.flush()
+            metrics.GRAPH_WRITE_SECONDS.observe(time.perf_counter() - flushing)
             await consumer.commit(done)  # only now: what these offsets cover is in Neo4j
+            metrics.GRAPH_LAST_EVENT_APPEND.set(max(newest_append_ms / 1000, metrics.GRAPH_LAST_EVENT_APPEND._value.get()))
     except asyncio.CancelledError:
         # Graceful stop: what was handed to the writer is written and committed if Neo4j answers
         # within the grace period; otherwise it is simply replayed by the next run.

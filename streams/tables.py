@@ -46,6 +46,7 @@ class AckedTable(faust.Table):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._unacked: dict = {}  # written but not yet acknowledged: seen by this process only
+        self.on_acked = None  # optional callable(key, value): a write just became durable (metrics)
 
     def __setitem__(self, key, value) -> None:
         self._unacked[key] = value
@@ -56,6 +57,8 @@ class AckedTable(faust.Table):
         key, value = fut.message.key, fut.message.value
         self.data[key] = value  # the local copy first, then the offset that vouches for it
         super()._on_changelog_sent(fut)
+        if self.on_acked is not None:
+            self.on_acked(key, value)
         if self._unacked.get(key) is value:
             del self._unacked[key]
 

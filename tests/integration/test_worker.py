@@ -18,6 +18,7 @@ from fraudgraph.streams.topics import ensure_topics
 from conftest import TopicReader, cdc_topics, commit_group_offsets, end_offset, scrape
 
 ID_SPAN = 10**9  # the simulator's ids of one run lie in [id_base, id_base + ID_SPAN)
+STATE_APPLIED = 'fraudgraph_stage_duration_seconds_count{stage="state"}'  # events applied to node state
 
 GRAPH_QUERY = """
 MATCH (t:Transaction) WHERE t.id IN $ids AND coalesce(t.deleted, false) = false
@@ -159,7 +160,7 @@ def _wait_processed(worker: dict, events: int, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         metrics = scrape(worker["port"])
-        if metrics.get("fraudgraph_stage_state_seconds_count", 0) >= events or time.monotonic() > deadline:
+        if metrics.get(STATE_APPLIED, 0) >= events or time.monotonic() > deadline:
             return metrics
         time.sleep(0.5)
 
@@ -217,7 +218,7 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
         metrics = scrape(second["port"])
         print(f"\nSIGKILL recovery: {n} transactions, {report.total_rows} CDC events; first new score "
               f"{resumed_ms / 1000 - killed_at:.1f}s after the kill (process start included); after restart "
-              f"{metrics.get('fraudgraph_stage_state_seconds_count', 0):.0f} events applied, "
+              f"{metrics.get(STATE_APPLIED, 0):.0f} events applied, "
               f"{metrics.get('fraudgraph_replays_ignored_total', 0):.0f} node updates skipped as replays")
         assert len(counts) == n  # none lost
         assert set(counts.values()) == {1}  # none twice

@@ -1,0 +1,53 @@
+"""Wires the worker's observability into a Faust app: the one call ``create_app`` makes.
+
+Kept out of ``app.py`` so the pipeline reads as a pipeline: this attaches what watches it (versions,
+the e2e latency clock on score acknowledgement, the online quality join and its rebuild on every
+rebalance, and a timer for consumer lag and state size) and returns the ``QualityJoin`` the
+pipeline feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fraudgraph.streams import latency, metrics, state_size, versions
+from fraudgraph.streams.lag import LagReporter
+from fraudgraph.streams.quality_join import QualityJoin
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL_S = 5.0  # lag and state size; Prometheus scrapes every 5 s by default
+
+
+def attach_observability(app, *, scores, node_table, nodes, scorer, topics) -> QualityJoin:
+    versions.publish(scorer)
+    scores.on_acked = latency.score_acked
+    join = QualityJoin()
+    metrics.QUALITY.tracker = join.tracker
+    lag = LagReporter("worker", topics)
+
+    @app.on_rebalance_complete.connect
+    async def rebuild_quality(sender, **kwargs):
+        # After a restart or rebalance the tables hold exactly what was durably decided and
+        # labelled: derive the windows from them (quality.py says why not persist them).
+        try:
+            join.rebuild(((k, v) for k, v in scores.items()), nodes.get)
+        except Exception:  # noqa: BLE001 -- quality metrics must never stop scoring
+            log.exception("rebuilding the quality tracker failed; it starts empty")
+
+    @app.timer(interval=REPORT_INTERVAL_S)
+    async def report_lag_and_state():
+        try:
+            await lag.report_faust(app.consumer)
+            state_size.report({"node-state": node_table, "scores": scores})
+        except Exception as err:  # noqa: BLE001 -- e.g. during a rebalance; next tick retries
+            log.debug("lag/state report skipped: %s", err)
+
+    return join
+
+
+def model_call(scorer, batch: int, seconds: float) -> None:
+    """One model inference call (until the model server observes its own batches)."""
+    device = str(getattr(scorer, "device", "cpu"))
+    metrics.MODEL_BATCH_SIZE.labels(device).observe(batch)
+    metrics.MODEL_INFERENCE_SECONDS.labels(device).observe(seconds)
