@@ -36,6 +36,15 @@ class RunningMoments:
         std = math.sqrt(self.variance)
         return (x - self.mean) / std if self.count >= 3 and std > 0 else 0.0
 
+    def without(self, x: float) -> "RunningMoments":
+        """The moments before ``x`` was added (Welford run backwards), so a rule can judge the latest
+        value against the history *before* it rather than a history it has already inflated."""
+        if self.count <= 1:
+            return RunningMoments()
+        count = self.count - 1
+        mean = (self.mean * self.count - x) / count
+        return RunningMoments(count, mean, max(self.m2 - (x - mean) * (x - self.mean), 0.0))
+
 
 @dataclass
 class SlidingCounter:
@@ -119,3 +128,34 @@ class DistinctSketch:
             return float(len(self.hashes))
         kth = -self.hashes[0] / 2**63
         return (self.k - 1) / kth
+
+
+@dataclass
+class RecentSet:
+    """The most recently seen items of one kind, each with its first and last time seen (ms).
+
+    Bounded to ``cap`` items: when full, the item seen longest ago is dropped, so a count over a
+    recent window is exact while fewer than ``cap`` items were seen in it, and saturates at ``cap``
+    otherwise (the rules' thresholds sit well below it). Items are prefixed by kind
+    (``device:..``, ``account:..``) so one set can hold several kinds without collisions.
+    """
+
+    cap: int = 32
+    items: dict[str, list[int]] = field(default_factory=dict)  # item -> [first_ms, last_ms]
+
+    def add(self, item: str, ts_ms: int) -> None:
+        seen = self.items.get(item)
+        if seen is not None:
+            seen[0], seen[1] = min(seen[0], ts_ms), max(seen[1], ts_ms)
+            return
+        if len(self.items) >= self.cap:
+            del self.items[min(self.items, key=lambda k: self.items[k][1])]
+        self.items[item] = [ts_ms, ts_ms]
+
+    def first_seen(self, item: str) -> int | None:
+        seen = self.items.get(item)
+        return None if seen is None else seen[0]
+
+    def count(self, since_ms: int, prefix: str = "") -> int:
+        """Items (of kind ``prefix``) last seen at or after ``since_ms``."""
+        return sum(1 for k, (_, last) in self.items.items() if last >= since_ms and k.startswith(prefix))

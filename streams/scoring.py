@@ -38,10 +38,20 @@ class ScoringInput:
 
 
 @dataclass
+class ModelOpinion:
+    """What the model says about one transaction, before any policy is applied."""
+
+    score: float  # probability-like, 0..1
+    version: str
+    reasons: list[Reason]  # its top contributing relations/features, most important first
+
+
+@dataclass
 class Verdict:
     score: float  # probability-like, 0..1
     decision: str
     reasons: list[Reason]
+    policy_version: str = ""  # the decision policy that made it (empty: no policy, e.g. the placeholder)
 
 
 class Scorer(Protocol):
@@ -64,6 +74,7 @@ class TransactionScored:
     state_versions: dict[str, int]  # node key -> NodeState.version read when scoring
     source: dict[str, Any]  # topic, partition, offset, lsn, ts_ms, snapshot
     timings: dict[str, float] = field(default_factory=dict)  # cdc_append_ms, decided_ms, state_ms, score_ms
+    policy_version: str = ""  # Verdict.policy_version: which policy file decided
 
 
 def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timings: dict[str, float]) -> TransactionScored:
@@ -80,6 +91,7 @@ def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timin
         source={"topic": inp.source.topic, "partition": inp.source.partition, "offset": inp.source.offset,
                 "lsn": pos.lsn, "ts_ms": pos.ts_ms, "snapshot": pos.snapshot},
         timings=timings,
+        policy_version=verdict.policy_version,
     )
 
 

@@ -40,10 +40,14 @@ from fraudgraph.connectors import events as ev
 from fraudgraph.models import features as fx
 from fraudgraph.models.hetero import Relation
 from fraudgraph.models.incremental import NeighbourSums
-from fraudgraph.streams.aggregates import DistinctSketch, RunningMoments, SlidingCounter
+from fraudgraph.streams.aggregates import DistinctSketch, RecentSet, RunningMoments, SlidingCounter
 
 RECENT_TRANSACTIONS = 20  # per account, for "latest scores of this account" queries
 RECENT_PROFILE_CHANGES = 10
+CUSTOMER_ACCOUNTS = 8  # accounts a customer's profile changes are copied to (a customer has a few)
+# Labels that make a transaction's parties confirmed-fraud-adjacent; "false_positive" clears nothing
+# and marks nothing (it says the transaction was fine).
+FRAUD_LABELS = frozenset({"confirmed_fraud", "chargeback"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,20 @@ class NodeState:
     last_hour: SlidingCounter = field(default_factory=lambda: SlidingCounter(3600, 60))
     distinct: DistinctSketch = field(default_factory=DistinctSketch)  # accounts: counterparties; others: accounts
     recent: list[Any] = field(default_factory=list)  # accounts: recent transaction ids; customers: profile changes
+    # What the decision rules read (``rules.py``), all bounded:
+    # accounts: the devices and IPs it paid from ("device:<id>", "ip:<ip>"), first and last use;
+    # devices and IPs: the accounts that paid ("account:<id>") and customers that logged in
+    # ("customer:<id>") through them; merchants: payer accounts and their devices on card-not-present
+    # payments (how concentrated its online payers are on few devices).
+    peers: RecentSet = field(default_factory=RecentSet)
+    senders: RecentSet = field(default_factory=RecentSet)  # accounts: accounts that transferred to it
+    reported: RecentSet = field(default_factory=RecentSet)  # merchants: payers of its confirmed-fraud payments
+    received: SlidingCounter = field(default_factory=lambda: SlidingCounter(86_400, 3_600))  # accounts: transfers in
+    declines: SlidingCounter = field(default_factory=lambda: SlidingCounter(3_600, 300))  # accounts: declined payments
+    # Named facts -> latest event time (ms): "fraud" (a confirmed-fraud transaction went through this
+    # node), "profile:<field>" (accounts: their owner changed that profile field).
+    marks: dict[str, int] = field(default_factory=dict)
+    fraud_reports: int = 0  # confirmed-fraud transactions through this node (merchants: their share)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson walks dataclasses natively (dataclasses.asdict is ~50x slower)
@@ -84,12 +102,16 @@ class NodeState:
     @classmethod
     def from_json(cls, raw: bytes) -> "NodeState":
         d = orjson.loads(raw)
-        d["neighbours"] = NeighbourSums(**d["neighbours"])
-        d["amounts"] = RunningMoments(**d["amounts"])
-        d["last_minute"] = SlidingCounter(**d["last_minute"])
-        d["last_hour"] = SlidingCounter(**d["last_hour"])
-        d["distinct"] = DistinctSketch(**d["distinct"])
+        # Fields absent from a state written before they existed keep their defaults.
+        for name, kind in _NESTED.items():
+            if name in d:
+                d[name] = kind(**d[name])
         return cls(**d)
+
+
+_NESTED = {"neighbours": NeighbourSums, "amounts": RunningMoments, "last_minute": SlidingCounter,
+           "last_hour": SlidingCounter, "distinct": DistinctSketch, "peers": RecentSet, "senders": RecentSet,
+           "reported": RecentSet, "received": SlidingCounter, "declines": SlidingCounter}
 
 
 def node_key(node_type: str, ident: Any) -> str:
@@ -182,12 +204,18 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
                     fx.customer_features(event.kyc_level))
     elif isinstance(event, ev.AccountUpserted):
         account = touch.node("Account", event.account_id, fx.account_features(event.kind))
-        if _upsert_row(account, lsn, {"kind": event.kind, "status": event.status, "currency": event.currency},
+        if _upsert_row(account, lsn, {"kind": event.kind, "status": event.status, "currency": event.currency,
+                                      "opened_ms": _ms(event.opened_at)},
                        fx.account_features(event.kind)) and "owner" not in account[0].attrs:
             account[0].attrs["owner"] = event.customer_id
-            _link(touch.node("Customer", event.customer_id, fx.customer_features(None)), account, "OWNS")
+            customer = touch.node("Customer", event.customer_id, fx.customer_features(None))
+            _link(customer, account, "OWNS")
+            if customer[1]:  # so the owner's profile changes reach the account (see ProfileChanged)
+                owned = customer[0].attrs.get("accounts", [])
+                customer[0].attrs["accounts"] = [*owned, event.account_id][-CUSTOMER_ACCOUNTS:]
     elif isinstance(event, ev.MerchantUpserted):
-        _upsert_row(touch.node("Merchant", event.merchant_id, one), lsn, {"mcc": event.mcc, "country": event.country})
+        _upsert_row(touch.node("Merchant", event.merchant_id, one), lsn,
+                    {"mcc": event.mcc, "country": event.country, "created_ms": _ms(event.created_at)})
     elif isinstance(event, ev.DeviceUpserted):
         _upsert_row(touch.node("Device", event.device_id, one), lsn, {"os": event.os})
     elif isinstance(event, ev.EntityDeleted):
@@ -201,25 +229,38 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
         ip = touch.node("IP", event.ip, one)
         _link(customer, ip, "LOGIN_FROM")
         _seen_by(ip, str(event.customer_id), ts)
+        _peer(ip, f"customer:{event.customer_id}", ts)
         if event.device_id is not None:
             device = touch.node("Device", event.device_id, one)
             _link(customer, device, "LOGGED_IN")
             _seen_by(device, str(event.customer_id), ts)
+            _peer(device, f"customer:{event.customer_id}", ts)
     elif isinstance(event, ev.ProfileChanged):
         customer, fresh = touch.node("Customer", event.customer_id, fx.customer_features(None))
         if fresh:
             customer.recent = [*customer.recent, [ts, event.field]][-RECENT_PROFILE_CHANGES:]
+        # Copied onto the customer's accounts, whose states are what a transaction is scored with
+        # (the customer's is not among them). Read from the customer even on a replay of it, so a
+        # replay completes accounts a crash left without the mark.
+        for account_id in customer.attrs.get("accounts", []):
+            _mark(touch.node("Account", account_id, fx.account_features(None)), f"profile:{event.field}", ts)
     elif isinstance(event, ev.TransactionCreated):
         transaction = event
         _apply_transaction(touch, event, lsn, ts)
     elif isinstance(event, ev.TransactionUpdated):
         tx = touch.node("Transaction", event.transaction_id, _tx_features(event))
         _upsert_row(tx, lsn, {"status": event.status})
+        if event.status == "declined" and event.previous_status != "declined":
+            account, fresh = touch.node("Account", event.account_id, fx.account_features(None))
+            if fresh:
+                account.declines.add(ts)
     elif isinstance(event, ev.FraudReported):
         tx, fresh = touch.node("Transaction", event.transaction_id, [0.0] * fx.FEATURE_WIDTHS["Transaction"])
         if fresh:
             tx.attrs["label"] = event.kind
             tx.attrs["label_ts_ms"] = ts
+        if event.kind in FRAUD_LABELS:
+            _mark_parties(touch, tx.attrs, ts)
     # TableTruncated: nothing per row follows; the ingest stage reports it.
 
     applied = touch.commit(lsn)
@@ -229,6 +270,43 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
 
 def _tx_features(t: ev.TransactionRow) -> list[float]:
     return fx.transaction_features(float(t.amount), t.kind, t.created_at)
+
+
+def _ms(at: Any) -> int | None:
+    return int(at.timestamp() * 1000) if at is not None else None
+
+
+def _peer(node: tuple[NodeState, bool], item: str, ts: int) -> None:
+    state, fresh = node
+    if fresh:
+        state.peers.add(item, ts)
+
+
+def _mark(node: tuple[NodeState, bool], name: str, ts: int) -> None:
+    state, fresh = node
+    if fresh:
+        state.marks[name] = max(state.marks.get(name, ts), ts)
+
+
+def _mark_parties(touch: _Touch, tx_attrs: dict[str, Any], ts: int) -> None:
+    """A confirmed-fraud report: mark the reported transaction's account, merchant, counterparty,
+    device and IP (from the transaction's own state; if its row has not arrived yet, nothing is
+    marked: there is no one to mark)."""
+    parties = (("Account", tx_attrs.get("account_id"), fx.account_features(None)),
+               ("Merchant", tx_attrs.get("merchant_id"), fx.constant_features()),
+               ("Account", tx_attrs.get("counterparty_account_id"), fx.account_features(None)),
+               ("Device", tx_attrs.get("device_id"), fx.constant_features()),
+               ("IP", tx_attrs.get("ip"), fx.constant_features()))
+    marked: set[str] = set()
+    for node_type, ident, features in parties:
+        if ident is not None and node_key(node_type, ident) not in marked:  # a self-transfer counts once
+            marked.add(node_key(node_type, ident))
+            node = touch.node(node_type, ident, features)
+            _mark(node, "fraud", ts)
+            if node[1]:
+                node[0].fraud_reports += 1
+                if node_type == "Merchant" and tx_attrs.get("account_id") is not None:
+                    node[0].reported.add(f"account:{tx_attrs['account_id']}", ts)
 
 
 def _seen_by(node: tuple[NodeState, bool], who: str | None, ts: int, amount: float | None = None) -> None:
@@ -257,20 +335,35 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
     _seen_by(account, payee, ts, amount)
     if account[1]:
         account[0].recent = [*account[0].recent, t.transaction_id][-RECENT_TRANSACTIONS:]
+        account[0].attrs.setdefault("first_ms", ts)
+    if t.device_id is not None:
+        _peer(account, f"device:{t.device_id}", ts)
+    if t.ip is not None:
+        _peer(account, f"ip:{t.ip}", ts)
 
-    who = str(t.account_id)
+    who, payer = str(t.account_id), f"account:{t.account_id}"
     if t.merchant_id is not None:
         merchant = touch.node("Merchant", t.merchant_id, fx.constant_features())
         _link(tx, merchant, "PAYS")
         _seen_by(merchant, who, ts, amount)
+        if t.device_id is not None:  # card-not-present: who paid, through which device
+            _peer(merchant, payer, ts)
+            _peer(merchant, f"device:{t.device_id}", ts)
     if t.counterparty_account_id is not None:
         counterparty = touch.node("Account", t.counterparty_account_id, fx.account_features(None))
         _link(tx, counterparty, "TRANSFER_TO")
+        receiver, fresh = counterparty
+        if fresh:
+            receiver.senders.add(payer, ts)
+            receiver.received.add(ts, amount)
+            receiver.attrs.setdefault("first_ms", ts)
     if t.device_id is not None:
         device = touch.node("Device", t.device_id, fx.constant_features())
         _link(tx, device, "USING_DEVICE")
         _seen_by(device, who, ts)
+        _peer(device, payer, ts)
     if t.ip is not None:
         ip = touch.node("IP", t.ip, fx.constant_features())
         _link(tx, ip, "FROM_IP")
         _seen_by(ip, who, ts)
+        _peer(ip, payer, ts)
