@@ -67,6 +67,9 @@ class Settings:
     # changelog's tail; memory:// rebuilds everything from the changelogs at each start.
     worker_store: str = "rocksdb://"
     mapping_file: str = ""  # empty: the reference schema's mapping (connectors/mappings/bank.toml)
+    # Decision policy (thresholds, rule parameters and actions, allow/deny lists; streams/policy.py).
+    # Empty: the shipped streams/default_policy.toml. The worker reloads a changed file without restart.
+    policy_file: str = ""
     # How NUMERIC columns arrive when the CDC events carry no schema (Debezium's own option name).
     decimal_handling_mode: str = "precise"
     # Model serving (models/). The registry holds versioned checkpoints; the worker serves the one
