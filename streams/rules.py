@@ -173,18 +173,26 @@ def mule(inp: ScoringInput, p: Params) -> list[str]:
     return out
 
 
+# Which marks make a party of this payment risky. An account that *paid* in a confirmed fraud was
+# usually its victim (a stolen card, a scammed customer), so its own later payments are not suspect;
+# an account that *received* fraud money (a mule, a drop account) is, whether it now pays or is paid.
+_PROXIMITY = {"account": ("Account", "fraud:counterparty"), "counterparty": ("Account", "fraud:counterparty"),
+              "device": ("Device", "fraud:device"), "ip": ("IP", "fraud:ip"), "merchant": ("Merchant", "fraud:merchant")}
+
+
 def fraud_proximity(inp: ScoringInput, p: Params) -> list[str]:
     t, now = inp.transaction, inp.transaction.position.ts_ms
     window = int(p["window_s"] * 1000)
-    parties = {"account": ("Account", t.account_id), "counterparty": ("Account", t.counterparty_account_id),
-               "device": ("Device", t.device_id), "ip": ("IP", t.ip), "merchant": ("Merchant", t.merchant_id)}
+    idents = {"account": t.account_id, "counterparty": t.counterparty_account_id, "device": t.device_id,
+              "ip": t.ip, "merchant": t.merchant_id}
     out = []
     for role in p["parties"]:
-        node_type, ident = parties[role]
-        state = inp.state(node_type, ident)
-        marked = state.marks.get("fraud") if state is not None else None
+        node_type, mark = _PROXIMITY[role]
+        state = inp.state(node_type, idents[role])
+        marked = state.marks.get(mark) if state is not None else None
         if marked is not None and 0 <= now - marked <= window:
-            out.append(f"{role} {ident} was party to {state.fraud_reports} confirmed-fraud transaction(s), "
+            what = "received money in" if mark == "fraud:counterparty" else "was used in"
+            out.append(f"{role} {idents[role]} {what} {state.fraud_reports} confirmed-fraud transaction(s), "
                        f"last reported {_ago(now - marked)} ago")
     return out
 

@@ -91,8 +91,9 @@ class NodeState:
     reported: RecentSet = field(default_factory=RecentSet)  # merchants: payers of its confirmed-fraud payments
     received: SlidingCounter = field(default_factory=lambda: SlidingCounter(86_400, 3_600))  # accounts: transfers in
     declines: SlidingCounter = field(default_factory=lambda: SlidingCounter(3_600, 300))  # accounts: declined payments
-    # Named facts -> latest event time (ms): "fraud" (a confirmed-fraud transaction went through this
-    # node), "profile:<field>" (accounts: their owner changed that profile field).
+    # Named facts -> latest event time (ms): "fraud:<role>" (this node was the account, counterparty,
+    # merchant, device or IP of a confirmed-fraud transaction), "profile:<field>" (accounts: their
+    # owner changed that profile field).
     marks: dict[str, int] = field(default_factory=dict)
     fraud_reports: int = 0  # confirmed-fraud transactions through this node (merchants: their share)
 
@@ -292,17 +293,18 @@ def _mark_parties(touch: _Touch, tx_attrs: dict[str, Any], ts: int) -> None:
     """A confirmed-fraud report: mark the reported transaction's account, merchant, counterparty,
     device and IP (from the transaction's own state; if its row has not arrived yet, nothing is
     marked: there is no one to mark)."""
-    parties = (("Account", tx_attrs.get("account_id"), fx.account_features(None)),
-               ("Merchant", tx_attrs.get("merchant_id"), fx.constant_features()),
-               ("Account", tx_attrs.get("counterparty_account_id"), fx.account_features(None)),
-               ("Device", tx_attrs.get("device_id"), fx.constant_features()),
-               ("IP", tx_attrs.get("ip"), fx.constant_features()))
+    parties = (("account", "Account", tx_attrs.get("account_id"), fx.account_features(None)),
+               ("merchant", "Merchant", tx_attrs.get("merchant_id"), fx.constant_features()),
+               ("counterparty", "Account", tx_attrs.get("counterparty_account_id"), fx.account_features(None)),
+               ("device", "Device", tx_attrs.get("device_id"), fx.constant_features()),
+               ("ip", "IP", tx_attrs.get("ip"), fx.constant_features()))
     marked: set[str] = set()
-    for node_type, ident, features in parties:
+    for role, node_type, ident, features in parties:
         if ident is not None and node_key(node_type, ident) not in marked:  # a self-transfer counts once
             marked.add(node_key(node_type, ident))
             node = touch.node(node_type, ident, features)
-            _mark(node, "fraud", ts)
+            # By role: the payer of a fraud is usually its victim, its payee the fraudster's account.
+            _mark(node, f"fraud:{role}", ts)
             if node[1]:
                 node[0].fraud_reports += 1
                 if node_type == "Merchant" and tx_attrs.get("account_id") is not None:

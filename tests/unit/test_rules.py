@@ -249,7 +249,7 @@ def test_fraud_report_marks_the_parties_and_proximity_fires():
     w.report(bad.transaction.transaction_id, MS0 + HOUR)
     inp = w.pay(2, 30, MS0 + 2 * HOUR, merchant=6, device="kit", ip="81.0.0.2")
     assert fired("fraud_proximity", inp) == [
-        "device kit was party to 1 confirmed-fraud transaction(s), last reported 60min ago"]
+        "device kit was used in 1 confirmed-fraud transaction(s), last reported 60min ago"]
     assert fired("fraud_proximity", w.pay(3, 30, MS0 + 2 * HOUR, merchant=5, device="d3", ip="81.0.0.3")) == []
     assert fired("fraud_proximity", w.pay(2, 30, MS0 + 40 * DAY, merchant=6, device="kit", ip="81.0.0.2")) == []
 
@@ -377,3 +377,16 @@ def test_recent_set_is_capped_and_drops_the_longest_unseen():
 def test_every_rule_has_a_default_in_the_shipped_policy():
     assert set(PARAMS) == set(RULES)
     assert all(replace(load_policy().rules[name]).params.keys() == RULES[name].defaults.keys() for name in RULES)
+
+
+def test_proximity_follows_the_money_not_the_victim():
+    """The payer of a reported transfer is its victim: their next payment is fine. The payee received
+    fraud money: paying it, or it paying on, fires."""
+    w = World()
+    scam = w.pay(1, 900, MS0, counterparty=500, device="victim-phone", ip="81.0.0.1")
+    w.report(scam.transaction.transaction_id, MS0 + HOUR)
+    assert fired("fraud_proximity", w.pay(1, 30, MS0 + 2 * HOUR, merchant=6, device="d9", ip="81.0.0.9")) == []
+    assert fired("fraud_proximity", w.pay(500, 850, MS0 + 2 * HOUR, counterparty=600, device="ring", ip="81.5.5.5")) == [
+        "account 500 received money in 1 confirmed-fraud transaction(s), last reported 60min ago"]
+    assert fired("fraud_proximity", w.pay(2, 50, MS0 + 3 * HOUR, counterparty=500, device="d2", ip="81.0.0.2")) == [
+        "counterparty 500 received money in 1 confirmed-fraud transaction(s), last reported 2h ago"]
