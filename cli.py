@@ -45,6 +45,46 @@ def _simulate(args, settings) -> int:
     return 0
 
 
+def _train(args, settings) -> int:
+    """Replay the log in event-time order through the worker's state code, train, register."""
+    from collections import Counter
+    from dataclasses import asdict
+
+    from fraudgraph.models.registry import ModelRegistry, card_for
+    from fraudgraph.models.train import TrainConfig, train
+    from fraudgraph.streams import replay as rp
+
+    skipped: Counter = Counter()
+    if args.source == "kafka":
+        records = rp.kafka_records(settings)
+        trained_on = {"source": "kafka", "topics_prefix": settings.topic_prefix, "records": len(records)}
+    else:
+        from fraudgraph.stack.simulator.config import SimConfig
+
+        sim = SimConfig(customers=args.customers, duration_s=args.hours * 3600, seed=args.seed, fraud_rate=args.fraud_rate)
+        records = rp.simulator_records(sim, settings)
+        trained_on = {"source": "simulator", "customers": args.customers, "hours": args.hours, "seed": args.seed}
+    log = rp.replay(rp.event_time_order(rp.decoded(records, settings, skipped)))
+    examples = log.examples
+    config = TrainConfig(epochs=args.epochs, hidden=args.hidden, target_fpr=args.target_fpr, seed=args.seed)
+    model, report = train([e.request for e in examples], [log.label(e.transaction_id) for e in examples],
+                          [e.ts_ms for e in examples], config)
+    report["replay"] = {"events": log.events, "undecodable": dict(skipped), "labels": len(log.labels)}
+    trained_on["windows"] = report["windows"]
+    metrics = {"validation": report["validation"], "test": report["test"]}
+    if args.register:
+        card = ModelRegistry(settings.model_dir).register(
+            model, card_for(model, threshold=report["threshold"], target_fpr=config.target_fpr, metrics=metrics,
+                            trained_on=trained_on), make_current=not args.no_promote)
+        report["version"] = card.version
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+    print(json.dumps({k: report.get(k) for k in ("version", "examples", "train_seconds", "threshold", "validation", "test")},
+                     indent=2, default=str))
+    return 0
+
+
 def _demo(args, settings) -> int:
     from fraudgraph.demo import run_demo
 
@@ -73,6 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--fraud-rate", type=float, default=0.02, help="approximate fraction of fraudulent transactions")
     sim.add_argument("--seed", type=int, default=1)
     sim.set_defaults(func=_simulate)
+
+    tr = sub.add_parser("train", help="replay the CDC log point-in-time through the worker's state, train the R-GCN, register it")
+    tr.add_argument("--source", choices=["kafka", "simulator"], default="kafka",
+                    help="kafka: the CDC topics up to their current ends; simulator: a seeded run in process")
+    tr.add_argument("--customers", type=int, default=1000, help="simulator population")
+    tr.add_argument("--hours", type=float, default=24.0, help="simulated hours")
+    tr.add_argument("--fraud-rate", type=float, default=0.02)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--hidden", type=int, default=32)
+    tr.add_argument("--target-fpr", type=float, default=0.01, help="the validation FPR the threshold is chosen for")
+    tr.add_argument("--no-register", dest="register", action="store_false", help="train and report only")
+    tr.add_argument("--no-promote", action="store_true", help="register without making it CURRENT")
+    tr.add_argument("--report", help="write the full training report (JSON) here")
+    tr.set_defaults(func=_train)
 
     demo = sub.add_parser("demo", help="bring the stack up and follow a change from PostgreSQL through Debezium into Kafka")
     demo.set_defaults(func=_demo)

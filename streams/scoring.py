@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence
 
 from fraudgraph.connectors.events import TransactionCreated
+from fraudgraph.models.batch import ScoringRequest
 from fraudgraph.models.features import FEATURE_SPEC
 from fraudgraph.streams.state import NodeState, Source, node_key
 
@@ -122,3 +123,17 @@ class PlaceholderScorer:
         score = 1 / (1 + math.exp(-(z - 3 + max(per_minute - 5, 0))))
         decision = BLOCK if score >= self.block_at else REVIEW if score >= self.review_at else APPROVE
         return Verdict(score, decision, reasons)
+
+
+def model_request(inp: ScoringInput) -> ScoringRequest:
+    """The transaction's R-GCN request: its own state and, per relation into it, its senders'
+    states, as ``apply_event`` linked them (``_apply_transaction``). A self-transfer lists the
+    one account under both INITIATED and TRANSFER_TO, as the full graph has both edges."""
+    t = inp.transaction
+    senders = {"Account:INITIATED:Transaction": inp.state("Account", t.account_id),
+               "Merchant:rev_PAYS:Transaction": inp.state("Merchant", t.merchant_id),
+               "Account:rev_TRANSFER_TO:Transaction": inp.state("Account", t.counterparty_account_id),
+               "Device:rev_USING_DEVICE:Transaction": inp.state("Device", t.device_id),
+               "IP:rev_FROM_IP:Transaction": inp.state("IP", t.ip)}
+    return ScoringRequest(inp.state("Transaction", t.transaction_id),
+                          {key: [state] for key, state in senders.items() if state is not None})
