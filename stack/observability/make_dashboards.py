@@ -64,7 +64,7 @@ PIPELINE = dashboard("fraudgraph-pipeline", "fraudgraph / pipeline",
     panel("Dead letters, by reason", [("sum by (reason) (rate(fraudgraph_dead_letters_total[5m]))", "{{reason}}")], "msg/s"),
     panel("Replays ignored and tombstones", [
         ("rate(fraudgraph_replays_ignored_total[1m])", "node updates skipped as replays"),
-        ("sum(rate(fraudgraph_tombstones_total[1m]))", "tombstones")], "ops"),
+        ("sum(rate(fraudgraph_tombstones_total[1m])) or vector(0)", "tombstones")], "ops"),
     panel("State entries, by table", [("fraudgraph_state_entries", "{{table}}")], "short"),
     panel("Worker process", [("rate(process_cpu_seconds_total{job=\"fraudgraph-worker\"}[1m])", "CPU (cores)"),
                              ("process_resident_memory_bytes{job=\"fraudgraph-worker\"} / 2^30", "RSS (GiB)")], "short"),
@@ -74,7 +74,8 @@ DECISIONS = dashboard("fraudgraph-decisions", "fraudgraph / decisions and qualit
                       "Decisions, alert volume, and precision/recall/FPR from late fraud reports", [
     panel("Decisions, by outcome", [("sum by (decision) (rate(fraudgraph_decisions_total[1m]))", "{{decision}}")], "ops"),
     panel("Alert share (review + block) of decisions", [
-        ("sum(rate(fraudgraph_decisions_total{decision!=\"approve\"}[5m])) / sum(rate(fraudgraph_decisions_total[5m]))", "alerted")],
+        # `or vector(0)`: before the first review/block there is no such series, and the share is 0.
+        ("(sum(rate(fraudgraph_decisions_total{decision!=\"approve\"}[5m])) or vector(0)) / sum(rate(fraudgraph_decisions_total[5m]))", "alerted")],
         "percentunit"),
     panel("Precision, by event-time window", [("fraudgraph_quality_precision_ratio", "{{window}}")], "percentunit",
           description="Alerted decisions later reported as fraud (chargeback, confirmed_fraud) / alerted decisions; unreported = legit"),
