@@ -21,6 +21,7 @@ def private_stack(settings, root: Path, offset: int = 10000):
         neo4j_http_port=7474 + offset,
         pg_port=5432 + offset,
         connect_url=f"http://127.0.0.1:{8083 + offset}",
+        prometheus_port=9090 + offset,
     )
 
 
