@@ -85,6 +85,14 @@ def _train(args, settings) -> int:
     return 0
 
 
+def _evaluate(args, settings) -> int:
+    from fraudgraph.models.evaluate import EVALUATORS
+
+    command = f"fraudgraph evaluate {args.dataset}" + (f" --seed {args.seed}" if args.seed is not None else "") + (f" --out {args.out}" if args.out else "")
+    EVALUATORS[args.dataset](args.seed, args.out, command)
+    return 0
+
+
 def _demo(args, settings) -> int:
     from fraudgraph.demo import run_demo
 
@@ -128,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-promote", action="store_true", help="register without making it CURRENT")
     tr.add_argument("--report", help="write the full training report (JSON) here")
     tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate the R-GCN on a public dataset beside MLP and tree baselines, write a JSON report")
+    from fraudgraph.models.evaluate import EVALUATORS  # light: the evaluators import torch lazily
+
+    ev.add_argument("dataset", choices=sorted(EVALUATORS))
+    ev.add_argument("--seed", type=int, default=None, help="split/initialisation seed (yelpchi: default 0; aifb: runs seeds 0..N)")
+    ev.add_argument("--out", default=None, help="JSON report path (default benchmarks/results/<dataset>.json or evaluate_<dataset>.json)")
+    ev.set_defaults(func=_evaluate)
 
     demo = sub.add_parser("demo", help="bring the stack up and follow a change from PostgreSQL through Debezium into Kafka")
     demo.set_defaults(func=_demo)

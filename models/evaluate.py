@@ -1,0 +1,30 @@
+"""``fraudgraph evaluate <dataset>``: one registry of dataset evaluations.
+
+Each evaluator takes ``(seed, out, command)`` and returns its JSON report (also written to
+``out`` or its default under ``benchmarks/results/``). Add a dataset by adding an entry to
+``EVALUATORS``; imports stay inside the functions so the CLI starts without loading torch models.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _aifb(seed: int | None, out: str | None, command: str) -> dict:
+    """AIFB is judged over seeds 0..4 (its test set is 36 people); ``--seed N`` runs seeds 0..N."""
+    from fraudgraph.models.evaluate_aifb import main
+
+    argv = ["--seeds", str(5 if seed is None else seed + 1)]
+    return main(argv + (["--out", out] if out else []))
+
+
+def _yelpchi(seed: int | None, out: str | None, command: str) -> dict:
+    from fraudgraph.models.evaluate_yelpchi import evaluate
+
+    return evaluate(seed=0 if seed is None else seed, out=out, command=command)
+
+
+EVALUATORS: dict[str, Callable[[int | None, str | None, str], dict]] = {
+    "aifb": _aifb,
+    "yelpchi": _yelpchi,
+}

@@ -1,0 +1,109 @@
+"""YelpChi fraud (spam review) detection: R-GCN against an MLP and gradient-boosted trees, all on
+the same label-free features, the same seeded stratified split (40% train / 20% val / 40% test)
+and measured in the same run.
+
+    fraudgraph evaluate yelpchi [--seed 0] [--out benchmarks/results/evaluate_yelpchi.json]
+    python -m fraudgraph.models.evaluate_yelpchi [--seed 0] [--out PATH] [--threads 2]
+
+Every model picks its epoch / number of trees on the validation split; the test split is scored
+once at the end. Reported per model: test AUC-ROC, AUC-PR (average precision; chance = 0.145),
+recall at 1% FPR, and training seconds (for the trees including building the neighbour
+aggregates, for the R-GCN including building its sparse operators). Published AUCs (README of the
+dataset) use 32 text-derived features we do not have, so they are context, not a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fraudgraph.models.baselines import ModelRun, train_gbt, train_mlp
+from fraudgraph.models.rgcn_trainer import train_rgcn
+from fraudgraph.models.scoring_metrics import auc_pr, auc_roc, recall_at_fpr
+from fraudgraph.models.splits import stratified_split
+from fraudgraph.models.yelpchi import load_yelpchi
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate_yelpchi.json"
+#: chosen on the validation split of seed 0 (see the report's "rgcn" info for the selected epoch)
+RGCN_CONFIG = {"hidden": 64, "num_bases": None, "dropout": 0.1, "lr": 0.03}
+
+
+def split_metrics(y: np.ndarray, run: ModelRun, idx: np.ndarray) -> dict:
+    s = run.scores[idx]
+    return {"auc_roc": round(auc_roc(y[idx], s), 4), "auc_pr": round(auc_pr(y[idx], s), 4),
+            "recall_at_1pct_fpr": round(recall_at_fpr(y[idx], s, 0.01), 4), "train_seconds": round(run.train_seconds, 1)}
+
+
+def _machine() -> dict:
+    try:
+        from fraudgraph.benchmarks.common import machine
+    except ImportError:  # benchmarks/ ships with the repository, not with a wheel
+        import platform
+
+        def machine() -> dict:
+            return {"python": platform.python_version(), "platform": platform.platform()}
+    return dict(machine(), torch=torch.__version__, torch_threads=torch.get_num_threads())
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'model':6s} {'AUC-ROC':>8s} {'AUC-PR':>8s} {'R@1%FPR':>8s} {'train s':>8s}"]
+    for name, m in results.items():
+        lines.append(f"{name:6s} {m['auc_roc']:8.4f} {m['auc_pr']:8.4f} {m['recall_at_1pct_fpr']:8.4f} {m['train_seconds']:8.1f}")
+    return "\n".join(lines)
+
+
+def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, command: str | None = None) -> dict:
+    t0 = time.perf_counter()
+    graph = load_yelpchi(source)
+    load_s = time.perf_counter() - t0
+    split = stratified_split(graph.y, 0.4, 0.2, seed)
+    edge_index, edge_type = graph.typed_edges()
+    runs = [train_mlp(graph.x, graph.y, split, seed),
+            train_gbt(graph.x, graph.edge_indices(), graph.y, split, seed, feature_names=graph.feature_names),
+            train_rgcn(graph.x, edge_index, edge_type, len(graph.pairs), graph.y, split, seed, **RGCN_CONFIG)[0]]
+    y, test = graph.y.numpy(), split.test.numpy()
+    results = {r.name: split_metrics(y, r, test) for r in runs}
+    print(format_table(results), flush=True)
+    report = {
+        "benchmark": "yelpchi",
+        "command": command or "python -m fraudgraph.models.evaluate_yelpchi " + " ".join(sys.argv[1:]),
+        "machine": _machine(),
+        "graph": {"reviews": graph.num_nodes, "fraudulent": int(graph.y.sum()),
+                  "pairs": {n: int(p.size(1)) for n, p in graph.pairs.items()}, "features": graph.feature_names},
+        "split": {"seed": seed, "train": int(split.train.numel()), "val": int(split.val.numpy().size), "test": int(test.size),
+                  "stratified": True},
+        "results_test": results,
+        "model_info": {r.name: r.info for r in runs},
+        "published_auc_roc_with_text_features": {"GCN": 0.565, "GraphSAGE": 0.783, "CARE-GNN": 0.757, "PC-GNN": 0.799,
+                                                 "BWGNN": 0.905, "GHRN": 0.896},
+        "load_seconds": round(load_s, 2),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    path = Path(out) if out else DEFAULT_OUT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--data-dir", default=None, help="folder with YelpChi_metadata.gz (default ../shared/datasets/yelpchi)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return evaluate(args.seed, args.out, args.data_dir)
+
+
+if __name__ == "__main__":
+    main()

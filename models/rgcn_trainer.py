@@ -1,0 +1,65 @@
+"""Train ``models/rgcn.py``'s ``RGCN`` to score nodes as fraudulent (binary node classification
+with input features and a few relations), selected on validation AUC.
+
+Decisions:
+
+* Full-batch: every epoch sees the whole graph, so neighbours' features always enter, and the
+  sparse forward (``rgcn_sparse``) makes a YelpChi epoch well under a second on two cores.
+* One logit out and ``BCEWithLogits`` with ``pos_weight = negatives/positives`` of the training
+  split: with 14.5% positives an unweighted loss settles on "benign" and learns ranking slowly.
+* Early stopping on validation AUC-ROC (``EarlyStopping``); the returned scores come from the best
+  epoch's weights. Hyper-parameters are chosen by validation AUC only; the test split is scored
+  once, by the caller.
+* Relations are given already symmetric (both directions present), so no inverse relation types are
+  added: for an undirected relation the inverse would aggregate the same neighbours again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fraudgraph.models.baselines import ModelRun, positive_weight
+from fraudgraph.models.early_stopping import EarlyStopping
+from fraudgraph.models.rgcn import RGCN
+from fraudgraph.models.rgcn_sparse import MeanAggregation, input_means, rgcn_forward
+from fraudgraph.models.scoring_metrics import auc_roc
+from fraudgraph.models.splits import Split
+
+
+def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: int, y: Tensor, split: Split,
+               seed: int = 0, hidden: int = 64, num_bases: int | None = None, dropout: float = 0.2,
+               lr: float = 0.01, weight_decay: float = 5e-5, max_epochs: int = 300, patience: int = 30) -> tuple[ModelRun, RGCN]:
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    agg = MeanAggregation(edge_index, edge_type, x.size(0), num_relations, x.dtype)
+    x_means = input_means(x, agg)
+    model = RGCN(x.size(1), hidden, 1, num_relations, num_bases=num_bases, dropout=dropout)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(y[split.train]))
+    stopper = EarlyStopping(patience)
+    yf = y.float()
+    val_y = y[split.val].numpy()
+    epoch = 0
+    for epoch in range(max_epochs):
+        model.train()
+        opt.zero_grad()
+        logits = rgcn_forward(model, x, agg, x_means).squeeze(-1)
+        loss = loss_fn(logits[split.train], yf[split.train])
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            val_auc = auc_roc(val_y, rgcn_forward(model, x, agg, x_means).squeeze(-1)[split.val].numpy())
+        if stopper.update(model, val_auc, epoch):
+            break
+    stopper.restore(model).eval()
+    with torch.no_grad():
+        scores = torch.sigmoid(rgcn_forward(model, x, agg, x_means).squeeze(-1)).numpy().astype(np.float64)
+    return ModelRun("rgcn", scores, time.perf_counter() - start,
+                    {"hidden": hidden, "num_bases": num_bases, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
+                     "relations": num_relations, "epochs_run": epoch + 1, "best_epoch": stopper.best_epoch,
+                     "val_auc_roc": round(stopper.best_score, 4)}), model
