@@ -6,7 +6,9 @@ partitions. So the join runs from both ends, with the worker's own durable state
 * a transaction is scored -> its label, if a report is already in, is on its node state
   (``attrs["label"]``, set by ``state.apply_event``) -> ``tracker.decided``;
 * a ``FraudReported`` event is applied -> its decision, if made, is in the ``scores`` table ->
-  ``tracker.labelled``; if not made yet, the first case picks the label up later.
+  ``tracker.labelled``; if not made yet, the first case picks the label up later. The label is
+  also held here until then (``pending``): with micro-batches, a transaction's ``ScoringInput``
+  is a snapshot taken at its own event, so a report applied later in the same batch is not on it.
 
 Only fresh applications count (a replayed report touches a node that already has it), and
 ``rebuild`` re-derives everything from the two tables after a restart or rebalance (see
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 WINDOWS_S = {"15m": 15 * 60, "1h": 3600, "24h": 24 * 3600}
 BUCKET_S = 10
 KNOWN_KINDS = ("chargeback", "confirmed_fraud", "false_positive")
+MAX_PENDING = 100_000  # labels waiting for their decision; the oldest go first (the node state still has them)
 
 
 def _decision_of(raw: bytes) -> tuple[int, bool]:
@@ -43,11 +46,15 @@ def _decision_of(raw: bytes) -> tuple[int, bool]:
 class QualityJoin:
     def __init__(self, tracker: QualityTracker | None = None):
         self.tracker = tracker or QualityTracker(WINDOWS_S, BUCKET_S)
+        self.pending: dict[int, str | None] = {}  # transaction id -> label, reported before it was decided
 
     def on_scored(self, transaction_id: int, ts_ms: int, decision: str, states: dict[str, NodeState]) -> None:
         """A transaction was scored now (not a replay: the caller skips those)."""
-        tx = states.get(node_key("Transaction", transaction_id))
-        label = label_of(tx.attrs.get("label")) if tx is not None else None
+        if transaction_id in self.pending:
+            label = self.pending.pop(transaction_id)
+        else:
+            tx = states.get(node_key("Transaction", transaction_id))
+            label = label_of(tx.attrs.get("label")) if tx is not None else None
         self.tracker.decided(transaction_id, ts_ms, is_alert(decision), label)
 
     def on_applied(self, event, replayed: int, score_of: Callable[[bytes], bytes | None]) -> None:
@@ -58,6 +65,10 @@ class QualityJoin:
         raw = score_of(str(event.transaction_id).encode())
         if raw is None:
             metrics.LABEL_JOINS.labels("decision_pending").inc()
+            self.pending.pop(event.transaction_id, None)  # re-insert: newest last
+            self.pending[event.transaction_id] = label_of(event.kind)
+            if len(self.pending) > MAX_PENDING:
+                del self.pending[next(iter(self.pending))]
             return
         metrics.LABEL_JOINS.labels("decision_found").inc()
         ts_ms, alerted = _decision_of(raw)

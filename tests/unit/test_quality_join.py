@@ -97,3 +97,13 @@ def test_lag_reporter_reports_its_topics_and_forgets_revoked_partitions():
     asyncio.run(reporter.report([tp("a", 0)], lambda x: 10, position))
     samples = {s.labels["partition"] for m in metrics.CONSUMER_LAG.collect() for s in m.samples if s.labels["group"] == "unit"}
     assert samples == {"0"}
+
+
+def test_a_report_applied_after_the_transaction_in_the_same_batch_still_joins():
+    # The transaction's ScoringInput snapshot was taken before the report was applied.
+    join = QualityJoin(QualityTracker({"1h": 3600}, bucket_s=10))
+    snapshot = {"Transaction:5": tx_state(5)}  # no label on it
+    join.on_applied(report(5, "confirmed_fraud"), 0, {}.get)  # not decided yet
+    join.on_scored(5, T0, "review", snapshot)
+    w = join.tracker.window("1h")
+    assert (w.fraud, w.fraud_alerted) == (1, 1) and not join.pending
