@@ -58,6 +58,10 @@ class Settings:
     # Empty: the host name (one worker per host or pod); give each worker on one host its own.
     worker_instance: str = ""
     worker_session_timeout_s: float = 10.0  # how long a vanished worker's partitions wait for it
+    # Micro-batches of the ingest agent: up to worker_batch_max events, or what arrived within
+    # worker_batch_ms (the most a quiet stream's event waits), are decided together.
+    worker_batch_max: int = 256
+    worker_batch_ms: float = 5.0
     dead_letter_topic: str = "fraud.dead-letters"
     scores_topic: str = "fraud.scores"  # every transaction's TransactionScored, keyed by transaction id
     alerts_topic: str = "fraud.alerts"  # the review/block subset of scores

@@ -39,11 +39,15 @@ from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.events import TableTruncated
 from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, decode, table_of
 from fraudgraph.connectors.mapping import load_mapping
+from fraudgraph.models.registry import ModelRegistry
+from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
-from fraudgraph.streams.observe import attach_observability, model_call
+from fraudgraph.streams.decider import NO_MODEL, Decider
+from fraudgraph.streams.observe import attach_observability
+from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.queries import answer
-from fraudgraph.streams.scoring import APPROVE, PlaceholderScorer, Scorer, ScoringInput, scored_record
+from fraudgraph.streams.scoring import APPROVE, ScoringInput, scored_record
 from fraudgraph.streams.tables import acked_table, store_url
 from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
 
@@ -66,6 +70,11 @@ class NodeTable:
         self.table[state.key.encode()] = state.to_json()
 
 
+def observe_model_batch(size: int, seconds: float, device: str) -> None:
+    metrics.MODEL_BATCH_SIZE.labels(device).observe(size)
+    metrics.MODEL_INFERENCE_SECONDS.labels(device).observe(seconds)
+
+
 PROCESSING_ERROR = "processing_error"  # dead-letter reason: decoded fine, but state or scoring raised
 
 
@@ -86,7 +95,7 @@ def worker_topics(settings: Settings) -> dict[str, int]:
             settings.dead_letter_topic: 1}
 
 
-def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
+def create_app(settings: Settings) -> faust.App:
     mapping = load_mapping(settings.mapping_file or None)
     app = faust.App(
         settings.worker_id,
@@ -115,8 +124,12 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     scores = acked_table(app, "scores", **table, changelog_topic=app.topic(
         settings.scores_topic, compacting=True, deleting=False, internal=True, **raw))
     nodes = NodeTable(node_table)
-    scorer = scorer or PlaceholderScorer()
-    quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes, scorer=scorer,
+    policies = PolicySource(settings.policy_file or None)
+    server = ModelServer(ModelRegistry(settings.model_dir), settings.model_device, settings.model_max_batch,
+                         settings.model_max_delay_ms / 1000, settings.model_reload_s, observe=observe_model_batch)
+    decider = Decider(server, policies)
+    quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes,
+                                   versions=lambda: (server.version or NO_MODEL, policies.current.version),
                                    topics=[*cdc.topics, settings.score_requests_topic])
 
     async def dead_letter(message, reason: str, detail: str) -> None:
@@ -128,71 +141,112 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     @app.agent(cdc)
     async def ingest(stream):
-        async for event in stream.events():
-            message = event.message
-            table = table_of(message.topic)
-            metrics.EVENTS_IN.labels(table).inc()
-            started = time.perf_counter()
-            try:
-                decoded = decode(message.topic, message.value, mapping, settings.decimal_handling_mode, message.key)
-            except DecodeError as err:
-                await dead_letter(message, err.reason, err.detail)
-                continue
-            except Exception as err:  # a decoder bug must not stop the stream; the message is kept
-                log.exception("decoder failed on %s[%s]@%s", message.topic, message.partition, message.offset)
-                await dead_letter(message, DECODER_BUG, f"{type(err).__name__}: {err}")
-                continue
-            finally:
-                metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
-            if isinstance(decoded, Tombstone):
-                metrics.TOMBSTONES.labels(table).inc()
-                continue
-            metrics.EVENTS_DECODED.labels(type(decoded).__name__).inc()
-            if isinstance(decoded, TableTruncated):
-                log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
-                            decoded.entity, decoded.position.lsn)
+        # Micro-batches: state is applied event by event (each transaction's ScoringInput is a
+        # snapshot right after its own event), then the batch's transactions are decided together,
+        # so the model sees one batch and the rules overlap it. Faust acks a batch's offsets only
+        # after this body has finished with it.
+        async for events in stream.take_events(settings.worker_batch_max, settings.worker_batch_ms / 1000):
+            pending: dict[bytes, tuple] = {}
+            for event in events:
+                message = event.message
+                decoded = await decode_stage(message)
+                if decoded is None:
+                    continue
+                try:
+                    scored = state_stage(message, decoded)
+                except Exception as err:  # a bug must not stop the stream: the message is kept, with why
+                    log.exception("state update failed on %s[%s]@%s", message.topic, message.partition, message.offset)
+                    await dead_letter(message, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
+                    continue
+                if scored is not None and scored[0] not in pending:
+                    pending[scored[0]] = (message, *scored[1:])
+            if pending:
+                await decide_stage(pending)
 
-            try:
-                await score_stage(message, decoded)
-            except Exception as err:  # a bug must not stop the stream: the message is kept, with why
-                log.exception("state/scoring failed on %s[%s]@%s", message.topic, message.partition, message.offset)
-                await dead_letter(message, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
+    async def decode_stage(message):
+        """The message's domain event, or None when there is nothing to apply (dead-lettered, tombstone)."""
+        table = table_of(message.topic)
+        metrics.EVENTS_IN.labels(table).inc()
+        started = time.perf_counter()
+        try:
+            decoded = decode(message.topic, message.value, mapping, settings.decimal_handling_mode, message.key)
+        except DecodeError as err:
+            await dead_letter(message, err.reason, err.detail)
+            return None
+        except Exception as err:  # a decoder bug must not stop the stream; the message is kept
+            log.exception("decoder failed on %s[%s]@%s", message.topic, message.partition, message.offset)
+            await dead_letter(message, DECODER_BUG, f"{type(err).__name__}: {err}")
+            return None
+        finally:
+            metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
+        if isinstance(decoded, Tombstone):
+            metrics.TOMBSTONES.labels(table).inc()
+            return None
+        metrics.EVENTS_DECODED.labels(type(decoded).__name__).inc()
+        if isinstance(decoded, TableTruncated):
+            log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
+                        decoded.entity, decoded.position.lsn)
+        return decoded
 
-    async def score_stage(message, decoded) -> None:
+    def state_stage(message, decoded) -> tuple[bytes, ScoringInput, float] | None:
+        """Apply the event; a new, not yet scored transaction comes back as (key, input, state seconds)."""
         source = Source(message.topic, message.partition, message.offset, int((message.timestamp or 0) * 1000))
-        applied_at = time.perf_counter()
+        started = time.perf_counter()
         applied = apply_event(decoded, source, nodes)
-        metrics.STATE_SECONDS.observe(time.perf_counter() - applied_at)
+        elapsed = time.perf_counter() - started
+        metrics.STATE_SECONDS.observe(elapsed)
         if applied.replayed:
             metrics.REPLAYS_IGNORED.inc(applied.replayed)
         quality.on_applied(decoded, applied.replayed, scores.get)  # a fresh fraud report joins its decision
         tx = applied.transaction
         if tx is None:
-            return
+            return None
         key = str(tx.transaction_id).encode()
-        if key in scores:
+        if key in scores:  # scored before a crash or rebalance: its record is already on fraud.scores
+            return None
+        return key, ScoringInput(tx, source, {s.key: s for s in applied.touched}), elapsed
+
+    async def decide_stage(pending: dict[bytes, tuple]) -> None:
+        inputs = [inp for _, inp, _ in pending.values()]
+        started = time.perf_counter()
+        try:
+            decided = await decider.decide(inputs)
+        except Exception as err:  # e.g. a rule bug: keep every message of the batch, with why
+            log.exception("deciding a batch of %d failed", len(inputs))
+            for message, _, _ in pending.values():
+                await dead_letter(message, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
             return
-        scoring_at = time.perf_counter()
-        inp = ScoringInput(tx, source, {s.key: s for s in applied.touched})
-        verdict = scorer.score([inp])[0]
-        done = time.perf_counter()
-        metrics.SCORE_SECONDS.observe(done - scoring_at)
-        model_call(scorer, 1, done - scoring_at)
-        record = scored_record(inp, verdict, scorer.version, {
-            "cdc_append_ms": source.timestamp_ms,
-            "decided_ms": int(time.time() * 1000),
-            "state_ms": round((scoring_at - applied_at) * 1000, 3),
-            "score_ms": round((done - scoring_at) * 1000, 3),
-        })
-        value = orjson.dumps(record)
-        producing = time.perf_counter()
-        if record.decision != APPROVE:
-            await alerts.send(key=key, value=value)
-            metrics.RECORDS_OUT.labels("alerts").inc()
-        scores[key] = value  # publishes to fraud.scores (the table's changelog)
-        metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
-        metrics.DECISIONS.labels(record.decision).inc()
-        quality.on_scored(tx.transaction_id, tx.position.ts_ms, record.decision, inp.states)
+        decided_ms = int(time.time() * 1000)
+        batch_ms = round((time.perf_counter() - started) * 1000, 3)
+        for (key, (message, inp, state_s)), d in zip(pending.items(), decided):
+            record = scored_record(inp, d.verdict, d.model_version, {
+                "cdc_append_ms": inp.source.timestamp_ms,
+                "decided_ms": decided_ms,
+                "state_ms": round(state_s * 1000, 3),
+                "decide_ms": batch_ms,  # the batch's model and rules, run concurrently
+                "rules_ms": round(d.rules_s * 1000, 3),
+                "model_ms": round(d.model_s * 1000, 3),
+                "batch": len(inputs),
+            })
+            value = orjson.dumps(record)
+            producing = time.perf_counter()
+            if record.decision != APPROVE:
+                await alerts.send(key=key, value=value)
+                metrics.RECORDS_OUT.labels("alerts").inc()
+            scores[key] = value  # publishes to fraud.scores (the table's changelog)
+            metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
+            metrics.DECISIONS.labels(record.decision).inc()
+            quality.on_scored(inp.transaction.transaction_id, inp.transaction.position.ts_ms, record.decision, inp.states)
+
+    @app.task
+    async def serve_model():
+        # Started with the app, so the first model is loading while partitions are assigned;
+        # until one is loaded (or none is registered) decisions use rules and lists alone.
+        await server.start()
+        try:
+            await asyncio.Event().wait()  # until the app stops and cancels this task
+        finally:
+            await server.stop()
 
     def score_of(transaction_id: int) -> dict | None:
         raw = scores.get(str(transaction_id).encode())

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from fraudgraph.streams import latency, metrics, state_size, versions
+from fraudgraph.streams import latency, metrics, state_size
+from fraudgraph.streams.versions import publish as publish_versions
 from fraudgraph.streams.lag import LagReporter
 from fraudgraph.streams.quality_join import QualityJoin
 
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 5.0  # lag and state size; Prometheus scrapes every 5 s by default
 
 
-def attach_observability(app, *, scores, node_table, nodes, scorer, topics) -> QualityJoin:
-    versions.publish(scorer)
+def attach_observability(app, *, scores, node_table, nodes, versions, topics) -> QualityJoin:
+    """``versions()`` returns the (model, policy) versions in force; they are re-published with
+    every lag report, so a hot reload shows on the dashboards within one interval."""
     scores.on_acked = latency.score_acked
     join = QualityJoin()
     metrics.QUALITY.tracker = join.tracker
@@ -38,16 +40,10 @@ def attach_observability(app, *, scores, node_table, nodes, scorer, topics) -> Q
     @app.timer(interval=REPORT_INTERVAL_S)
     async def report_lag_and_state():
         try:
+            publish_versions(*versions())
             await lag.report_faust(app.consumer)
             state_size.report({"node-state": node_table, "scores": scores})
         except Exception as err:  # noqa: BLE001 -- e.g. during a rebalance; next tick retries
             log.debug("lag/state report skipped: %s", err)
 
     return join
-
-
-def model_call(scorer, batch: int, seconds: float) -> None:
-    """One model inference call (until the model server observes its own batches)."""
-    device = str(getattr(scorer, "device", "cpu"))
-    metrics.MODEL_BATCH_SIZE.labels(device).observe(batch)
-    metrics.MODEL_INFERENCE_SECONDS.labels(device).observe(seconds)

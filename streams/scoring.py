@@ -1,18 +1,15 @@
-"""From a transaction's node states to a ``TransactionScored`` decision record.
+"""The records of scoring: what a decision is made from, and what is published about it.
 
-The worker builds a ``ScoringInput`` (the states of the transaction and of its direct neighbours,
-read right after the transaction was linked in) and hands it to a ``Scorer``. Anything that maps
-inputs to scores with a version plugs in here: the R-GCN scorer of ``models/`` and the rules of the
-decisioning stage. Until those land, ``PlaceholderScorer`` is the only implementation: a
-transparent amount/velocity heuristic whose version string says what it is, so no score it makes can
-be mistaken for a model's.
+The worker builds a ``ScoringInput`` per new transaction (the states of the transaction and of its
+direct neighbours, read right after the transaction was linked in); ``model_request`` turns it into
+the R-GCN's request, the rules read it directly (``streams/rules.py``), and the policy's
+``Verdict`` becomes the ``TransactionScored`` record on ``fraud.scores``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 from fraudgraph.connectors.events import TransactionCreated
 from fraudgraph.models.batch import ScoringRequest
@@ -55,12 +52,6 @@ class Verdict:
     policy_version: str = ""  # the decision policy that made it (empty: no policy, e.g. the placeholder)
 
 
-class Scorer(Protocol):
-    version: str
-
-    def score(self, inputs: Sequence[ScoringInput]) -> list[Verdict]: ...
-
-
 @dataclass
 class TransactionScored:
     """The record published to ``fraud.scores`` (and ``fraud.alerts`` unless approved)."""
@@ -94,35 +85,6 @@ def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timin
         timings=timings,
         policy_version=verdict.policy_version,
     )
-
-
-class PlaceholderScorer:
-    """NOT the fraud model: a stand-in so the pipeline runs end to end before the R-GCN is wired.
-
-    Score = logistic of the amount's z-score against the account's own history plus a velocity
-    term. It is deliberately simple and says so in ``version``.
-    """
-
-    version = "placeholder-heuristic-0"
-    review_at, block_at = 0.8, 0.97
-
-    def score(self, inputs: Sequence[ScoringInput]) -> list[Verdict]:
-        return [self._one(inp) for inp in inputs]
-
-    def _one(self, inp: ScoringInput) -> Verdict:
-        t = inp.transaction
-        account = inp.state("Account", t.account_id)
-        amount, reasons = float(t.amount), []
-        # The account's moments already include this transaction; its z-score is still informative.
-        z = account.amounts.zscore(amount) if account else 0.0
-        per_minute = account.last_minute.count(t.position.ts_ms) if account else 0
-        if z > 3:
-            reasons.append(Reason("amount_anomaly", f"amount {amount:.2f} is {z:.1f} standard deviations above the account's mean"))
-        if per_minute > 5:
-            reasons.append(Reason("velocity", f"{per_minute} payments from this account in the last minute"))
-        score = 1 / (1 + math.exp(-(z - 3 + max(per_minute - 5, 0))))
-        decision = BLOCK if score >= self.block_at else REVIEW if score >= self.review_at else APPROVE
-        return Verdict(score, decision, reasons)
 
 
 def model_request(inp: ScoringInput) -> ScoringRequest:

@@ -6,15 +6,6 @@ from __future__ import annotations
 from fraudgraph.streams import metrics
 
 
-def policy_version(scorer) -> str:
-    """A scorer may name its policy (``policy_version``); otherwise its thresholds are the policy."""
-    named = getattr(scorer, "policy_version", None)
-    if named:
-        return str(named)
-    thresholds = [f"{k}={getattr(scorer, k)}" for k in ("review_at", "block_at") if hasattr(scorer, k)]
-    return ",".join(thresholds) or "unknown"
-
-
-def publish(scorer) -> None:
-    metrics.MODEL_INFO.info({"version": str(scorer.version)})
-    metrics.POLICY_INFO.info({"version": policy_version(scorer)})
+def publish(model_version: str, policy_version: str) -> None:
+    metrics.MODEL_INFO.info({"version": model_version})
+    metrics.POLICY_INFO.info({"version": policy_version})

@@ -65,7 +65,7 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
         r = records[tx_id]
         assert r["account_id"] == account_id and 0 <= r["score"] <= 1
         assert r["decision"] in {"approve", "review", "block"}
-        assert r["model_version"].startswith("placeholder")
+        assert r["model_version"] and r["policy_version"]  # no model registered in this test: "none"
         # >=: a label or status update read from another topic may have reached the node first
         assert r["state_versions"][f"Transaction:{tx_id}"] >= r["source"]["lsn"]
         assert r["source"]["topic"] == stack.cdc_topic("transactions")
