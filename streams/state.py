@@ -260,7 +260,9 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
         if fresh:
             tx.attrs["label"] = event.kind
             tx.attrs["label_ts_ms"] = ts
-        if event.kind in FRAUD_LABELS:
+        # Only on the report's first application: its replay must not mark anything again, and a
+        # report that precedes its transaction's row is acted on when the row arrives (below).
+        if fresh and event.kind in FRAUD_LABELS:
             _mark_parties(touch, tx.attrs, ts)
     # TableTruncated: nothing per row follows; the ingest stage reports it.
 
@@ -329,6 +331,11 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
     _upsert_row(tx, lsn, {"account_id": t.account_id, "amount": amount, "kind": t.kind, "status": t.status,
                           "merchant_id": t.merchant_id, "counterparty_account_id": t.counterparty_account_id,
                           "device_id": t.device_id, "ip": t.ip, "ts_ms": ts})
+
+    if tx[1] and tx[0].attrs.get("label") in FRAUD_LABELS:
+        # The report came first (another topic, read earlier); what it marks is known only now.
+        # Either order leaves the parties marked once, so a replay in another order changes nothing.
+        _mark_parties(touch, tx[0].attrs, tx[0].attrs.get("label_ts_ms", ts))
 
     account = touch.node("Account", t.account_id, fx.account_features(None))
     _link(account, tx, "INITIATED")

@@ -356,7 +356,8 @@ def test_replaying_reports_and_profile_changes_changes_nothing():
     marked = dict(w.store)
     assert marked != before
     applied = apply_event(report, src, w.store)
-    assert applied.replayed == len(applied.touched) == 5 and dict(w.store) == marked
+    # the transaction knows it already applied this report, so its parties are not even read again
+    assert applied.replayed == len(applied.touched) == 1 and dict(w.store) == marked
     change = ev.ProfileChanged(w.pos(100, MS0), 1, 7, "phone", None, None, at(MS0))
     src = Source("bank.public.profile_changes", 0, 0, MS0)
     apply_event(change, src, w.store)

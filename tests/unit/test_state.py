@@ -199,3 +199,27 @@ def test_incremental_rgcn_over_worker_state_matches_a_full_forward():
         want = full[offsets["Transaction"] + index["Transaction"][t.key]]
         worst = max(worst, float(((got - want).abs() / want.abs().clamp_min(1e-6)).max()))
     assert worst < 1e-9
+
+
+def test_a_fraud_report_marks_the_same_parties_whichever_arrives_first():
+    """Reports and transactions come from different topics, so either may be applied first; the
+    parties end up marked once either way, and replaying both changes nothing."""
+    from fraudgraph.streams.state import node_key
+
+    report = ev.FraudReported(pos(50, MS0 + 5000), 1, 1000, "confirmed_fraud", T0)
+    payment = tx(1000, 10, account=7, merchant=3, device="dx", ip="10.9.9.9")
+    ends = {}
+    for order in ((payment, report), (report, payment)):
+        store = DictStore()
+        offsets = {id(payment): src(0), id(report): src(0, topic="bank.public.fraud_reports")}
+        for e in order:
+            apply_event(e, offsets[id(e)], store)
+        before = store.snapshot()
+        for e in order:  # a replay
+            apply_event(e, offsets[id(e)], store)
+        assert store.snapshot() == before
+        marks = {k: store.get(node_key(*k.split(":", 1))).marks for k in
+                 ("Account:7", "Merchant:3", "Device:dx", "IP:10.9.9.9")}
+        ends[order[0] is payment] = marks
+        assert all(any(name.startswith("fraud:") for name in m) for m in marks.values()), marks
+    assert ends[True].keys() == ends[False].keys()
