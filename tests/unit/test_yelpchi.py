@@ -124,3 +124,33 @@ def test_sparse_forward_equals_rgcn_forward(num_bases):
     g2 = torch.autograd.grad(model(x, edge_index, edge_type).square().sum(), list(model.parameters()))
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_rgcn_learns_on_a_product_subset(graph):
+    """End to end on real data, kept under a minute: a quarter of the products (whole products, so
+    their relations stay complete), a 40/20/40 stratified split, the R-GCN and the MLP trained as
+    the evaluation trains them. The full-graph comparison is ``fraudgraph evaluate yelpchi``; on
+    our metadata-only features the R-GCN does *not* beat the MLP yet (full graph 0.8205 vs 0.8219
+    test AUC; this subset 0.802 vs 0.814), so the issue's "beats the MLP" is not asserted here.
+    What is asserted: the R-GCN learns a real ranking on real data and stays within 0.03 AUC of the
+    MLP (a broken aggregation or training loop lands far below either bound).
+    """
+    from fraudgraph.models.baselines import train_mlp
+    from fraudgraph.models.evaluate_yelpchi import RGCN_CONFIG
+    from fraudgraph.models.rgcn_trainer import train_rgcn
+    from fraudgraph.models.scoring_metrics import auc_roc
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    products = torch.unique(graph.product)
+    chosen = products[torch.from_numpy(np.random.default_rng(0).permutation(products.numel())[: products.numel() // 4])]
+    sub = graph.subgraph(torch.nonzero(torch.isin(graph.product, chosen)).squeeze(1))
+    assert 5_000 < sub.num_nodes < 20_000 and sub.pairs["rsr"].size(1) > 100_000
+    split = stratified_split(sub.y, 0.4, 0.2, seed=0)
+    edge_index, edge_type = sub.typed_edges()
+    rgcn, _ = train_rgcn(sub.x, edge_index, edge_type, 3, sub.y, split, seed=0, max_epochs=150, patience=20, **RGCN_CONFIG)
+    mlp = train_mlp(sub.x, sub.y, split, seed=0)
+    y, test = sub.y.numpy(), split.test.numpy()
+    rgcn_auc, mlp_auc = auc_roc(y[test], rgcn.scores[test]), auc_roc(y[test], mlp.scores[test])
+    assert rgcn_auc > 0.75, (rgcn_auc, mlp_auc)
+    assert rgcn_auc >= mlp_auc - 0.03, (rgcn_auc, mlp_auc)
