@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,9 @@ def _machine() -> dict:
 
         def machine() -> dict:
             return {"python": platform.python_version(), "platform": platform.platform()}
-    return dict(machine(), torch=torch.__version__, torch_threads=torch.get_num_threads())
+    # load average when the report is written: train seconds on a shared box mean little without it
+    return dict(machine(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                load_average=[round(v, 2) for v in os.getloadavg()])
 
 
 def format_table(results: dict) -> str:
