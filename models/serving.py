@@ -89,6 +89,7 @@ class LoadedModel:
 class _Pending:
     request: ScoringRequest
     future: asyncio.Future
+    dispatched: asyncio.Event | None = None  # set when its batch is handed to the inference thread
 
 
 BatchObserver = Callable[[int, float, str], None]  # (batch size, inference seconds, device type)
@@ -125,13 +126,22 @@ class ModelServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def score(self, requests: Sequence[ScoringRequest]) -> list[ModelOutput]:
+    async def score(self, requests: Sequence[ScoringRequest],
+                    dispatched: asyncio.Event | None = None) -> list[ModelOutput]:
         """Scores in request order. Raises ``LookupError`` when no model is loaded (callers decide
-        on rules alone), ``ValueError`` for a request whose state cannot be scored exactly."""
+        on rules alone), ``ValueError`` for a request whose state cannot be scored exactly.
+
+        ``dispatched``, if given, is set once the last of these requests is on the inference
+        thread: a caller with CPU work of its own (the rules) starts it then, so that work runs
+        while the model does, rather than holding the event loop while the batch is still queued."""
         if self.loaded is None:
             raise LookupError("no model loaded")
         loop = asyncio.get_running_loop()
         pending = [_Pending(r, loop.create_future()) for r in requests]
+        if pending:
+            pending[-1].dispatched = dispatched
+        elif dispatched is not None:
+            dispatched.set()
         for p in pending:
             self._queue.put_nowait(p)
         return list(await asyncio.gather(*(p.future for p in pending)))
@@ -161,8 +171,12 @@ class ModelServer:
             self._last_batch = len(items)
             model = self.loaded  # the whole batch runs on the model it started with
             started = time.perf_counter()
+            handing = loop.run_in_executor(self._executor, model.infer, [p.request for p in items])
+            for p in items:
+                if p.dispatched is not None:
+                    p.dispatched.set()
             try:
-                outputs = await loop.run_in_executor(self._executor, model.infer, [p.request for p in items])
+                outputs = await handing
             except Exception:
                 # One bad request must not fail its batch-mates: score them one by one.
                 for p in items:

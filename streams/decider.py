@@ -1,7 +1,8 @@
 """A micro-batch of transactions to decisions: the model and the rules at the same time.
 
 The model request goes to the ``ModelServer`` first, whose inference thread (GPU when there is
-one) runs it while the rules evaluate here on the event loop's CPU; the policy then combines each
+one) runs it while the rules evaluate here on the event loop's CPU (they start once the server
+says the batch is on its thread, so the two overlap whatever the server's batching does); the policy then combines each
 transaction's model opinion and rule hits (``streams/decision.py``). A transaction is decided
 within one policy version, read once per batch.
 
@@ -59,12 +60,13 @@ class Decider:
     def __init__(self, server: ModelServer | None, policies: PolicySource):
         self.server, self.policies = server, policies
 
-    async def _model(self, inputs: Sequence[ScoringInput]) -> tuple[list[ModelOpinion | None], float]:
+    async def _model(self, inputs: Sequence[ScoringInput],
+                     dispatched: asyncio.Event) -> tuple[list[ModelOpinion | None], float]:
         started = time.perf_counter()
         if self.server is None or self.server.loaded is None:
             return [None] * len(inputs), 0.0
         try:
-            outs = await self.server.score([model_request(inp) for inp in inputs])
+            outs = await self.server.score([model_request(inp) for inp in inputs], dispatched)
         except Exception as err:  # noqa: BLE001 - decide on rules rather than not at all
             log.error("model failed on a batch of %d (%s: %s); deciding on rules alone", len(inputs), type(err).__name__, err)
             return [None] * len(inputs), time.perf_counter() - started
@@ -75,11 +77,16 @@ class Decider:
     async def decide(self, inputs: Sequence[ScoringInput]) -> list[Decided]:
         self.policies.reload_if_changed()
         policy = self.policies.current
-        model = asyncio.ensure_future(self._model(inputs))
-        # Let the model coroutine queue its requests and the server hand them to its inference
-        # thread before the rules take the event loop.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        dispatched = asyncio.Event()
+        model = asyncio.ensure_future(self._model(inputs, dispatched))
+        # The rules hold the event loop until they are done, so they start only once the server
+        # has handed the whole batch to its inference thread (or the model call is over: no model,
+        # or it failed). Merely yielding a few times is not enough: a server that lingers for a
+        # fuller batch (its previous one was large) would then take the batch only after the
+        # rules, and model and rules would run one after the other (tests/unit/test_decider.py).
+        handed = asyncio.ensure_future(dispatched.wait())
+        await asyncio.wait((model, handed), return_when=asyncio.FIRST_COMPLETED)
+        handed.cancel()
         started = time.perf_counter()
         hits = [evaluate_rules(inp, policy) for inp in inputs]
         rules_s = time.perf_counter() - started
