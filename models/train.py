@@ -74,12 +74,16 @@ def predict(model: HeteroRGCN, split: Split) -> np.ndarray:
 
 
 def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) -> dict[str, float]:
+    """Threshold-free and at-threshold figures; the ranking ones are None for a window without
+    both classes (a short log's last window may hold no reported fraud)."""
     flagged = p >= threshold
-    pos, neg = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
-    return {"n": int(len(y)), "positives": int(y.sum()), "auc_roc": auc_roc(y, p), "auc_pr": auc_pr(y, p),
-            f"recall_at_{target_fpr:g}_fpr": recall_at_fpr(y, p, target_fpr),
-            "recall_at_threshold": float((flagged & (y == 1)).sum() / pos),
-            "fpr_at_threshold": float((flagged & (y == 0)).sum() / neg)}
+    pos, neg = int(y.sum()), int((1 - y).sum())
+    ranked = pos > 0 and neg > 0
+    return {"n": int(len(y)), "positives": pos,
+            "auc_roc": auc_roc(y, p) if ranked else None, "auc_pr": auc_pr(y, p) if ranked else None,
+            f"recall_at_{target_fpr:g}_fpr": recall_at_fpr(y, p, target_fpr) if ranked else None,
+            "recall_at_threshold": float((flagged & (y == 1)).sum() / pos) if pos else None,
+            "fpr_at_threshold": float((flagged & (y == 0)).sum() / neg) if neg else None}
 
 
 def train(requests: Sequence[ScoringRequest], labels: Sequence[int], ts_ms: Sequence[int],

@@ -57,3 +57,18 @@ def test_model_trained_on_the_simulator_catches_fraud_in_a_later_window():
     assert test["positives"] >= 100
     assert test["recall_at_threshold"] >= 0.90, report["test"]
     assert test["fpr_at_threshold"] <= 0.01, report["test"]
+
+
+def test_train_command_registers_a_servable_model(tmp_path, monkeypatch, capsys):
+    from fraudgraph.cli import main
+    from fraudgraph.models.registry import ModelRegistry
+
+    monkeypatch.setenv("FRAUDGRAPH_MODEL_DIR", str(tmp_path))
+    assert main(["train", "--source", "simulator", "--customers", "120", "--hours", "8", "--epochs", "3", "--fraud-rate", "0.05",
+                 "--report", str(tmp_path / "report.json")]) == 0
+    reg = ModelRegistry(tmp_path)
+    version = reg.current_version()
+    assert version and version in capsys.readouterr().out
+    model, card = reg.load(version)
+    assert 0 < card.threshold <= 1 and card.metrics["test"]["n"] > 0 and card.trained_on["source"] == "simulator"
+    assert card.trained_on["windows"]["test"]["first_ts_ms"] >= card.trained_on["windows"]["train"]["last_ts_ms"]
