@@ -28,9 +28,11 @@ EXPECTED = {
 # worker (kafka-mode simulator: topics arrive out of event-time order relative to each other):
 # card testing .52, mule .53, colluding merchant .82, account takeover .25, synthetic identity .16
 # (its rules need several identities seen together; the model is meant to catch the rest).
-MIN_CAUGHT = {"card_testing": 0.35, "account_takeover": 0.15, "mule_ring": 0.35, "synthetic_identity": 0.08,
+# Measured on this run (paced, rules alone): card testing .59, takeover 1.0, mule .55, synthetic .60,
+# colluding .71; legit carrying a pattern's reasons <= .05.
+MIN_CAUGHT = {"card_testing": 0.45, "account_takeover": 0.8, "mule_ring": 0.4, "synthetic_identity": 0.4,
               "colluding_merchant": 0.5}
-MAX_LEGIT = 0.1  # share of legitimate transactions carrying any of a pattern's reasons (measured <= .07)
+MAX_LEGIT = 0.1  # share of legitimate transactions carrying any of a pattern's reasons
 
 
 def records_by_tx(messages, base):
@@ -44,7 +46,9 @@ def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, t
     scores = TopicReader(stack, settings.scores_topic)
     try:
         worker_process(**env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"))
-        report = simulate(settings, mode="kafka", customers=300, duration_s=4 * 3600, fraud_rate=0.15, seed=1)
+        # Paced, as a live change stream is: at full speed the worker would read a backlog whose
+        # topics (profile changes, transactions) interleave arbitrarily, not in event time.
+        report = simulate(settings, mode="kafka", customers=300, duration_s=4 * 3600, fraud_rate=0.15, seed=1, rate=60)
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         records = records_by_tx(read_scores(scores, base, n, timeout=240), base)
     finally:
