@@ -43,6 +43,7 @@ from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
+from fraudgraph.streams.consumer import Consumer
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.policy import PolicySource
@@ -95,9 +96,16 @@ def worker_topics(settings: Settings) -> dict[str, int]:
             settings.dead_letter_topic: 1}
 
 
+class WorkerApp(faust.App):
+    def _new_transport(self):
+        transport = super()._new_transport()
+        transport.Consumer = Consumer  # re-reads what a rebalance cleared (streams/consumer.py)
+        return transport
+
+
 def create_app(settings: Settings) -> faust.App:
     mapping = load_mapping(settings.mapping_file or None)
-    app = faust.App(
+    app = WorkerApp(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         web_host=settings.worker_web_host,

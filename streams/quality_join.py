@@ -79,7 +79,14 @@ class QualityJoin:
         over the scores (the first finds the watermark) so only decisions within the horizon need
         the node-state read. Returns the decisions counted."""
         started = time.monotonic()
-        decisions = [(int(k), *_decision_of(v)) for k, v in scores]
+        decisions, unreadable = [], 0
+        for key, value in scores:
+            try:
+                decisions.append((int(key), *_decision_of(value)))
+            except (ValueError, TypeError, KeyError):  # e.g. written by another producer: skip, count, go on
+                unreadable += 1
+        if unreadable:
+            log.warning("quality rebuild skipped %d unreadable records of the scores table", unreadable)
         tracker = QualityTracker(self.tracker.windows_s, self.tracker.bucket_s)
         if decisions:
             newest = max(ts for _, ts, _ in decisions)

@@ -54,7 +54,9 @@ def test_join_from_both_ends_and_rebuild_gives_the_same_windows():
     assert (w.precision, w.recall, w.false_positive_rate) == (1.0, 0.5, 0.0)
 
     rebuilt = QualityJoin(QualityTracker({"1h": 3600}, bucket_s=10))
-    assert rebuilt.rebuild(scores.items(), nodes.get) == 3
+    # Records another producer left on the topic are skipped, not fatal: the rest still counts.
+    foreign = [(b'"4"', score(4, T0, "block")), (b"5", b"not json"), (b"6", b'{"decision": "block"}')]
+    assert rebuilt.rebuild([*scores.items(), *foreign], nodes.get) == 3
     assert rebuilt.tracker.window("1h") == w
     assert rebuilt.tracker.watermark_ms == join.tracker.watermark_ms
 

@@ -1,0 +1,33 @@
+"""The worker's Kafka consumer: Faust's aiokafka consumer with one gap closed.
+
+After every rebalance Faust clears the messages it had fetched but not processed and seeks each
+assigned partition back to its committed offset, so they are read again. aiokafka skips that seek
+when the committed offset is missing or 0 (``seek_to_committed``: ``if offset and offset > 0``),
+leaving the fetch position *after* the cleared messages: a fresh consumer group that fetched
+during its first assignment lost those messages for good (seen in CI: every event produced
+while a new worker started was never processed). Here such a partition goes back to its first
+offset, which is what ``auto_offset_reset=earliest`` promises. What was already processed is
+committed first (Faust's own periodic commit, brought forward), so only the cleared messages are
+read again and nothing is processed twice.
+
+Changelog partitions are left alone: Faust positions them itself during recovery and never
+commits offsets for them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
+
+
+class Consumer(aiokafka_driver.Consumer):
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        await self.commit()
+        committed = await super().seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        uncommitted = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
+        if uncommitted:
+            await self._thread.seek_to_beginning(*uncommitted)
+        return committed
