@@ -59,9 +59,10 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
                 await lag.report(consumer.assignment(), consumer.highwater, consumer.position)
             if not batches:
                 continue
-            newest_append_ms = 0
+            newest_append_ms, appended_ms = 0, []
             for tp, records in batches.items():
                 newest_append_ms = max(newest_append_ms, records[-1].timestamp or 0)
+                appended_ms.extend(r.timestamp for r in records if r.timestamp)
                 for record in records:
                     try:
                         event = decode(record.topic, record.value, mapping, settings.decimal_handling_mode, record.key)
@@ -74,6 +75,9 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
             await writer.flush()
             metrics.GRAPH_WRITE_SECONDS.observe(time.perf_counter() - flushing)
             await consumer.commit(done)  # only now: what these offsets cover is in Neo4j
+            committed_ms = time.time() * 1000
+            for ms in appended_ms:
+                metrics.GRAPH_APPEND_TO_COMMIT_SECONDS.observe(max(0.0, committed_ms - ms) / 1000)
             metrics.GRAPH_LAST_EVENT_APPEND.set(max(newest_append_ms / 1000, metrics.GRAPH_LAST_EVENT_APPEND._value.get()))
     except asyncio.CancelledError:
         # Graceful stop: what was handed to the writer is written and committed if Neo4j answers

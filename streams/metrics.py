@@ -80,6 +80,12 @@ MODEL_INFO = Info("fraudgraph_model", "The scoring model in use (exported as fra
 POLICY_INFO = Info("fraudgraph_policy", "The decision policy in use (exported as fraudgraph_policy_info{version=...} 1)")
 
 # ---- graph -----------------------------------------------------------------------------------------
+GRAPH_APPEND_TO_COMMIT_SECONDS = Histogram(
+    "fraudgraph_graph_append_to_commit_seconds",
+    "CDC record's Kafka append to its batch committed in Neo4j, per record: graph freshness on the "
+    "broker's clock (the event's own ts_ms may be simulated or replayed time)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 300),
+)
 GRAPH_LAST_EVENT_APPEND = Gauge(
     "fraudgraph_graph_last_event_append_timestamp_seconds",
     "Kafka append time of the newest CDC event committed to Neo4j by the graph sink (0 before the first)",
