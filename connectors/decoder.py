@@ -32,6 +32,10 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_STRING_CHARS = 4096
 # NUMERIC(18,2) in the reference schema; anything at or above this is not a real payment.
 MAX_AMOUNT = Decimal("1e16")
+# PostgreSQL's BIGINT and Neo4j's integers are signed 64-bit, and the Bolt driver refuses anything
+# larger; orjson reads integers up to 2**64-1. A bigger one would be decoded and then fail the graph
+# stage (which stops the worker), so it is rejected here, with the message kept.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 REASONS = (
@@ -88,7 +92,9 @@ def decode(topic: str, value: bytes | None, mapping: Mapping, decimal_handling_m
     table = source.get("table") or table_of(topic)
     tm = mapping.for_table(table) if isinstance(table, str) else None
     if tm is None:
-        raise DecodeError("unknown_table", f"no mapping for table {str(table)[:100]!r}")
+        # Never repr() what the message holds: a deeply nested value would raise RecursionError.
+        shown = repr(table[:100]) if isinstance(table, str) else f"of type {type(table).__name__}"
+        raise DecodeError("unknown_table", f"no mapping for table {shown}")
     position = _position(source, doc)
     column_schemas = _column_schemas(schema)
 
@@ -118,36 +124,59 @@ def _position(source: dict, envelope: dict) -> SourcePosition:
     lsn = source.get("lsn")
     if not isinstance(lsn, int) or isinstance(lsn, bool) or lsn < 0:
         raise DecodeError("missing_field", "source.lsn (the change's version) is missing or not a non-negative integer")
+    if lsn > INT64_MAX:
+        raise DecodeError("absurd_value", f"source.lsn {lsn} is beyond a 64-bit signed integer")
     ts_ms = source.get("ts_ms", envelope.get("ts_ms"))
     if not isinstance(ts_ms, int) or isinstance(ts_ms, bool):
         raise DecodeError("missing_field", "source.ts_ms is missing")
+    if not INT64_MIN <= ts_ms <= INT64_MAX:
+        raise DecodeError("absurd_value", f"source.ts_ms {ts_ms} is beyond a 64-bit signed integer")
     tx_id = source.get("txId")
+    tx_id = tx_id if isinstance(tx_id, int) and not isinstance(tx_id, bool) and INT64_MIN <= tx_id <= INT64_MAX else None
     snapshot = source.get("snapshot") not in (None, False, "false")
-    return SourcePosition(lsn=lsn, tx_id=tx_id if isinstance(tx_id, int) else None, ts_ms=ts_ms, snapshot=snapshot)
+    return SourcePosition(lsn=lsn, tx_id=tx_id, ts_ms=ts_ms, snapshot=snapshot)
 
 
 def _column_schemas(schema) -> dict[str, dict]:
     """Column name -> Connect field schema, from the envelope's 'after' (or 'before') struct."""
     if not isinstance(schema, dict):
         return {}
-    for part in schema.get("fields") or []:
+    parts = schema.get("fields")
+    for part in parts if isinstance(parts, list) else ():
         if isinstance(part, dict) and part.get("field") in ("after", "before") and isinstance(part.get("fields"), list):
-            return {f["field"]: f for f in part["fields"] if isinstance(f, dict) and "field" in f}
+            return {f["field"]: f for f in part["fields"] if isinstance(f, dict) and isinstance(f.get("field"), str)}
     return {}
 
 
+def _logical_name(column_schema: dict | None) -> str | None:
+    name = (column_schema or {}).get("name")
+    return name if isinstance(name, str) else None
+
+
 def _delete_key(tm: TableMapping, before, key: bytes | None) -> str:
+    where = f"{tm.table}.{tm.key}"
     if isinstance(before, dict) and before.get(tm.key) is not None:
-        return str(before[tm.key])
+        return _row_key(before[tm.key], where)
     if key is not None:  # REPLICA IDENTITY DEFAULT: the record key still names the row
         try:
             doc = orjson.loads(key)
-            doc = doc.get("payload", doc) if isinstance(doc, dict) else None
-            if isinstance(doc, dict) and doc.get(tm.key) is not None:
-                return str(doc[tm.key])
         except orjson.JSONDecodeError:
-            pass
-    raise DecodeError("missing_field", f"delete without a {tm.table}.{tm.key} in 'before' or the record key")
+            doc = None
+        doc = doc.get("payload", doc) if isinstance(doc, dict) else None
+        if isinstance(doc, dict) and doc.get(tm.key) is not None:
+            return _row_key(doc[tm.key], f"{where} (record key)")
+    raise DecodeError("missing_field", f"delete without a {where} in 'before' or the record key")
+
+
+def _row_key(raw, where: str) -> str:
+    """A primary key is an integer or a string; anything else would become a nonsense node key."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and INT64_MIN <= raw <= INT64_MAX:
+        return str(raw)
+    if isinstance(raw, str) and 0 < len(raw) <= MAX_STRING_CHARS:
+        return raw
+    shown = f"string of {len(raw)} chars" if isinstance(raw, str) else str(raw) if isinstance(raw, int) else type(raw).__name__
+    raise DecodeError("bad_value", f"{where}: a key must be a 64-bit integer or a non-empty string of at most "
+                                   f"{MAX_STRING_CHARS} chars, got {shown}")
 
 
 @lru_cache(maxsize=None)
@@ -167,6 +196,8 @@ def _coerce(tp, raw, column_schema: dict | None, scale: int | None, decimal_mode
     if base is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise DecodeError("bad_value", f"{where}: expected an integer, got {type(raw).__name__}")
+        if not INT64_MIN <= raw <= INT64_MAX:
+            raise DecodeError("bad_value", f"{where}: {raw} is beyond a 64-bit signed integer")
         return raw
     if base is bool:
         if not isinstance(raw, bool):
@@ -189,7 +220,7 @@ def _coerce(tp, raw, column_schema: dict | None, scale: int | None, decimal_mode
 
 
 def _decimal(raw, column_schema: dict | None, scale: int | None, mode: str, where: str) -> Decimal:
-    name = (column_schema or {}).get("name")
+    name = _logical_name(column_schema)
     try:
         if name == "org.apache.kafka.connect.data.Decimal":
             return _unscaled(raw, int(column_schema["parameters"]["scale"]), where)
@@ -244,9 +275,14 @@ def _timestamp(raw, column_schema: dict | None, where: str) -> datetime:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise DecodeError("bad_value", f"{where}: not an ISO timestamp ({raw[:40]!r})") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        try:  # 0001-01-01T00:00+14:00 parses, but lies before year 1 in UTC: every later comparison would overflow
+            parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise DecodeError("absurd_value", f"{where}: {raw[:40]!r} is outside years 1..9999 in UTC") from None
+        return parsed
     if isinstance(raw, int) and not isinstance(raw, bool):
-        unit = _EPOCH_UNITS.get((column_schema or {}).get("name"))
+        unit = _EPOCH_UNITS.get(_logical_name(column_schema))
         if unit is None:  # schemaless: infer the unit from the magnitude (valid for years 1973..5138)
             mag = abs(raw)
             unit = -1000 if mag >= 10**17 else 1 if mag >= 10**14 else 1000 if mag >= 10**11 else 1_000_000
