@@ -1,0 +1,90 @@
+"""Hostile score queries: whatever a request holds, ``answer`` returns exactly one well-formed reply
+(never raises), which serialises to JSON and can be keyed, and echoes the asker's ``request_id``
+whenever the request carried a valid one."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings, strategies as st
+
+from fraudgraph.streams.queries import MAX_ID_CHARS, MAX_REQUEST_BYTES, answer
+
+from test_fuzz_decoder import JSON_VALUES, RawToken, dumps
+
+SCORES = {1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
+          2**63 - 1: {"transaction_id": 2**63 - 1, "score": 0.9, "source": {"lsn": 20}}}
+RECENT = {7: [1, 2**63 - 1, 3], 8: []}
+FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_reply(raw: bytes | None) -> dict:
+    reply = answer(raw, SCORES.get, RECENT.get)
+    assert set(reply) in ({"request_id", "status", "scores"}, {"request_id", "status", "error", "scores"})
+    assert reply["status"] in {"ok", "not_found", "invalid_request"}
+    assert ("error" in reply) == (reply["status"] != "ok")
+    assert isinstance(reply["scores"], list) and (reply["status"] == "ok") == bool(reply["scores"])
+    rid = reply["request_id"]
+    assert rid is None or (isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS)
+    if rid is not None:
+        rid.encode()  # the worker keys the reply by it
+    assert orjson.loads(orjson.dumps(reply)) == reply
+    if reply.get("error"):
+        assert len(reply["error"]) < 500  # a readable reason, not an echo of a huge request
+    if currently_in_test_context():
+        event(reply["status"])
+    return reply
+
+
+def request_ids():
+    return st.text(min_size=1, max_size=MAX_ID_CHARS) | st.sampled_from(
+        ["r-1", "\x00", "x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "`r`", "𝕏" * MAX_ID_CHARS, "é" * (MAX_ID_CHARS + 1)])
+
+
+IDS = st.one_of(st.sampled_from([1, 7, 8, 2**63 - 1]), st.integers(min_value=-3, max_value=10), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]),
+                st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none(), JSON_VALUES,
+                st.sampled_from(["NaN", "1e400", "123456789012345678901234567890", "-0", "7.0"]).map(RawToken))
+
+
+@st.composite
+def requests(draw):
+    doc = {}
+    if draw(st.integers(0, 9)):
+        doc["request_id"] = draw(request_ids() | JSON_VALUES)
+    for name in draw(st.sets(st.sampled_from(["transaction_id", "account_id"]), max_size=2)):
+        doc[name] = draw(IDS)
+    doc.update(draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)))
+    return dumps(doc)
+
+
+@FUZZ
+@given(requests())
+def test_mutated_requests_get_one_wellformed_reply(raw):
+    reply = check_reply(raw)
+    sent = None
+    try:  # what the service can parse (its depth and size limits; beyond them only the Kafka key correlates)
+        sent = orjson.loads(raw) if len(raw) <= MAX_REQUEST_BYTES else None
+    except orjson.JSONDecodeError:
+        pass
+    if isinstance(sent, dict) and isinstance(sent.get("request_id"), str) and 0 < len(sent["request_id"]) <= MAX_ID_CHARS:
+        assert reply["request_id"] == sent["request_id"]  # the asker can always correlate its reply
+
+
+@FUZZ
+@given(st.none() | st.binary(max_size=2048) | JSON_VALUES.map(dumps))
+def test_random_input_gets_one_wellformed_reply(raw):
+    check_reply(raw)
+
+
+def test_huge_and_deep_requests_are_refused_with_a_reason():
+    huge = json.dumps({"request_id": "r", "transaction_id": 1, "pad": "x" * MAX_REQUEST_BYTES}).encode()
+    assert "larger" in check_reply(huge)["error"]
+    deep = b'{"request_id":"r","transaction_id":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert check_reply(deep)["status"] == "invalid_request"
+
+
+def test_ids_at_the_int64_edge():
+    assert check_reply(json.dumps({"request_id": "r", "transaction_id": 2**63 - 1}).encode())["status"] == "ok"
+    assert check_reply(json.dumps({"request_id": "r", "transaction_id": 2**64 - 1}).encode())["status"] == "not_found"
+    assert check_reply(json.dumps({"request_id": "r", "transaction_id": 2**64}).encode())["status"] == "invalid_request"
