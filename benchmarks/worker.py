@@ -100,19 +100,27 @@ def profile_summary(collapsed: str, top: int = 12) -> dict:
         n, frames = int(count), stack.split(";")
         total += n
         for module in {_module(f) for f in frames}:
-            inclusive[module] = inclusive.get(module, 0) + n
+            if not module.startswith(FRAMING):
+                inclusive[module] = inclusive.get(module, 0) + n
         own[frames[-1]] = own.get(frames[-1], 0) + n
     share = lambda d: {k: round(v / total, 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]}  # noqa: E731
     return {"samples": total, "inclusive_by_module": share(inclusive), "self_by_frame": share(own)}
 
 
+REPO = Path(__file__).resolve().parents[1].name + "/"  # py-spy names repo files "<repo dir>/streams/app.py"
+# On every stack of the worker's main thread, or the event loop and thread plumbing: no information.
+FRAMING = ("<frozen", "asyncio/", "threading.py", "concurrent/", "selectors.py", "runpy.py", "cli.py",
+           "streams/worker.py", "mode/worker.py", "mode/services.py", "mode/utils/")
+
+
 def _module(frame: str) -> str:
-    """'func (path/to/pkg/mod.py:12)' -> 'pkg/mod.py' below site-packages or the repo."""
+    """'func (path/to/pkg/mod.py:12)' -> 'pkg/mod.py' relative to the repo, site-packages or the stdlib."""
     path = frame.rsplit("(", 1)[-1].split(":")[0]
-    for marker in ("site-packages/", "fraudgraph/", "/work/main/", "python3.11/"):
+    if path.startswith(REPO):
+        return path[len(REPO):]
+    for marker in ("site-packages/", "python3.11/"):
         if marker in path:
-            path = path.split(marker, 1)[1]
-            break
+            return path.split(marker, 1)[1]
     return path
 
 
