@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
 from fraudgraph.stack import local
 
@@ -38,11 +39,10 @@ def assign_at_end(consumer: Consumer, topic: str) -> None:
 def run_demo(settings: Settings, timeout: float = 60.0) -> int:
     local.up(settings)
     topic = settings.cdc_topic("transactions")
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(confluent_config(settings, **{
         "group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
-    })
+    }))
     assign_at_end(consumer, topic)
     now = datetime.now(timezone.utc)
     with psycopg.connect(settings.pg_dsn()) as conn:

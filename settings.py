@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 ENV_PREFIX = "FRAUDGRAPH_"
-SECRET_FIELDS = frozenset({"neo4j_password", "pg_password", "pg_superuser_password"})
+# Masked wherever settings are shown (repr, logs); a test checks every *_password field is listed.
+SECRET_FIELDS = frozenset({"neo4j_password", "pg_password", "pg_superuser_password",
+                           "kafka_sasl_password", "kafka_ssl_key_password"})
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -33,6 +35,17 @@ class Settings:
     kafka_controller_port: int = 9093
     topic_replication_factor: int = 1  # for the topics the engine creates (3 on a production cluster)
     topic_prefix: str = "bank"  # Debezium topic.prefix: CDC topics are <prefix>.public.<table>
+    # Kafka security (kafka_config.py turns these into every client's configuration). The local
+    # stack's broker is PLAINTEXT; a production cluster typically wants SASL_SSL with SCRAM.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""  # PEM CA bundle that signed the brokers' certificates (empty: the system's)
+    kafka_ssl_certfile: str = ""  # PEM client certificate, for brokers that require TLS client authentication
+    kafka_ssl_keyfile: str = ""  # its PEM private key
+    kafka_ssl_key_password: str = ""  # when that key is encrypted
+    kafka_ssl_check_hostname: bool = True  # verify the broker's certificate names the host connected to
     # Neo4j
     neo4j_uri: str = "bolt://127.0.0.1:7687"
     neo4j_http_port: int = 7474
@@ -103,6 +116,11 @@ class Settings:
         return int(self.neo4j_uri.rsplit(":", 1)[1])
 
     @property
+    def neo4j_auth(self) -> tuple[str, str] | None:
+        """Basic auth for the Neo4j driver; None (no auth) when no password is set, as the local stack's default."""
+        return (self.neo4j_user, self.neo4j_password) if self.neo4j_password else None
+
+    @property
     def connect_port(self) -> int:
         return int(self.connect_url.rstrip("/").rsplit(":", 1)[1])
 
@@ -136,6 +154,15 @@ class Settings:
 
 def _conninfo_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    """A value from a mounted file (Docker/Kubernetes secrets). Only the line ending an editor or
+    ``echo`` adds is dropped: other whitespace may be part of a password."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as err:
+        raise ValueError(f"{var}: cannot read {path}: {err.strerror}") from None
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -176,6 +203,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         if key in env:
             values[f.name] = env[key]
         elif key + "_FILE" in env:
-            values[f.name] = Path(env[key + "_FILE"]).read_text().strip()
+            values[f.name] = _read_secret_file(key + "_FILE", env[key + "_FILE"])
     values.update(overrides)
     return Settings(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})

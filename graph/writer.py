@@ -92,8 +92,7 @@ class GraphWriter:
 
     @classmethod
     def from_settings(cls, settings, **kwargs) -> "GraphWriter":
-        auth = (settings.neo4j_user, settings.neo4j_password) if settings.neo4j_password else None
-        return cls(settings.neo4j_uri, auth, **kwargs)
+        return cls(settings.neo4j_uri, settings.neo4j_auth, **kwargs)
 
     @property
     def driver(self) -> neo4j.AsyncDriver:

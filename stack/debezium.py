@@ -69,7 +69,7 @@ def ensure_cdc_topics(settings: Settings) -> None:
 
     wanted = [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
     try:
-        ensure_topics(settings.kafka_bootstrap, {t: CDC_PARTITIONS for t in wanted}, settings.topic_replication_factor)
+        ensure_topics(settings, {t: CDC_PARTITIONS for t in wanted}, settings.topic_replication_factor)
     except TopicError as exc:
         raise StackError(f"CDC topics: {exc}") from exc
 

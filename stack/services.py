@@ -273,8 +273,7 @@ class Neo4j(Service):
     def ready(self):
         from neo4j import GraphDatabase
 
-        auth = (self.settings.neo4j_user, self.settings.neo4j_password) if self.settings.neo4j_password else None
-        with GraphDatabase.driver(self.settings.neo4j_uri, auth=auth, connection_timeout=2) as driver:
+        with GraphDatabase.driver(self.settings.neo4j_uri, auth=self.settings.neo4j_auth, connection_timeout=2) as driver:
             driver.verify_connectivity()
             records, _, _ = driver.execute_query("RETURN 1 AS ok")
             return records[0]["ok"] == 1

@@ -39,6 +39,7 @@ from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.events import TableTruncated
 from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, decode, table_of
 from fraudgraph.connectors.mapping import load_mapping
+from fraudgraph.kafka_config import faust_credentials
 from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> faust.App:
     app = WorkerApp(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),  # SASL/TLS per the kafka_* settings
         web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
 from fraudgraph.connectors.mapping import Mapping
 from fraudgraph.graph.writer import GraphWriter
+from fraudgraph.kafka_config import aiokafka_options
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
 from fraudgraph.streams.lag import LagReporter
@@ -40,7 +41,7 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
     writer = GraphWriter.from_settings(settings)
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_options(settings),  # bootstrap servers and SASL/TLS
         group_id=graph_group(settings),
         group_instance_id=f"{graph_group(settings)}-{settings.worker_instance or socket.gethostname()}-{settings.worker_web_port}",
         session_timeout_ms=int(settings.worker_session_timeout_s * 1000),

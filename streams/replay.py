@@ -108,9 +108,11 @@ def kafka_records(settings: Settings, timeout_s: float = 30.0) -> list[tuple[str
     """Everything on the CDC topics up to their current ends (a bounded snapshot of the log)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from fraudgraph.kafka_config import confluent_config
+
     mapping = load_mapping(settings.mapping_file or None)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "fraudgraph-train",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(confluent_config(settings, **{"group.id": "fraudgraph-train", "enable.auto.commit": False,
+                                                      "auto.offset.reset": "earliest"}))
     try:
         topics = [settings.cdc_topic(t) for t in mapping.tables]
         meta = consumer.list_topics(timeout=timeout_s)

@@ -6,18 +6,23 @@ from __future__ import annotations
 import time
 from typing import Mapping
 
+from fraudgraph.settings import Settings
+
 
 class TopicError(RuntimeError):
     pass
 
 
-def ensure_topics(bootstrap: str, topics: Mapping[str, int], replication: int = 1,
+def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replication: int = 1,
                   config: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
-    """Create each missing topic with ``topics[name]`` partitions; returns the names created."""
+    """Create each missing topic with ``topics[name]`` partitions; returns the names created.
+    ``cluster``: the settings (with their Kafka security), or a bootstrap address of a PLAINTEXT cluster."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from fraudgraph.kafka_config import confluent_config
+
+    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
     existing = set(admin.list_topics(timeout=10).topics)
     new = [NewTopic(name, n, replication, config=dict((config or {}).get(name, {})))
            for name, n in topics.items() if name not in existing]

@@ -16,7 +16,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     logging.getLogger(__name__).info("starting worker with settings %s", settings.redacted())
     # The CDC topics too: subscribing to a topic that does not exist yet would leave it unread.
     # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
-    ensure_topics(settings.kafka_bootstrap, worker_topics(settings), settings.topic_replication_factor,
+    ensure_topics(settings, worker_topics(settings), settings.topic_replication_factor,
                   {settings.scores_topic: {"cleanup.policy": "compact"}})
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)  # Faust expects it to exist
     app = create_app(settings)

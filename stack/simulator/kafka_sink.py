@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 from confluent_kafka import Producer
 
+from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
 from fraudgraph.stack.debezium import ensure_cdc_topics
 from fraudgraph.stack.simulator.envelope import DebeziumEncoder
@@ -20,15 +21,14 @@ from fraudgraph.stack.simulator.rows import Row
 
 
 def producer_config(settings: Settings) -> dict:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    return confluent_config(settings, **{
         "partitioner": "murmur2_random",  # Java's default partitioner: same key -> same partition as Connect
         "enable.idempotence": True,
         "linger.ms": 20,
         "batch.size": 1_000_000,
         "compression.type": "lz4",  # the repeated schemas compress ~10x
         "queue.buffering.max.messages": 500_000,
-    }
+    })
 
 
 def ensure_topics(settings: Settings) -> None:
