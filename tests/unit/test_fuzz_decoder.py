@@ -16,7 +16,6 @@ import tracemalloc
 from dataclasses import fields
 from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import orjson
 import pytest
@@ -26,8 +25,8 @@ from fraudgraph.connectors.decoder import MAX_MESSAGE_BYTES, MAX_STRING_CHARS, R
 from fraudgraph.connectors.events import DomainEvent, EntityDeleted
 from fraudgraph.connectors.mapping import load_mapping
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
-FIXTURE_FILES = sorted(FIXTURES.glob("*/*.json"))
+from hostile import FIXTURES, JSON_VALUES, RawToken, deep_text, damaged_bytes, dumps, mutated_envelopes
+
 MAPPING = load_mapping()
 INT64 = (-(2**63), 2**63 - 1)
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -78,120 +77,6 @@ def decodes_or_rejects(topic: str, value: bytes | None, mode: str = "precise", k
     return outcome
 
 
-# ---- generators ----
-
-def _deep_text(depth: int) -> str:
-    """Nesting as JSON text (as a Python object it would overflow json.dumps and hypothesis' printer)."""
-    opens = "".join("[" if i % 2 else '{"a":' for i in range(depth))
-    closes = "".join("]" if i % 2 else "}" for i in reversed(range(depth)))
-    return opens + '"x"' + closes
-
-
-class RawToken:
-    """A JSON token Python's json cannot write: spliced into the text after dumping."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-
-HOSTILE_SCALARS = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(), st.integers(min_value=2**62, max_value=2**64 + 5), st.integers(max_value=-(2**62), min_value=-(2**64)),
-    st.sampled_from([0, -1, 2**63 - 1, 2**63, 2**64 - 1, 10**30, -(2**63), -(2**63) - 1]),
-    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([1e308, -1e308, 5e-324, -0.0, 0.5]),
-    st.text(max_size=40), st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
-    st.sampled_from(["", "\x00", "a\x00b", "\u202eevil", "𝕏" * 10, "NaN", "Infinity", "-Infinity", "1e999999", "sNaN",
-                     "x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "`x`", "AQ==", "////", "0001-01-01T00:00:00+14:00",
-                     "9999-12-31T23:59:59-14:00", "2026-13-45T99:99:99Z", "1e-999999999", "١٢٣"]),
-    st.integers(min_value=MAX_STRING_CHARS - 2, max_value=MAX_STRING_CHARS + 2).map(lambda n: "s" * n),
-    st.sampled_from([100_000, 600_000]).map(lambda n: "h" * n),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "123456789012345678901234567890",
-                     "1" * 400, "0.0000000000000000000000000000001", "1E+99999999999"]).map(RawToken),
-)
-JSON_VALUES = st.recursive(
-    HOSTILE_SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=12,
-) | st.integers(min_value=1, max_value=3000).map(lambda depth: RawToken(_deep_text(depth)))
-
-
-def dumps(doc) -> bytes:
-    tokens = {}
-
-    def default(obj):
-        if isinstance(obj, RawToken):
-            marker = f"@@raw{len(tokens)}@@"
-            tokens[marker] = obj.text
-            return marker
-        raise TypeError(type(obj))
-
-    text = json.dumps(doc, default=default, allow_nan=True)
-    for marker, raw in tokens.items():
-        text = text.replace(f'"{marker}"', raw)
-    return text.encode("utf-8", "surrogatepass")  # hypothesis text may hold lone surrogates
-
-
-def _paths(doc, prefix=()):
-    """Every path to a value inside a JSON document."""
-    yield prefix
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            yield from _paths(v, prefix + (i,))
-
-
-@st.composite
-def mutated_envelopes(draw):
-    """A real captured change event with one to three mutations anywhere in it."""
-    fx = json.loads(draw(st.sampled_from(FIXTURE_FILES)).read_text())
-    mode = fx["connector_config"]["decimal.handling.mode"]
-    if fx["value"] is None:
-        return fx["topic"], None, mode, fx["key"]
-    doc = json.loads(fx["value"])
-    for _ in range(draw(st.integers(1, 3))):
-        paths = list(_paths(doc))
-        path = draw(st.sampled_from(paths))
-        action = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add"]))
-        if not path:
-            doc = draw(JSON_VALUES) if action == "replace" else doc
-            continue
-        parent = doc
-        for step in path[:-1]:
-            parent = parent[step]
-        last = path[-1]
-        if action == "replace":
-            parent[last] = draw(JSON_VALUES)
-        elif action == "delete":
-            del parent[last]
-        elif isinstance(parent, dict):
-            parent[draw(st.text(max_size=8) | st.sampled_from(["op", "after", "before", "source", "payload", "schema", "lsn", "table", "id"]))] = draw(JSON_VALUES)
-        else:
-            parent.insert(draw(st.integers(0, len(parent))), draw(JSON_VALUES))
-    key = fx["key"]
-    if draw(st.booleans()):
-        key = draw(st.none() | st.text(max_size=30) | JSON_VALUES.map(lambda v: dumps(v).decode("utf-8", "replace")))
-    return fx["topic"], dumps(doc), mode, key
-
-
-@st.composite
-def damaged_bytes(draw):
-    """A real change event's bytes, truncated, with bytes flipped or inserted."""
-    fx = json.loads(draw(st.sampled_from(FIXTURE_FILES)).read_text())
-    value = (fx["value"] or "null").encode()
-    how = draw(st.sampled_from(["truncate", "flip", "insert"]))
-    at = draw(st.integers(0, len(value)))
-    if how == "truncate":
-        value = value[:at]
-    elif how == "flip" and value:
-        at = min(at, len(value) - 1)
-        value = value[:at] + bytes([value[at] ^ draw(st.integers(1, 255))]) + value[at + 1:]
-    else:
-        value = value[:at] + draw(st.binary(min_size=1, max_size=20)) + value[at:]
-    return fx["topic"], value, fx["connector_config"]["decimal.handling.mode"], fx["key"]
-
-
 TOPICS = st.sampled_from([f"bank.public.{t}" for t in MAPPING.tables] + ["bank.public.payroll", "x", ""])
 MODES = st.sampled_from(["precise", "double", "string", "bogus"])
 
@@ -214,14 +99,14 @@ def test_random_json(topic, doc, mode, key):
 @given(mutated_envelopes())
 def test_mutated_real_envelopes(case):
     topic, value, mode, key = case
-    decodes_or_rejects(topic, value, mode, key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key)
+    decodes_or_rejects(topic, value, mode, key)
 
 
 @FUZZ
 @given(damaged_bytes())
 def test_damaged_real_envelopes(case):
     topic, value, mode, key = case
-    decodes_or_rejects(topic, value, mode, key.encode() if key else None)
+    decodes_or_rejects(topic, value, mode, key)
 
 
 # ---- targeted cases the fuzzer found or that bound memory ----
@@ -299,7 +184,7 @@ def test_deep_or_huge_input_is_rejected_with_a_reason(value, reason):
 
 def _deep_table_envelope(depth: int) -> bytes:
     doc = json.loads(_fixture("transactions.c", "string-schemaless")["value"])
-    doc["source"]["table"] = RawToken(_deep_text(depth))
+    doc["source"]["table"] = RawToken(deep_text(depth))
     return dumps(doc)
 
 

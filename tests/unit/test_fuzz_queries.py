@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, set
 
 from fraudgraph.streams.queries import MAX_ID_CHARS, MAX_REQUEST_BYTES, answer
 
-from test_fuzz_decoder import JSON_VALUES, RawToken, dumps
+from hostile import JSON_VALUES, dumps, requests
 
 SCORES = {1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
           2**63 - 1: {"transaction_id": 2**63 - 1, "score": 0.9, "source": {"lsn": 20}}}
@@ -35,27 +35,6 @@ def check_reply(raw: bytes | None) -> dict:
     if currently_in_test_context():
         event(reply["status"])
     return reply
-
-
-def request_ids():
-    return st.text(min_size=1, max_size=MAX_ID_CHARS) | st.sampled_from(
-        ["r-1", "\x00", "x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "`r`", "𝕏" * MAX_ID_CHARS, "é" * (MAX_ID_CHARS + 1)])
-
-
-IDS = st.one_of(st.sampled_from([1, 7, 8, 2**63 - 1]), st.integers(min_value=-3, max_value=10), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]),
-                st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none(), JSON_VALUES,
-                st.sampled_from(["NaN", "1e400", "123456789012345678901234567890", "-0", "7.0"]).map(RawToken))
-
-
-@st.composite
-def requests(draw):
-    doc = {}
-    if draw(st.integers(0, 9)):
-        doc["request_id"] = draw(request_ids() | JSON_VALUES)
-    for name in draw(st.sets(st.sampled_from(["transaction_id", "account_id"]), max_size=2)):
-        doc[name] = draw(IDS)
-    doc.update(draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)))
-    return dumps(doc)
 
 
 @FUZZ
