@@ -96,6 +96,13 @@ class Settings:
     model_max_batch: int = 512  # requests per inference call
     model_max_delay_ms: float = 2.0  # under load, how long a batch may wait to fill
     model_reload_s: float = 5.0  # how often the registry's CURRENT version is checked
+    # Recommendations (models/recommend.py): queries on recs_requests_topic, answers on recs_replies_topic,
+    # served from their own registry (empty: <model_dir>/recs), reloaded like the fraud model.
+    recs_requests_topic: str = "recs.requests"
+    recs_replies_topic: str = "recs.replies"
+    recs_model_dir: str = ""
+    recs_max_risk: float = 0.2  # merchants at or above this fraud risk are never recommended
+    recs_max_k: int = 100  # the largest k a request may ask for
     # The worker's local state store (Faust tables' data; rebuilt from changelogs when lost).
     worker_data_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "worker")
     # Where the local stack keeps data, logs and pid files, and where fetched jars are cached.
@@ -123,6 +130,9 @@ class Settings:
     @property
     def connect_port(self) -> int:
         return int(self.connect_url.rstrip("/").rsplit(":", 1)[1])
+
+    def recs_registry_dir(self) -> Path:
+        return Path(self.recs_model_dir).expanduser() if self.recs_model_dir else self.model_dir / "recs"
 
     def cdc_topic(self, table: str) -> str:
         return f"{self.topic_prefix}.public.{table}"

@@ -45,6 +45,7 @@ from fraudgraph.streams.aggregates import DistinctSketch, RecentSet, RunningMome
 RECENT_TRANSACTIONS = 20  # per account, for "latest scores of this account" queries
 RECENT_PROFILE_CHANGES = 10
 CUSTOMER_ACCOUNTS = 8  # accounts a customer's profile changes are copied to (a customer has a few)
+MERCHANTS_PER_ACCOUNT = 64  # merchants an account's state remembers (recommendations)
 # Labels that make a transaction's parties confirmed-fraud-adjacent; "false_positive" clears nothing
 # and marks nothing (it says the transaction was fine).
 FRAUD_LABELS = frozenset({"confirmed_fraud", "chargeback"})
@@ -96,6 +97,10 @@ class NodeState:
     # owner changed that profile field).
     marks: dict[str, int] = field(default_factory=dict)
     fraud_reports: int = 0  # confirmed-fraud transactions through this node (merchants: their share)
+    # Accounts: the merchants they paid, str(merchant id) -> [payments, last payment ms], at most
+    # MERCHANTS_PER_ACCOUNT (the least recently paid is dropped): what the recommender's account
+    # embedding is built from (``models/recommend.py``), so it follows the account's latest payments.
+    merchants: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson walks dataclasses natively (dataclasses.asdict is ~50x slower)
@@ -351,6 +356,8 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
         _peer(account, f"ip:{t.ip}", ts)
 
     who, payer = str(t.account_id), f"account:{t.account_id}"
+    if t.merchant_id is not None and account[1]:
+        _paid(account[0], t.merchant_id, ts)
     if t.merchant_id is not None:
         merchant = touch.node("Merchant", t.merchant_id, fx.constant_features())
         _link(tx, merchant, "PAYS")
@@ -376,3 +383,14 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
         _link(tx, ip, "FROM_IP")
         _seen_by(ip, who, ts)
         _peer(ip, payer, ts)
+
+
+def _paid(account: NodeState, merchant_id: Any, ts: int) -> None:
+    key = str(merchant_id)
+    seen = account.merchants.get(key)
+    if seen is None:
+        if len(account.merchants) >= MERCHANTS_PER_ACCOUNT:
+            del account.merchants[min(account.merchants, key=lambda k: account.merchants[k][1])]
+        account.merchants[key] = [1, ts]
+    else:
+        seen[0], seen[1] = seen[0] + 1, max(seen[1], ts)
