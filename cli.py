@@ -64,7 +64,8 @@ def _train(args, settings) -> int:
         sim = SimConfig(customers=args.customers, duration_s=args.hours * 3600, seed=args.seed, fraud_rate=args.fraud_rate)
         records = rp.simulator_records(sim, settings)
         trained_on = {"source": "simulator", "customers": args.customers, "hours": args.hours, "seed": args.seed}
-    log = rp.replay(rp.event_time_order(rp.decoded(records, settings, skipped)))
+    events = rp.event_time_order(rp.decoded(records, settings, skipped))
+    log = rp.replay(events)
     examples = log.examples
     config = TrainConfig(epochs=args.epochs, hidden=args.hidden, target_fpr=args.target_fpr, seed=args.seed)
     model, report = train([e.request for e in examples], [log.label(e.transaction_id) for e in examples],
@@ -77,12 +78,37 @@ def _train(args, settings) -> int:
             model, card_for(model, threshold=report["threshold"], target_fpr=config.target_fpr, metrics=metrics,
                             trained_on=trained_on), make_current=not args.no_promote)
         report["version"] = card.version
+    if args.recs:
+        report["recs"] = _train_recs(args, settings, events, model, examples, trained_on)
     if args.report:
         with open(args.report, "w") as fh:
             json.dump(report, fh, indent=2, default=str)
-    print(json.dumps({k: report.get(k) for k in ("version", "examples", "train_seconds", "threshold", "validation", "test")},
+    print(json.dumps({k: report.get(k) for k in ("version", "examples", "train_seconds", "threshold", "validation", "test", "recs")},
                      indent=2, default=str))
     return 0
+
+
+def _train_recs(args, settings, events, fraud_model, examples, trained_on: dict) -> dict:
+    """The recommender from the same replayed log, with the fraud model's opinion of each merchant
+    as its risk prior (models/recs_fit.py); registered in its own registry, promoted alike."""
+    from fraudgraph.models.recs_fit import fit_recommender, fraud_scores
+    from fraudgraph.models.recs_registry import RecsRegistry
+    from fraudgraph.models.recs_train import RecsConfig
+
+    config = RecsConfig(epochs=args.recs_epochs, seed=args.seed)
+    try:
+        model, items, report = fit_recommender(events, config, scores=fraud_scores(fraud_model, examples))
+    except ValueError as err:  # e.g. a transfer-only log (--source csv): nothing to recommend from
+        return {"skipped": str(err)}
+    summary = {k: report.get(k) for k in ("payments", "fraudulent_payments_excluded", "merchants", "epochs",
+                                           "val_hit_rate_at_10", "train_seconds")}
+    if args.register:
+        card = RecsRegistry(settings.recs_registry_dir()).register(
+            model, {"items": items, "metrics": {"validation": {"hit_rate_at_10": report.get("val_hit_rate_at_10")}},
+                    "trained_on": {**trained_on, "windows": report["windows"], "config": report["config"]}},
+            make_current=not args.no_promote)
+        summary["version"] = card.version
+    return summary
 
 
 def _evaluate(args, settings) -> int:
@@ -135,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-register", dest="register", action="store_false", help="train and report only")
     tr.add_argument("--no-promote", action="store_true", help="register without making it CURRENT")
     tr.add_argument("--report", help="write the full training report (JSON) here")
+    tr.add_argument("--no-recs", dest="recs", action="store_false", help="train the fraud model only, not the recommender")
+    tr.add_argument("--recs-epochs", type=int, default=30, help="at most this many recommender epochs (chosen on validation)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="evaluate the R-GCN on a public dataset beside MLP and tree baselines, write a JSON report")

@@ -24,7 +24,18 @@ def _yelpchi(seed: int | None, out: str | None, command: str) -> dict:
     return evaluate(seed=0 if seed is None else seed, out=out, command=command)
 
 
+def _recs(dataset: str) -> Callable[[int | None, str | None, str], dict]:
+    def run(seed: int | None, out: str | None, command: str) -> dict:
+        from fraudgraph.models.evaluate_recs import evaluate
+
+        return evaluate(dataset, seed=0 if seed is None else seed, out=out, command=command)
+
+    return run
+
+
 EVALUATORS: dict[str, Callable[[int | None, str | None, str], dict]] = {
     "aifb": _aifb,
+    "recs-simulator": _recs("simulator"),
+    "recs-yelpchi": _recs("yelpchi"),
     "yelpchi": _yelpchi,
 }

@@ -12,6 +12,7 @@ A two-layer relational GCN around the *user* (an account; a YelpChi reviewer)::
         z(u)  = x_u @ R2 + b2 + sum_s mean-features_s(u) @ G_s + sum_r mean_{m in N_r(u)} h1(m) @ W_r
     items' output:  z(m) = h1(m) @ Q + c
     decoder (DistMult, one relation "will pay"):  score(u, m) = sum_i z(u)_i * rel_i * z(m)_i + bias_m
+                                                               + sum_r a_r * log(1 + count_r(u, m))
 
 ``E`` is a learned vector per item (merchants carry no informative raw features of their own:
 ``features.constant_features``), ``mean-features_s`` are per-relation means of neighbours' raw
@@ -19,7 +20,9 @@ features (a merchant's transactions, an account's transactions: the ``NeighbourS
 already keeps), ``N_r(u)`` the items the user interacted with under relation r, counted with
 multiplicity (a merchant paid five times weighs five times, as five parallel edges do in a full-graph
 mean). Every relation has its own weight (``F_s``, ``G_s``, ``W_r``) and a self-loop (``R``): the
-R-GCN layer of ``models/rgcn.py``, written out for this bipartite shape.
+R-GCN layer of ``models/rgcn.py``, written out for this bipartite shape. The last decoder term is
+the link's own multiplicity when it already exists (one learned weight per relation): "will pay"
+includes paying again, and a mean over a long history blurs which merchants are the account's own.
 
 Why users are inductive and items are not: the user side needs only the user's own state (features,
 feature sums and its bounded merchant counts, ``NodeState.merchants``), so an account's embedding is
@@ -88,7 +91,8 @@ def merchant_means(state: Any) -> list[float] | None:
 class EncodedUsers:
     """``x`` (B, width); ``means[s]`` (B, width_s) and ``has[s]`` (B,); history edges
     ``edge_user`` (batch position) <- ``edge_item`` (item index) under ``edge_relation`` (index into
-    the model's history relations), weighted ``edge_norm`` = count / the user's total under it."""
+    the model's history relations), weighted ``edge_norm`` = count / the user's total under it;
+    ``edge_count`` is the count itself."""
 
     x: Tensor
     means: dict[str, Tensor]
@@ -97,11 +101,13 @@ class EncodedUsers:
     edge_item: Tensor
     edge_relation: Tensor
     edge_norm: Tensor
+    edge_count: Tensor
 
     def to(self, device: torch.device | str) -> "EncodedUsers":
         return EncodedUsers(self.x.to(device), {k: v.to(device) for k, v in self.means.items()},
                             {k: v.to(device) for k, v in self.has.items()}, self.edge_user.to(device),
-                            self.edge_item.to(device), self.edge_relation.to(device), self.edge_norm.to(device))
+                            self.edge_item.to(device), self.edge_relation.to(device), self.edge_norm.to(device),
+                            self.edge_count.to(device))
 
 
 class RecsModel(nn.Module):
@@ -125,6 +131,7 @@ class RecsModel(nn.Module):
         self.item_out = nn.Linear(dim, dim)
         self.relation = nn.Parameter(torch.ones(dim))  # DistMult's diagonal for "will pay"
         self.item_bias = nn.Parameter(torch.zeros(num_items))
+        self.repeat = nn.Parameter(torch.zeros(len(self.history_relations)))  # a_r: weight of an existing link
         for s, w in self.item_mean_widths.items():
             self.register_buffer(f"means_{_m(s)}", torch.zeros(num_items, w))
             self.register_buffer(f"has_{_m(s)}", torch.zeros(num_items))
@@ -163,10 +170,18 @@ class RecsModel(nn.Module):
                 z = z + self.user_history[_m(rel)](agg[:, r])
         return z
 
+    def scores(self, batch: EncodedUsers, h1: Tensor, vectors: Tensor) -> Tensor:
+        """(B, M) scores given the items' layer 1 and output vectors (computed once when serving)."""
+        out = self.user_vectors(batch, h1) @ vectors.T + self.item_bias
+        if batch.edge_user.numel():
+            out = out.index_put((batch.edge_user, batch.edge_item),
+                                self.repeat[batch.edge_relation] * torch.log1p(batch.edge_count), accumulate=True)
+        return out
+
     def forward(self, batch: EncodedUsers) -> Tensor:
         """Scores (B, M) of every item for each user of the batch."""
         h1 = self.item_hidden()
-        return self.user_vectors(batch, h1) @ self.item_vectors(h1).T + self.item_bias
+        return self.scores(batch, h1, self.item_vectors(h1))
 
 
 def _m(name: str) -> str:
@@ -178,7 +193,7 @@ def encode_users(users: Sequence[UserInput], model: RecsModel, index: Mapping[An
     """Host tensors for ``model``; history items missing from ``index`` (new since training) are
     left out of the mean. Raises ``ValueError`` on a feature width the model does not expect."""
     rel_index = {r: i for i, r in enumerate(model.history_relations)}
-    xs, eu, ei, er, en = [], [], [], [], []
+    xs, eu, ei, er, en, ec = [], [], [], [], [], []
     means = {s: [] for s in model.user_mean_widths}
     has = {s: [] for s in model.user_mean_widths}
     for b, u in enumerate(users):
@@ -198,13 +213,14 @@ def encode_users(users: Sequence[UserInput], model: RecsModel, index: Mapping[An
             known = [(index[i], float(w)) for i, w in items.items() if i in index and w > 0]
             total = sum(w for _, w in known)
             for item, w in known:
-                eu.append(b), ei.append(item), er.append(r), en.append(w / total)
+                eu.append(b), ei.append(item), er.append(r), en.append(w / total), ec.append(w)
     f = lambda v, *shape: torch.tensor(v, dtype=torch.float32).reshape(*shape)  # noqa: E731
     return EncodedUsers(f(xs, len(users), model.user_width),
                         {s: f(v, len(users), model.user_mean_widths[s]) for s, v in means.items()},
                         {s: f(v, len(users)) for s, v in has.items()},
                         torch.tensor(eu, dtype=torch.long), torch.tensor(ei, dtype=torch.long),
-                        torch.tensor(er, dtype=torch.long), torch.tensor(en, dtype=torch.float32))
+                        torch.tensor(er, dtype=torch.long), torch.tensor(en, dtype=torch.float32),
+                        torch.tensor(ec, dtype=torch.float32))
 
 
 def top_candidates(scores: Tensor, exclude: Sequence[Sequence[int]], n: int) -> tuple[Tensor, Tensor]:

@@ -43,7 +43,7 @@ class LoadedRecs:
     def candidates(self, users: Sequence[UserInput], exclude: Sequence[set[Any]], n: int) -> list[list[tuple[Any, float]]]:
         """Per user, up to ``n`` (merchant id, score) best first, its excluded merchants left out."""
         batch = encode_users(users, self.model, self.index).to(self.device)
-        scores = self.model.user_vectors(batch, self.hidden) @ self.vectors.T + self.model.item_bias
+        scores = self.model.scores(batch, self.hidden, self.vectors)
         values, indices = top_candidates(scores, [[self.index[m] for m in ex if m in self.index] for ex in exclude], n)
         values, indices = values.cpu().tolist(), indices.cpu().tolist()
         return [[(self.items[i], v) for i, v in zip(ix, vs) if v != float("-inf")] for ix, vs in zip(indices, values)]

@@ -8,6 +8,7 @@ Reading top to bottom is reading the pipeline::
                                                  + fraud.alerts unless approved
     CDC topics -> graph sink (own consumer group) -> Neo4j
     fraud.score-requests -> answer from the tables -> fraud.score-replies
+    recs.requests -> account state -> recommender (+ merchants' fraud risk) -> recs.replies
 
 Why the scores table's changelog is the ``fraud.scores`` topic itself: Faust commits input offsets
 after table writes, so a crash can re-deliver events whose effects are already durable. Because
@@ -41,6 +42,9 @@ from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, d
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.kafka_config import faust_credentials
 from fraudgraph.models.registry import ModelRegistry
+from fraudgraph.models.recommend import RiskParams
+from fraudgraph.models.recs_registry import RecsRegistry
+from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
@@ -49,6 +53,7 @@ from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.queries import answer
+from fraudgraph.streams.recommendations import answer_batch, error_reply
 from fraudgraph.streams.scoring import APPROVE, ScoringInput, scored_record
 from fraudgraph.streams.tables import acked_table, store_url
 from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
@@ -94,6 +99,7 @@ def worker_topics(settings: Settings) -> dict[str, int]:
     return {**{settings.cdc_topic(t): PARTITIONS for t in mapping.tables},
             settings.scores_topic: PARTITIONS, settings.alerts_topic: PARTITIONS,
             settings.score_requests_topic: PARTITIONS, settings.score_replies_topic: PARTITIONS,
+            settings.recs_requests_topic: PARTITIONS, settings.recs_replies_topic: PARTITIONS,
             settings.dead_letter_topic: 1}
 
 
@@ -128,6 +134,8 @@ def create_app(settings: Settings) -> faust.App:
     alerts = app.topic(settings.alerts_topic, **raw)
     requests = app.topic(settings.score_requests_topic, **raw)
     replies = app.topic(settings.score_replies_topic, **raw)
+    recs_requests = app.topic(settings.recs_requests_topic, **raw)
+    recs_replies = app.topic(settings.recs_replies_topic, **raw)
     # bytes keys and values: Faust serialises anything else (str included) as JSON.
     table = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
     node_table = app.Table("node-state", **table)
@@ -138,6 +146,8 @@ def create_app(settings: Settings) -> faust.App:
     server = ModelServer(ModelRegistry(settings.model_dir), settings.model_device, settings.model_max_batch,
                          settings.model_max_delay_ms / 1000, settings.model_reload_s, observe=observe_model_batch)
     decider = Decider(server, policies)
+    recs = RecsServer(RecsRegistry(settings.recs_registry_dir()), settings.model_device, settings.model_reload_s)
+    recs_risk = RiskParams(max_risk=settings.recs_max_risk)
     quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes,
                                    versions=lambda: (server.version or NO_MODEL, policies.current.version),
                                    topics=[*cdc.topics, settings.score_requests_topic])
@@ -274,6 +284,30 @@ def create_app(settings: Settings) -> faust.App:
             await replies.send(key=key, value=orjson.dumps(reply))
             metrics.QUERIES.labels(reply["status"]).inc()
             metrics.RECORDS_OUT.labels("score_replies").inc()
+
+    @app.task
+    async def serve_recommendations():
+        # Like serve_model: without a registered recommender, queries are answered model_unavailable.
+        await recs.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await recs.stop()
+
+    @app.agent(recs_requests)
+    async def recommendation_queries(stream):
+        # Micro-batches, so the requests that arrived together are ranked by one matrix product.
+        async for events in stream.take_events(64, 0.002):
+            messages = [e.message for e in events]
+            try:
+                answers = await answer_batch([m.value for m in messages], nodes, recs, settings.recs_max_k, recs_risk)
+            except Exception as err:  # a bug must not stop the agent: every request still gets a reply
+                log.exception("answering %d recommendation requests failed", len(messages))
+                answers = [error_reply(None, "internal_error", f"{type(err).__name__}: {err}") for _ in messages]
+            for message, reply in zip(messages, answers):
+                key = reply["request_id"].encode() if reply["request_id"] else message.key
+                await recs_replies.send(key=key, value=orjson.dumps(reply))
+                metrics.RECORDS_OUT.labels("recs_replies").inc()
 
     @app.task
     async def graph_sink():

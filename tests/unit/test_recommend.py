@@ -27,6 +27,7 @@ def small_model(seed: int = 0, items: int = 6) -> RecsModel:
 
 
 def reference_score(model: RecsModel, user: UserInput, index: dict, item: int) -> float:
+    item_id = next(i for i, n in index.items() if n == item)
     """The encoder and DistMult decoder written out per node, with loops, from the module docstring."""
     def lin(layer, v):
         out = v @ layer.weight.T
@@ -48,7 +49,9 @@ def reference_score(model: RecsModel, user: UserInput, index: dict, item: int) -
             mean = sum(h1[m] * w for m, w in known.items()) / sum(known.values())
             z_u = z_u + lin(model.user_history[rel.replace(":", "__")], mean)
     z_m = lin(model.item_out, h1[item])
-    return float((z_u * model.relation * z_m).sum() + model.item_bias[item])
+    repeat = sum(model.repeat[r] * math.log1p(user.history.get(rel, {}).get(item_id, 0.0))
+                 for r, rel in enumerate((H, H2)))
+    return float((z_u * model.relation * z_m).sum() + model.item_bias[item] + repeat)
 
 
 def test_batched_scores_equal_the_per_node_reference():
@@ -66,6 +69,8 @@ def test_batched_scores_equal_the_per_node_reference():
 
 def test_history_is_a_count_weighted_mean_so_scale_does_not_matter():
     model = small_model(1)
+    with torch.no_grad():
+        model.repeat.zero_()  # the existing-link term does see the counts themselves
     index = {f"m{i}": i for i in range(6)}
     a = UserInput([1.0, 0.0, 0.0], {H: {"m0": 1.0, "m3": 2.0}})
     b = UserInput([1.0, 0.0, 0.0], {H: {"m0": 10.0, "m3": 20.0}})
