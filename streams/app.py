@@ -117,6 +117,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=faust_credentials(settings),  # SASL/TLS per the kafka_* settings
         web_host=settings.worker_web_host,
+        web_bind=settings.worker_web_host,  # Faust binds 0.0.0.0 unless told: metrics stay where configured
         web_port=settings.worker_web_port,
         web_in_thread=False,
         store=store_url(settings.worker_store),

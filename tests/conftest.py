@@ -215,3 +215,24 @@ def worker_process(stack, tmp_path):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def secured_neo4j(stack, tmp_path_factory) -> Iterator[Settings]:
+    """A private Neo4j with authentication on (free ports, temp folder); settings that reach it.
+    Shared by the security tests; the shared stack's Neo4j is left alone."""
+    from secured_services import start_secured_neo4j, stop_neo4j
+
+    secured = start_secured_neo4j(stack, tmp_path_factory.mktemp("secured-neo4j"))
+    yield secured
+    stop_neo4j(secured)
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(stack, tmp_path_factory):
+    """A private broker whose client listener is SASL_SSL (SCRAM-SHA-256/512, TLS client certificates)."""
+    from secured_services import start_secured_kafka
+
+    secured = start_secured_kafka(stack, tmp_path_factory.mktemp("secured-kafka"))
+    yield secured
+    secured.broker.stop()

@@ -201,3 +201,15 @@ def test_local_neo4j_config_turns_auth_on_with_a_password(tmp_path):
     write_config(Settings(neo4j_password="pw-123456"), tmp_path / "secured")
     conf = (tmp_path / "secured" / "conf" / "neo4j.conf").read_text()
     assert "dbms.security.auth_enabled=true" in conf.splitlines() and "pw-123456" not in conf
+
+
+def test_the_worker_app_takes_its_credentials_and_binds_where_configured(pki, tmp_path):
+    from fraudgraph.streams.app import create_app
+
+    s = sasl(kafka_ssl_cafile=str(pki.ca)).replace(worker_data_dir=tmp_path / "data", model_dir=tmp_path / "models")
+    app = create_app(s)
+    creds = app.conf.broker_credentials
+    assert isinstance(creds, faust.SASLCredentials) and creds.username == "fraudgraph"
+    assert (creds.protocol.value, creds.mechanism.value) == ("SASL_SSL", "SCRAM-SHA-512")
+    # Faust would listen on 0.0.0.0 unless told: /metrics stays on the configured (loopback) address.
+    assert app.conf.web_bind == s.worker_web_host == "127.0.0.1"
