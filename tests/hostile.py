@@ -135,15 +135,16 @@ def damaged_bytes(draw):
     return fx["topic"], value, fx["connector_config"]["decimal.handling.mode"], _bytes(fx["key"])
 
 
-# ---- score requests ----
+# ---- score and recommendation requests ----
 
 def request_ids():
     return st.text(min_size=1, max_size=MAX_ID_CHARS) | st.sampled_from(
         ["r-1", "\x00", "x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "`r`", "𝕏" * MAX_ID_CHARS, "é" * (MAX_ID_CHARS + 1)])
 
 
-IDS = st.one_of(st.sampled_from([1, 7, 8, 2**63 - 1]), st.integers(min_value=-3, max_value=10), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]),
-                st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none(), JSON_VALUES,
+IDS = st.one_of(st.sampled_from([1, 7, 8, 2**63 - 1]), st.integers(min_value=-3, max_value=10),
+                st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]), st.floats(allow_nan=False), st.text(max_size=5),
+                st.booleans(), st.none(), JSON_VALUES,
                 st.sampled_from(["NaN", "1e400", "123456789012345678901234567890", "-0", "7.0"]).map(RawToken))
 
 
@@ -155,4 +156,21 @@ def requests(draw):
     for name in draw(st.sets(st.sampled_from(["transaction_id", "account_id"]), max_size=2)):
         doc[name] = draw(IDS)
     doc.update(draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)))
+    return dumps(doc)
+
+
+@st.composite
+def recs_requests(draw):
+    """Recommendation requests: request_id, account_id and the optional k, exclude_used, max_risk."""
+    doc = {}
+    if draw(st.integers(0, 9)):
+        doc["request_id"] = draw(request_ids() | JSON_VALUES)
+    if draw(st.integers(0, 5)):
+        doc["account_id"] = draw(IDS)
+    options = {"k": IDS | st.integers(-2, 200), "exclude_used": st.booleans() | JSON_VALUES,
+               "max_risk": st.floats() | st.sampled_from([0, 0.1, 0.2, 0.21, 1, -0.0]) | JSON_VALUES}
+    for name in draw(st.sets(st.sampled_from(sorted(options)))):
+        doc[name] = draw(options[name])
+    if not draw(st.integers(0, 4)):
+        doc.update(draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=2)))
     return dumps(doc)

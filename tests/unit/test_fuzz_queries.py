@@ -1,17 +1,20 @@
-"""Hostile score queries: whatever a request holds, ``answer`` returns exactly one well-formed reply
-(never raises), which serialises to JSON and can be keyed, and echoes the asker's ``request_id``
+"""Hostile score and recommendation queries: whatever a request holds, it gets exactly one well-formed
+reply (never an exception), which serialises to JSON and can be keyed, and echoes the asker's ``request_id``
 whenever the request carried a valid one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import orjson
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings, strategies as st
 
+from fraudgraph.models.recommend import RiskParams
 from fraudgraph.streams.queries import MAX_ID_CHARS, MAX_REQUEST_BYTES, answer
+from fraudgraph.streams.recommendations import answer_batch
 
-from hostile import JSON_VALUES, dumps, requests
+from hostile import JSON_VALUES, dumps, recs_requests, requests
 
 SCORES = {1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
           2**63 - 1: {"transaction_id": 2**63 - 1, "score": 0.9, "source": {"lsn": 20}}}
@@ -67,3 +70,45 @@ def test_ids_at_the_int64_edge():
     assert check_reply(json.dumps({"request_id": "r", "transaction_id": 2**63 - 1}).encode())["status"] == "ok"
     assert check_reply(json.dumps({"request_id": "r", "transaction_id": 2**64 - 1}).encode())["status"] == "not_found"
     assert check_reply(json.dumps({"request_id": "r", "transaction_id": 2**64}).encode())["status"] == "invalid_request"
+
+
+# ---- recommendation requests (streams/recommendations.py) ----
+
+class NoAccounts:
+    def get(self, key):
+        return None
+
+
+class NoModel:
+    loaded = None
+
+
+def check_recs_replies(raws: list[bytes | None]) -> list[dict]:
+    replies = asyncio.run(answer_batch(raws, NoAccounts(), NoModel(), max_k=100, risk=RiskParams(max_risk=0.2)))
+    assert len(replies) == len(raws)  # exactly one each, in order
+    for raw, reply in zip(raws, replies):
+        assert set(reply) == {"request_id", "status", "error", "merchants"} and reply["merchants"] == []
+        assert reply["status"] in {"not_found", "invalid_request"}  # no account is known, no model is loaded
+        assert orjson.loads(orjson.dumps(reply)) == reply and len(reply["error"]) < 500
+        rid = reply["request_id"]
+        assert rid is None or (isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS)
+        try:
+            sent = orjson.loads(raw) if raw is not None and len(raw) <= MAX_REQUEST_BYTES else None
+        except orjson.JSONDecodeError:
+            sent = None
+        if isinstance(sent, dict) and isinstance(sent.get("request_id"), str) and 0 < len(sent["request_id"]) <= MAX_ID_CHARS:
+            assert rid == sent["request_id"]
+        if currently_in_test_context():
+            event(reply["status"])
+    return replies
+
+
+@FUZZ
+@given(st.lists(recs_requests() | st.none() | st.binary(max_size=300), min_size=1, max_size=8))
+def test_recommendation_requests_get_one_wellformed_reply_each(raws):
+    check_recs_replies(raws)
+
+
+def test_a_valid_recommendation_request_for_an_unknown_account_is_not_found():
+    raw = json.dumps({"request_id": "x'}) DETACH DELETE n //", "account_id": 7, "k": 5}).encode()
+    assert check_recs_replies([raw])[0]["status"] == "not_found"
