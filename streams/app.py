@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> faust.App:
     recs_replies = app.topic(settings.recs_replies_topic, **raw)
     # bytes keys and values: Faust serialises anything else (str included) as JSON.
     table = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
-    node_table = app.Table("node-state", **table)
+    node_table = acked_table(app, "node-state", **table)  # see tables.py: local copy only once in Kafka
     scores = acked_table(app, "scores", **table, changelog_topic=app.topic(
         settings.scores_topic, compacting=True, deleting=False, internal=True, **raw))
     nodes = NodeTable(node_table)

@@ -284,6 +284,11 @@ def _ms(at: Any) -> int | None:
     return int(at.timestamp() * 1000) if at is not None else None
 
 
+def _first_seen(state: NodeState, ts: int) -> None:
+    # The earliest event time, not the first to arrive: partitions interleave differently on every run.
+    state.attrs["first_ms"] = min(state.attrs.get("first_ms", ts), ts)
+
+
 def _peer(node: tuple[NodeState, bool], item: str, ts: int) -> None:
     state, fresh = node
     if fresh:
@@ -349,7 +354,7 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
     _seen_by(account, payee, ts, amount)
     if account[1]:
         account[0].recent = [*account[0].recent, t.transaction_id][-RECENT_TRANSACTIONS:]
-        account[0].attrs.setdefault("first_ms", ts)
+        _first_seen(account[0], ts)
     if t.device_id is not None:
         _peer(account, f"device:{t.device_id}", ts)
     if t.ip is not None:
@@ -372,7 +377,7 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
         if fresh:
             receiver.senders.add(payer, ts)
             receiver.received.add(ts, amount)
-            receiver.attrs.setdefault("first_ms", ts)
+            _first_seen(receiver, ts)
     if t.device_id is not None:
         device = touch.node("Device", t.device_id, fx.constant_features())
         _link(tx, device, "USING_DEVICE")
