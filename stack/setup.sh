@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the engine, its demo and its tests need, from nothing, idempotently:
-# OS packages (Java 17, Maven, PostgreSQL, Prometheus), a virtualenv outside the clone, the package with its
+# OS packages (Java 17, Maven, PostgreSQL, Prometheus, openssl), a virtualenv outside the clone, the package with its
 # test extras, and the stack's jars from Maven Central. Heavy downloads (torch, jars) are cached
 # under ${XDG_CACHE_HOME:-~/.cache}/fraudgraph so a second run takes seconds; nothing depends on
 # that cache existing.
@@ -17,6 +17,8 @@ command -v mvn >/dev/null || need_apt+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # Debian's Prometheus (the local stack runs it on loopback; promtool checks the alert rules).
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# The security tests make a throwaway CA and certificates for a private TLS broker.
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} from apt"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
