@@ -22,6 +22,7 @@ Two steps, so the host work and the device work can be timed and placed separate
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -89,65 +90,114 @@ def _incoming(model: HeteroRGCN) -> dict[str, list[tuple[int, Relation]]]:
 def encode(requests: Sequence[ScoringRequest], model: HeteroRGCN) -> EncodedBatch:
     """Host-side tensors for ``forward``. Raises ``ValueError`` on state that cannot be exact:
     a wrong feature width, an unknown relation, or neighbour lists that disagree with the
-    target's counts (a stale or missing neighbour state)."""
-    widths, incoming = model.feature_widths, _incoming(model)
-    rows: dict[str, list[list[float]]] = {t: [] for t in model.node_types}
-    means: dict[int, list[list[float]]] = {i: [] for i in range(len(model.relations))}
-    has: dict[int, list[float]] = {i: [] for i in range(len(model.relations))}
-    zeros = {t: [0.0] * w for t, w in widths.items()}
+    target's counts (a stale or missing neighbour state).
+
+    Kept lean because it is Python per node (the host-side cost of a large batch): values go
+    into flat ``array``s (``torch.tensor`` on nested lists was most of the time), all float64 ones
+    and all int64 ones are then joined and become two tensors (``torch.frombuffer``) that every
+    field is a view of, so a batch of one pays for a few tensor operations, not one per field;
+    means are ``v / n`` per value as before, the division skipped where ``n`` is 1 (exact either
+    way); edges keep (type, local row) and are numbered globally at the end. The output is
+    bit-for-bit what the list-based version produced."""
+    widths = model.feature_widths
+    types = list(model.node_types)
+    type_index = {t: i for i, t in enumerate(types)}
+    # per node type: (relation index, key, zero row, source width) of each relation into it
+    incoming: dict[str, list[tuple[int, str, list[float], int]]] = {t: [] for t in types}
+    into: dict[str, dict[str, tuple[int, str]]] = {t: {} for t in types}
+    for r, rel in enumerate(model.relations):
+        key = rel.key
+        incoming[rel.dst].append((r, key, [0.0] * widths[rel.src], widths[rel.src]))
+        into[rel.dst][key] = (r, rel.src)
+    n_rel = len(model.relations)
+    rows = {t: array("d") for t in types}
+    count = dict.fromkeys(types, 0)
+    means = [array("d") for _ in range(n_rel)]
+    has = [array("d") for _ in range(n_rel)]
 
     def add(state: StateView) -> tuple[str, int]:
         t = state.node_type
         if t not in rows:
             raise ValueError(f"the model has no node type {t!r}")
-        if len(state.features) != widths[t]:
-            raise ValueError(f"{t} state has {len(state.features)} features, the model expects {widths[t]}")
-        local = len(rows[t])
-        rows[t].append(state.features)
-        counts, sums = state.neighbours.counts, state.neighbours.sums
-        for r, rel in incoming[t]:
-            n = counts.get(rel.key, 0)
-            means[r].append([v / n for v in sums[rel.key]] if n else zeros[rel.src])
-            has[r].append(1.0 if n else 0.0)
+        features = state.features
+        if len(features) != widths[t]:
+            raise ValueError(f"{t} state has {len(features)} features, the model expects {widths[t]}")
+        rows[t].extend(features)
+        local = count[t]
+        count[t] = local + 1
+        state_counts, state_sums = state.neighbours.counts, state.neighbours.sums
+        for r, key, zero, width in incoming[t]:
+            n = state_counts.get(key, 0)
+            if n:
+                acc = state_sums[key]
+                if len(acc) != width:
+                    raise ValueError(f"{t} state's {key} sums have {len(acc)} values, the model expects {width}")
+                means[r].extend(acc if n == 1 else [v / n for v in acc])
+                has[r].append(1.0)
+            else:
+                means[r].extend(zero)
+                has[r].append(0.0)
         return t, local
 
-    targets, edges = [], []
+    target_type, target_local = array("q"), array("q")
+    edge_target, edge_type, edge_local, edge_relation = array("q"), array("q"), array("q"), array("q")
+    edge_norm = array("d")
     for b, req in enumerate(requests):
-        targets.append(add(req.target))
-        t = req.target.node_type
-        index = {rel.key: (r, rel) for r, rel in incoming[t]}
-        if unknown := set(req.neighbours) - set(index):
-            raise ValueError(f"no relation into {t} named {sorted(unknown)}")
-        for key, (r, rel) in index.items():
-            states = req.neighbours.get(key, ())
-            want = req.target.neighbours.counts.get(key, 0)
+        target = req.target
+        t, local = add(target)
+        target_type.append(type_index[t])
+        target_local.append(local)
+        index, neighbours = into[t], req.neighbours
+        if any(key not in index for key in neighbours):
+            raise ValueError(f"no relation into {t} named {sorted(set(neighbours) - set(index))}")
+        target_counts = target.neighbours.counts
+        for r, key, _, _ in incoming[t]:
+            states = neighbours.get(key, ())
+            want = target_counts.get(key, 0)
             if len(states) != want:
                 raise ValueError(f"{key}: {len(states)} neighbour states but the target's sums count {want} "
                                  "(stale or missing state)")
+            src = index[key][1]
             for s in states:
-                if s.node_type != rel.src:
+                if s.node_type != src:
                     raise ValueError(f"{key}: neighbour of type {s.node_type}")
-                edges.append((b, add(s), r, 1.0 / want))
+                st, sl = add(s)
+                edge_target.append(b)
+                edge_type.append(type_index[st])
+                edge_local.append(sl)
+                edge_relation.append(r)
+                edge_norm.append(1.0 / want)
 
-    offsets, acc = {}, 0
-    for t in model.node_types:
-        offsets[t], acc = acc, acc + len(rows[t])
-    glob = lambda tl: offsets[tl[0]] + tl[1]  # noqa: E731
-
-    def mat(values: list[list[float]], width: int) -> Tensor:
-        return torch.tensor(values, dtype=torch.float64) if values else torch.zeros(0, width, dtype=torch.float64)
-
-    src_width = {r: widths[rel.src] for r, rel in enumerate(model.relations)}
+    offsets, acc = array("q"), 0
+    for t in types:
+        offsets.append(acc)
+        acc += count[t]
+    floats = _views([*(rows[t] for t in types), *means, *has, edge_norm], torch.float64)
+    ints = _views([offsets, target_type, target_local, edge_target, edge_type, edge_local, edge_relation], torch.long)
+    x = {t: floats[i].view(-1, widths[t]) for i, t in enumerate(types)}
+    k = len(types)
+    src_width = [widths[rel.src] for rel in model.relations]
+    offsets_t, target_type_t, target_local_t, edge_target_t, edge_type_t, edge_local_t, edge_relation_t = ints
     return EncodedBatch(
-        x={t: mat(rows[t], widths[t]) for t in model.node_types},
-        means={r: mat(v, src_width[r]) for r, v in means.items()},
-        has={r: torch.tensor(v, dtype=torch.float64) for r, v in has.items()},
-        targets=torch.tensor([glob(t) for t in targets], dtype=torch.long),
-        edge_target=torch.tensor([e[0] for e in edges], dtype=torch.long),
-        edge_node=torch.tensor([glob(e[1]) for e in edges], dtype=torch.long),
-        edge_relation=torch.tensor([e[2] for e in edges], dtype=torch.long),
-        edge_norm=torch.tensor([e[3] for e in edges], dtype=torch.float64),
+        x=x,
+        means={r: floats[k + r].view(-1, src_width[r]) for r in range(n_rel)},
+        has={r: floats[k + n_rel + r] for r in range(n_rel)},
+        targets=offsets_t[target_type_t] + target_local_t,
+        edge_target=edge_target_t,
+        edge_node=offsets_t[edge_type_t] + edge_local_t,
+        edge_relation=edge_relation_t,
+        edge_norm=floats[k + 2 * n_rel],
     )
+
+
+def _views(parts: list[array], dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """The flat arrays as 1-D tensors: one buffer, one tensor, one split (views of it)."""
+    joined = array(parts[0].typecode)
+    for part in parts:
+        joined.extend(part)
+    if not len(joined):
+        return tuple(torch.zeros(0, dtype=dtype) for _ in parts)
+    return torch.frombuffer(joined, dtype=dtype).split([len(part) for part in parts])
 
 
 def forward(model: HeteroRGCN, batch: EncodedBatch) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,12 @@ def _yelpchi(seed: int | None, out: str | None, command: str) -> dict:
     return evaluate(seed=0 if seed is None else seed, out=out, command=command)
 
 
+def _amlsim(seed: int | None, out: str | None, command: str) -> dict:
+    from fraudgraph.models.evaluate_amlsim import evaluate
+
+    return evaluate(seed=0 if seed is None else seed, out=out, command=command)
+
+
 def _recs(dataset: str) -> Callable[[int | None, str | None, str], dict]:
     def run(seed: int | None, out: str | None, command: str) -> dict:
         from fraudgraph.models.evaluate_recs import evaluate
@@ -37,5 +43,6 @@ EVALUATORS: dict[str, Callable[[int | None, str | None, str], dict]] = {
     "aifb": _aifb,
     "recs-simulator": _recs("simulator"),
     "recs-yelpchi": _recs("yelpchi"),
+    "amlsim": _amlsim,
     "yelpchi": _yelpchi,
 }
