@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import urllib.error
 import urllib.request
@@ -124,10 +125,19 @@ def test_neo4j_with_authentication_on(secured_neo4j):
 
 
 def _fixture_messages(prefix: str) -> list[tuple[str, bytes, bytes]]:
+    """Captured change events with ids of their own (the private Neo4j is shared within the session)."""
+    base = random.randrange(10**12, 9 * 10**12, 10**8)
+    device = f"dev-{base}"
+    rows = {"customers.c": {"id": base + 1}, "accounts.c": {"id": base + 2, "customer_id": base + 1},
+            "merchants.c": {"id": base + 3}, "devices.c": {"id": device},
+            "transactions.c": {"id": base + 4, "account_id": base + 2, "merchant_id": base + 3, "device_id": device}}
     out = []
-    for stem in ("customers.c", "accounts.c", "merchants.c", "devices.c", "transactions.c"):
+    for stem, after in rows.items():
         fx = json.loads((FIXTURES / f"{stem}.json").read_text())
-        out.append((fx["topic"].replace("bank.", f"{prefix}.", 1), fx["key"].encode(), fx["value"].encode()))
+        doc = json.loads(fx["value"])
+        doc["payload"]["after"].update(after)
+        key = json.dumps({"payload": {"id": after["id"]}}).encode()
+        out.append((fx["topic"].replace("bank.", f"{prefix}.", 1), key, json.dumps(doc).encode()))
     return out
 
 
