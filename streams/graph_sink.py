@@ -17,6 +17,7 @@ import socket
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
 from fraudgraph.connectors.mapping import Mapping
@@ -75,7 +76,7 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
             flushing = time.perf_counter()
             await writer.flush()
             metrics.GRAPH_WRITE_SECONDS.observe(time.perf_counter() - flushing)
-            await consumer.commit(done)  # only now: what these offsets cover is in Neo4j
+            await _commit(consumer, done)  # only now: what these offsets cover is in Neo4j
             committed_ms = time.time() * 1000
             for ms in appended_ms:
                 metrics.GRAPH_APPEND_TO_COMMIT_SECONDS.observe(max(0.0, committed_ms - ms) / 1000)
@@ -94,7 +95,21 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
         await writer.abort()
 
 
+async def _commit(consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
+    """Commit what is in Neo4j, for the partitions this member still owns. A partition revoked by a
+    rebalance (another worker joined or left) is dropped: its new owner resumes from the last
+    commit, and what it replays is harmless (writes are idempotent and version-guarded)."""
+    assigned = consumer.assignment()
+    for tp in [tp for tp in done if tp not in assigned]:
+        del done[tp]
+    if not done:
+        return
+    try:
+        await consumer.commit(done)
+    except (CommitFailedError, IllegalStateError) as err:  # a rebalance began meanwhile; the next batch commits
+        log.info("graph sink commit deferred: %s", err)
+
+
 async def _flush_and_commit(writer: GraphWriter, consumer: AIOKafkaConsumer, done: dict) -> None:
     await writer.flush()
-    if done:
-        await consumer.commit(done)
+    await _commit(consumer, done)
