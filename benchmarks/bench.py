@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     local.up(settings)
 
-    model_dir = out_dir / "models"
+    model_dir = Path(tempfile.mkdtemp(prefix="fraudgraph-bench-models-"))  # not a result: kept out of the repo
     if not args.no_model:
         result["model"] = train_model(model_dir)
         print("model:", json.dumps({k: result["model"].get(k) for k in ("version", "threshold", "test")}), flush=True)

@@ -21,7 +21,7 @@ def summary(result: dict) -> dict:
     """The figures the targets are about, from a full result."""
     runs = result.get("load", {}).get("runs", [])
     # Sustained: the run delivered (close to) what was offered and kept p99 within the bound.
-    sustained = [r for r in runs if r["offered_tx_per_s"] != "max" and r["lost"] == 0
+    sustained = [r for r in runs if r["offered_tx_per_s"] != "max" and r["unscored_after_drain"] == 0
                  and r["throughput_tx_per_s"] >= 0.95 * r["offered_tx_per_s"]
                  and r["steady_latency_ms"]["p99"] <= TARGETS["max_throughput_p99_ms"]]
     at_2000 = next((r for r in runs if r["offered_tx_per_s"] == 2000), None)
@@ -83,10 +83,12 @@ def markdown(result: dict, baseline: dict | None = None, plots: list[str] = ()) 
     runs = result.get("load", {}).get("runs", [])
     if runs:
         out += ["## Load series (CDC append → score append)", "",
-                "Steady = second half of each run by CDC append time (the first half opens with every entity row at once).", "",
-                _table(["offered tx/s", "scored", "lost", "tx/s", "CDC events/s", "steady p50", "p95", "p99", "max",
+                "Steady = second half of each run by CDC append time (the first half opens with every entity row at once). "
+                "Unscored after drain: transactions not yet scored when the run stopped waiting (3 min after the simulator "
+                "finished); a backlog, not a loss (the integration tests check nothing is lost).", "",
+                _table(["offered tx/s", "scored", "unscored after drain", "tx/s", "CDC events/s", "steady p50", "p95", "p99", "max",
                         "freshness p99 ≤ s", "recall", "FPR", "precision", "peak RSS MiB"],
-                       [[_rate_key(r), r["scored"], r["lost"], r["throughput_tx_per_s"], r["throughput_events_per_s"],
+                       [[_rate_key(r), r["scored"], r["unscored_after_drain"], r["throughput_tx_per_s"], r["throughput_events_per_s"],
                          r["steady_latency_ms"]["p50"], r["steady_latency_ms"]["p95"], r["steady_latency_ms"]["p99"],
                          r["steady_latency_ms"]["max"], r["graph_freshness_s"]["p99_le"], r["quality"]["recall"],
                          r["quality"]["fpr"], r["quality"]["precision"], r["worker_peak_rss_mib"]] for r in runs]), "",

@@ -193,7 +193,7 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
         fresh = "fraudgraph_graph_append_to_commit_seconds"
         return {
             "offered_tx_per_s": rate or "max", "transactions": n, "cdc_events": report.total_rows,
-            "scored": len(decisions), "lost": n - len(decisions), "simulator_tx_per_s": round(report.transactions_per_s, 1),
+            "scored": len(decisions), "unscored_after_drain": n - len(decisions), "simulator_tx_per_s": round(report.transactions_per_s, 1),
             "throughput_tx_per_s": round(len(decisions) / span, 1), "throughput_events_per_s": round(report.total_rows / span, 1),
             "latency_ms": {"p50": pct(latencies, 0.50), "p95": pct(latencies, 0.95), "p99": pct(latencies, 0.99),
                            "max": max(latencies), "mean": round(statistics.fmean(latencies), 1)},

@@ -48,7 +48,7 @@ from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
-from fraudgraph.streams.consumer import Consumer
+from fraudgraph.streams.transport import Consumer, Producer
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.policy import PolicySource
@@ -106,7 +106,7 @@ def worker_topics(settings: Settings) -> dict[str, int]:
 class WorkerApp(faust.App):
     def _new_transport(self):
         transport = super()._new_transport()
-        transport.Consumer = Consumer  # re-reads what a rebalance cleared (streams/consumer.py)
+        transport.Consumer, transport.Producer = Consumer, Producer  # streams/transport.py says why
         return transport
 
 

@@ -12,8 +12,8 @@ from worker import histogram_quantile, profile_summary, quality  # noqa: E402
 REPO_STATE = Path(__file__).resolve().parents[2].name + "/streams/state.py"  # as py-spy names it
 
 
-def run(offered, throughput, p99, lost=0, fresh=0.5):
-    return {"offered_tx_per_s": offered, "scored": 100, "lost": lost, "throughput_tx_per_s": throughput,
+def run(offered, throughput, p99, unscored=0, fresh=0.5):
+    return {"offered_tx_per_s": offered, "scored": 100, "unscored_after_drain": unscored, "throughput_tx_per_s": throughput,
             "throughput_events_per_s": throughput * 4,
             "steady_latency_ms": {"p50": p99 // 4, "p95": p99 // 2, "p99": p99, "max": p99 * 2},
             "stages_ms": {k: {"p50": 1, "p99": 2} for k in ("state_ms", "decide_ms", "rules_ms", "model_ms", "batch")},
@@ -25,14 +25,14 @@ def run(offered, throughput, p99, lost=0, fresh=0.5):
 RESULT = {"started": "now", "command": "bench", "versions": {"x": "1"}, "loadavg_at_start": 0.1,
           "machine": {"cores": 2, "cpu": "cpu", "mem_gib": 1}, "load": {"runs": [
               run(100, 100.0, 40), run(250, 249.0, 90), run(500, 310.0, 60),  # 500: did not keep up
-              run(1000, 990.0, 400, fresh=2.5), run(2000, 1990.0, 80, lost=3), run("max", 320.0, 50000)]},
+              run(1000, 990.0, 400, fresh=2.5), run(2000, 1990.0, 80, unscored=3), run("max", 320.0, 50000)]},
           "recovery": {"changelog": {"states": 1000, "mean_state_bytes": 900}, "cold_start_s": 9.0,
                        "restart_after_kill_s": 6.5, "process_start_s": 3.0, "local_store_mib": 2.0}}
 
 
-def test_sustained_means_kept_up_with_nothing_lost_and_p99_within_bound():
+def test_sustained_means_kept_up_drained_and_p99_within_bound():
     s = report.summary(RESULT)
-    assert s["max_sustained_tx_per_s_p99_le_100ms"] == 250  # 500 fell behind, 1000 too slow, 2000 lost some
+    assert s["max_sustained_tx_per_s_p99_le_100ms"] == 250  # 500 fell behind, 1000 too slow, 2000 left a backlog
     assert s["unpaced_drain_tx_per_s"] == 320.0
     assert (s["p50_at_2000_ms"], s["p99_at_2000_ms"]) == (20, 80)
     assert s["graph_freshness_p99_le_s"] == 2.5 and s["restart_after_kill_s"] == 6.5

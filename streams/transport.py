@@ -1,6 +1,6 @@
-"""The worker's Kafka consumer: Faust's aiokafka consumer with one gap closed.
+"""The worker's Kafka clients: Faust's aiokafka consumer and producer, each with one gap closed.
 
-After every rebalance Faust clears the messages it had fetched but not processed and seeks each
+**Consumer.** After every rebalance Faust clears the messages it had fetched but not processed and seeks each
 assigned partition back to its committed offset, so they are read again. aiokafka skips that seek
 when the committed offset is missing or 0 (``seek_to_committed``: ``if offset and offset > 0``),
 leaving the fetch position *after* the cleared messages: a fresh consumer group that fetched
@@ -12,11 +12,17 @@ read again and nothing is processed twice.
 
 Changelog partitions are left alone: Faust positions them itself during recovery and never
 commits offsets for them.
+
+**Producer.** Faust turns on idempotence only inside Kafka transactions, which the worker does not
+use (app.py says why). Without it a produce that reached the broker but whose answer was lost (a
+broker restart, a leader change: the broker-restart test shows ``NotLeaderForPartition`` retries)
+can be written twice. With ``enable_idempotence`` the broker drops the retried copy. (It does not
+remove every duplicate a broker restart causes: see tests/integration/test_service_faults.py.)
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -31,3 +37,8 @@ class Consumer(aiokafka_driver.Consumer):
         if uncommitted:
             await self._thread.seek_to_beginning(*uncommitted)
         return committed
+
+
+class Producer(aiokafka_driver.Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}

@@ -1,0 +1,112 @@
+"""Outages of the services around the worker, during load, on the real stack: the Kafka broker
+restarts; Neo4j is away for 30 s. The worker recovers by itself; nothing is lost or duplicated.
+
+These stop shared services: they wait until each is ready again, so later tests find the stack up.
+"""
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from neo4j import GraphDatabase
+
+from fraudgraph.stack import local
+from fraudgraph.stack.simulator import simulate
+
+from conftest import TopicReader, scrape
+from test_worker import ID_SPAN, _isolated_run, scored_ids
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread, dict]:
+    """About 60-90 s of transactions at 40/s, written by the fast-mode simulator in a thread."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("report", simulate(
+        settings, mode="kafka", customers=300, duration_s=hours * 3600, fraud_rate=0.03, seed=seed, rate=40)))
+    thread.start()
+    return thread, out
+
+
+def rss_mib(pid: int) -> float:
+    return next(int(l.split()[1]) / 1024 for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+
+
+def all_scored_once(scores: TopicReader, seen: list, report) -> Counter:
+    base, n = report.config.id_base, report.rows["transactions"]["insert"]
+    seen += scores.read_until(lambda ms: len(scored_ids(seen + ms, base)) >= n, timeout=300)
+    seen += scores.read_until(lambda _: False, timeout=5)  # anything more would be a duplicate
+    return scored_ids(seen, base)
+
+
+def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated(stack, worker_process):
+    env, settings = _isolated_run(stack, "broker")
+    kafka = local.services(stack)["kafka"]
+    scores = TopicReader(stack, settings.scores_topic)
+    try:
+        worker = worker_process(**env)
+        load, out = paced_load(settings, seed=31)
+        seen = scores.read_until(lambda ms: len(ms) >= 100, timeout=120)
+        stopped = time.monotonic()
+        kafka.stop()
+        time.sleep(5)
+        kafka.start()
+        kafka.wait_ready()
+        down_s = time.monotonic() - stopped
+        load.join(300)
+        counts = all_scored_once(scores, seen, out["report"])
+        n = out["report"].rows["transactions"]["insert"]
+        print(f"\nbroker down {down_s:.1f}s under 40 tx/s: {n} transactions, {len(counts)} scored, "
+              f"{sum(c > 1 for c in counts.values())} twice")
+        assert worker["proc"].poll() is None  # it reconnected by itself
+        assert len(counts) == n  # none lost
+        twice = sum(c > 1 for c in counts.values())
+        if twice:  # known and open (issue 10): seen 100 of 2,556 with a 50 s outage, idempotent producer on
+            pytest.xfail(f"{twice} of {n} transactions scored twice across the broker restart")
+    finally:
+        kafka.start()
+        kafka.wait_ready()
+        scores.close()
+
+
+def test_neo4j_away_30s_scoring_goes_on_graph_catches_up_memory_bounded(stack, worker_process):
+    env, settings = _isolated_run(stack, "neo4jdown")
+    neo4j = local.services(stack)["neo4j"]
+    scores = TopicReader(stack, settings.scores_topic)
+    try:
+        worker = worker_process(**env)
+        load, out = paced_load(settings, seed=37)
+        seen = scores.read_until(lambda ms: len(ms) >= 100, timeout=120)
+        rss_before = rss_mib(worker["proc"].pid)
+        neo4j.stop()
+        during = scores.read_until(lambda _: False, timeout=30)  # Neo4j away: scores must keep coming
+        queued = scrape(worker["port"]).get("fraudgraph_graph_queue_depth", 0)
+        rss_peak = rss_mib(worker["proc"].pid)
+        neo4j.start()
+        neo4j.wait_ready()
+        seen += during
+        load.join(300)
+        report = out["report"]
+        base, n = report.config.id_base, report.rows["transactions"]["insert"]
+        counts = all_scored_once(scores, seen, report)
+        # The graph ends complete: every transaction of the run is a node, with its account.
+        auth = (settings.neo4j_user, settings.neo4j_password) if settings.neo4j_password else None
+        deadline, in_graph = time.monotonic() + 180, 0
+        with GraphDatabase.driver(settings.neo4j_uri, auth=auth) as driver:
+            while in_graph < n and time.monotonic() < deadline:
+                in_graph = driver.execute_query(
+                    "MATCH (a:Account)-[:INITIATED]->(t:Transaction) WHERE t.id >= $lo AND t.id < $hi RETURN count(t) AS n",
+                    lo=base, hi=base + ID_SPAN).records[0]["n"]
+                time.sleep(2)
+        print(f"\nNeo4j away 30s under 40 tx/s: {len(scored_ids(during, base))} scored while it was away, "
+              f"graph queue {queued:.0f}, RSS {rss_before:.0f} -> {rss_peak:.0f} MiB; graph {in_graph}/{n} after")
+        assert len(scored_ids(during, base)) > 100  # scoring did not wait for the graph
+        assert worker["proc"].poll() is None
+        assert len(counts) == n and set(counts.values()) == {1}
+        assert in_graph == n
+        assert rss_peak - rss_before < 256  # the backlog waits in Kafka, not in memory
+    finally:
+        neo4j.start()
+        neo4j.wait_ready()
+        scores.close()
