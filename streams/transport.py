@@ -16,8 +16,7 @@ commits offsets for them.
 **Producer.** Faust turns on idempotence only inside Kafka transactions, which the worker does not
 use (app.py says why). Without it a produce that reached the broker but whose answer was lost (a
 broker restart, a leader change: the broker-restart test shows ``NotLeaderForPartition`` retries)
-can be written twice. With ``enable_idempotence`` the broker drops the retried copy. (It does not
-remove every duplicate a broker restart causes: see tests/integration/test_service_faults.py.)
+can be written twice. With ``enable_idempotence`` the broker drops the retried copy.
 """
 
 from __future__ import annotations

@@ -6,12 +6,16 @@ These stop shared services: they wait until each is ready again, so later tests 
 
 import threading
 import time
+import urllib.request
 from collections import Counter
+from datetime import datetime, timezone
+
+import psycopg
 
 import pytest
 from neo4j import GraphDatabase
 
-from fraudgraph.stack import local
+from fraudgraph.stack import debezium, local
 from fraudgraph.stack.simulator import simulate
 
 from conftest import TopicReader, scrape
@@ -29,26 +33,48 @@ def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread,
     return thread, out
 
 
+def release_replication_slot(stack, older_than: datetime) -> int:
+    """Seen after a broker outage: Connect restarts the Debezium task, but the old task's replication
+    connection stays open and keeps the slot, so every retry fails with 'replication slot
+    "fraudgraph" is active for PID ...' and CDC stops for good (issue 10, open). Until that is fixed
+    in the stack, release it here, so the tests after this one find CDC flowing."""
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        stale = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE backend_start < %s",
+                             [older_than]).fetchall()
+    status = debezium.connector_status(stack) or {}
+    for task in status.get("tasks", []):
+        urllib.request.urlopen(urllib.request.Request(
+            f"{stack.connect_url}/connectors/{stack.connector_name}/tasks/{task['id']}/restart", method="POST"), timeout=30)
+    return len(stale)
+
+
 def rss_mib(pid: int) -> float:
     return next(int(l.split()[1]) / 1024 for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+
+
+def records(messages: list) -> list:
+    """Each score record once: the test's own reader commits nothing, so a broker restart makes it
+    read the topic again from the start. A duplicate *score* is a second record, at another offset."""
+    return list({(m.partition(), m.offset()): m for m in messages}.values())
 
 
 def all_scored_once(scores: TopicReader, seen: list, report) -> Counter:
     base, n = report.config.id_base, report.rows["transactions"]["insert"]
     seen += scores.read_until(lambda ms: len(scored_ids(seen + ms, base)) >= n, timeout=300)
     seen += scores.read_until(lambda _: False, timeout=5)  # anything more would be a duplicate
-    return scored_ids(seen, base)
+    return scored_ids(records(seen), base)
 
 
 def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated(stack, worker_process):
     env, settings = _isolated_run(stack, "broker")
     kafka = local.services(stack)["kafka"]
     scores = TopicReader(stack, settings.scores_topic)
+    stopped_at = datetime.now(timezone.utc)
     try:
         worker = worker_process(**env)
         load, out = paced_load(settings, seed=31)
         seen = scores.read_until(lambda ms: len(ms) >= 100, timeout=120)
-        stopped = time.monotonic()
+        stopped_at, stopped = datetime.now(timezone.utc), time.monotonic()
         kafka.stop()
         time.sleep(5)
         kafka.start()
@@ -61,12 +87,11 @@ def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated
               f"{sum(c > 1 for c in counts.values())} twice")
         assert worker["proc"].poll() is None  # it reconnected by itself
         assert len(counts) == n  # none lost
-        twice = sum(c > 1 for c in counts.values())
-        if twice:  # known and open (issue 10): seen 100 of 2,556 with a 50 s outage, idempotent producer on
-            pytest.xfail(f"{twice} of {n} transactions scored twice across the broker restart")
+        assert set(counts.values()) == {1}  # none twice
     finally:
         kafka.start()
         kafka.wait_ready()
+        release_replication_slot(stack, stopped_at)
         scores.close()
 
 
