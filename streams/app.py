@@ -48,7 +48,6 @@ from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
-from fraudgraph.streams.transport import Consumer, Producer
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.policy import PolicySource
@@ -56,6 +55,7 @@ from fraudgraph.streams.queries import answer
 from fraudgraph.streams.recommendations import answer_batch, error_reply
 from fraudgraph.streams.scoring import APPROVE, ScoringInput, scored_record
 from fraudgraph.streams.tables import acked_table, store_url
+from fraudgraph.streams.transport import Consumer, Producer
 from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
 
 log = logging.getLogger(__name__)
