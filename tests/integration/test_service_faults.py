@@ -41,10 +41,23 @@ def release_replication_slot(stack, older_than: datetime) -> int:
     with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
         stale = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE backend_start < %s",
                              [older_than]).fetchall()
+    if not stale:
+        return 0
+    released = datetime.now(timezone.utc)
     status = debezium.connector_status(stack) or {}
     for task in status.get("tasks", []):
         urllib.request.urlopen(urllib.request.Request(
             f"{stack.connect_url}/connectors/{stack.connector_name}/tasks/{task['id']}/restart", method="POST"), timeout=30)
+    # Until the restarted task streams again: the slot is held by a connection opened after the release.
+    deadline = time.monotonic() + 180
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT r.backend_start FROM pg_replication_slots s JOIN pg_stat_replication r "
+                               "ON r.pid = s.active_pid WHERE s.slot_name = %s", ["fraudgraph"]).fetchone()
+            if row and row[0] > released:
+                break
+            time.sleep(1)
+    time.sleep(5)  # its first keepalive round trip
     return len(stale)
 
 
