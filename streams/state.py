@@ -210,14 +210,19 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
                     fx.customer_features(event.kyc_level))
     elif isinstance(event, ev.AccountUpserted):
         account = touch.node("Account", event.account_id, fx.account_features(event.kind))
-        if _upsert_row(account, lsn, {"kind": event.kind, "status": event.status, "currency": event.currency,
-                                      "opened_ms": _ms(event.opened_at)},
-                       fx.account_features(event.kind)) and "owner" not in account[0].attrs:
+        new_owner = _upsert_row(account, lsn, {"kind": event.kind, "status": event.status, "currency": event.currency,
+                                               "opened_ms": _ms(event.opened_at)},
+                                fx.account_features(event.kind)) and "owner" not in account[0].attrs
+        if new_owner:
             account[0].attrs["owner"] = event.customer_id
+        # Each end of the OWNS edge guards itself, not the account's row: after a crash the account's
+        # write can be durable and its owner's not, and the replayed event must still reach the owner.
+        if account[0].attrs.get("owner") == event.customer_id:
             customer = touch.node("Customer", event.customer_id, fx.customer_features(None))
-            _link(customer, account, "OWNS")
-            if customer[1]:  # so the owner's profile changes reach the account (see ProfileChanged)
-                owned = customer[0].attrs.get("accounts", [])
+            owned = customer[0].attrs.get("accounts", [])
+            first_link = customer[1] and event.account_id not in owned
+            _link((customer[0], first_link), (account[0], new_owner), "OWNS")
+            if first_link:  # so the owner's profile changes reach the account (see ProfileChanged)
                 customer[0].attrs["accounts"] = [*owned, event.account_id][-CUSTOMER_ACCOUNTS:]
     elif isinstance(event, ev.MerchantUpserted):
         _upsert_row(touch.node("Merchant", event.merchant_id, one), lsn,
