@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -236,3 +237,14 @@ def secured_kafka(stack, tmp_path_factory):
     secured = start_secured_kafka(stack, tmp_path_factory.mktemp("secured-kafka"))
     yield secured
     secured.broker.stop()
+
+
+def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread, dict]:
+    """Start about 60-90 s of transactions at 40/s, written by the fast-mode simulator in a thread."""
+    from fraudgraph.stack.simulator import simulate
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("report", simulate(
+        settings, mode="kafka", customers=300, duration_s=hours * 3600, fraud_rate=0.03, seed=seed, rate=40)))
+    thread.start()
+    return thread, out

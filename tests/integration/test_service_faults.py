@@ -4,7 +4,6 @@ restarts; Neo4j is away for 30 s. The worker recovers by itself; nothing is lost
 These stop shared services: they wait until each is ready again, so later tests find the stack up.
 """
 
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -16,21 +15,11 @@ import pytest
 from neo4j import GraphDatabase
 
 from fraudgraph.stack import debezium, local
-from fraudgraph.stack.simulator import simulate
 
-from conftest import TopicReader, scrape
+from conftest import TopicReader, paced_load, scrape
 from test_worker import ID_SPAN, _isolated_run, scored_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread, dict]:
-    """About 60-90 s of transactions at 40/s, written by the fast-mode simulator in a thread."""
-    out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("report", simulate(
-        settings, mode="kafka", customers=300, duration_s=hours * 3600, fraud_rate=0.03, seed=seed, rate=40)))
-    thread.start()
-    return thread, out
 
 
 def release_replication_slot(stack, older_than: datetime) -> int:

@@ -2,7 +2,6 @@
 group killed. Nothing may be lost or scored twice, and the state a crashed worker ends with must be
 the state a clean run builds from the same events."""
 
-import threading
 import time
 import uuid
 from collections import Counter
@@ -11,11 +10,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from fraudgraph.stack.simulator import simulate
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, end_offset, scrape
+from conftest import TopicReader, cdc_topics, end_offset, paced_load, scrape
 from test_worker import STATE_APPLIED, _isolated_run, read_scores, scored_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -89,13 +87,9 @@ def wait_caught_up(settings, group: str, timeout: float = 240) -> None:
 def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_state(stack, worker_process, tmp_path):
     env, settings = _isolated_run(stack, "kills")
     scores = TopicReader(stack, settings.scores_topic)
-    report = {}
-    # Paced traffic, so every kill lands while transactions are arriving (about 80 s of load).
-    load = threading.Thread(target=lambda: report.setdefault("r", simulate(
-        settings, mode="kafka", customers=300, duration_s=4 * 3600, fraud_rate=0.03, seed=13, rate=40)))
     try:
         worker = worker_process(**env)
-        load.start()
+        load, out = paced_load(settings, seed=13, hours=4)  # every kill lands while transactions arrive
         seen: list = []
         for kill in range(KILLS):
             # Let the restarted worker score something first, so each kill interrupts real work.
@@ -106,7 +100,7 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
             worker["proc"].wait(10)
             worker = worker_process(**env, FRAUDGRAPH_WORKER_WEB_PORT=str(worker["port"]))
         load.join(300)
-        r = report["r"]
+        r = out["report"]
         base, n = r.config.id_base, r.rows["transactions"]["insert"]
         seen += scores.read_until(lambda ms: len(scored_ids(seen + ms, base)) >= n, timeout=240)
         seen += scores.read_until(lambda _: False, timeout=5)  # anything more would be a duplicate
@@ -140,14 +134,11 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
 def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(stack, worker_process, tmp_path):
     env, settings = _isolated_run(stack, "pair")
     scores = TopicReader(stack, settings.scores_topic)
-    report = {}
-    load = threading.Thread(target=lambda: report.setdefault("r", simulate(
-        settings, mode="kafka", customers=300, duration_s=3 * 3600, fraud_rate=0.03, seed=17, rate=40)))
     try:
         # One consumer group (same worker id), two members with their own port, instance and disk.
         a = worker_process(**env, FRAUDGRAPH_WORKER_INSTANCE="a", FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "a"))
         b = worker_process(**env, FRAUDGRAPH_WORKER_INSTANCE="b", FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "b"))
-        load.start()
+        load, out = paced_load(settings, seed=17)
         seen = scores.read_until(lambda ms: len(ms) >= 100, timeout=120)
         deadline = time.monotonic() + 90  # the second member's partitions arrive after a rebalance and recovery
         while not all(scrape(w["port"]).get(STATE_APPLIED, 0) > 0 for w in (a, b)):
@@ -156,7 +147,7 @@ def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(stack, w
         b["proc"].kill()
         b["proc"].wait(10)
         load.join(300)
-        r = report["r"]
+        r = out["report"]
         base, n = r.config.id_base, r.rows["transactions"]["insert"]
         # b's partitions move to a once b's session times out (static membership keeps them until then).
         seen += scores.read_until(lambda ms: len(scored_ids(seen + ms, base)) >= n, timeout=240)
