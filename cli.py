@@ -27,13 +27,25 @@ def _stack(args, settings) -> int:
         return 0 if all(st.running for st in states) else 3
     elif args.action == "connector":
         print(json.dumps(register_connector(settings), indent=2))
+    elif args.action == "watchdog":
+        import logging
+
+        from fraudgraph.stack.cdc_watchdog import watch
+
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(message)s")
+        watch(settings, settings.cdc_stall_s)
     return 0
 
 
 def _worker(args, settings) -> int:
+    from fraudgraph.streams.topics import TopicError
     from fraudgraph.streams.worker import run_worker
 
-    return run_worker(settings, loglevel=args.loglevel)
+    try:
+        return run_worker(settings, loglevel=args.loglevel)
+    except TopicError as exc:  # e.g. CDC topics partitioned unlike the worker's tables: nothing started
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _simulate(args, settings) -> int:
@@ -154,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="the local stack without Docker: Kafka, Neo4j, PostgreSQL, Connect+Debezium")
-    stack.add_argument("action", choices=["fetch", "up", "down", "status", "connector"],
-                       help="fetch jars | start (idempotent) | stop what it started | show | (re)register the Debezium connector")
+    stack.add_argument("action", choices=["fetch", "up", "down", "status", "connector", "watchdog"],
+                       help="fetch jars | start (idempotent) | stop what it started | show | (re)register the Debezium "
+                            "connector | run the CDC watchdog (restarts a failed or wedged Debezium task)")
     stack.set_defaults(func=_stack)
 
     worker = sub.add_parser("worker", help="run the streaming worker (Faust): decode CDC, dead-letter bad input, metrics on /metrics")

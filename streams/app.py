@@ -254,7 +254,7 @@ def create_app(settings: Settings) -> faust.App:
             if record.decision != APPROVE:
                 await alerts.send(key=key, value=value)
                 metrics.RECORDS_OUT.labels("alerts").inc()
-            scores[key] = value  # publishes to fraud.scores (the table's changelog)
+            scores.put(key, value, message.partition)  # publishes to fraud.scores (tables.py: why this partition)
             metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
             metrics.DECISIONS.labels(record.decision).inc()
             quality.on_scored(inp.transaction.transaction_id, inp.transaction.position.ts_ms, record.decision, inp.states)

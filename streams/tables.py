@@ -1,12 +1,12 @@
-"""How the worker's Faust tables are stored, and the two corrections to Faust they need.
+"""How the worker's Faust tables are stored, and the corrections to Faust they need.
 
-1. ``KeyPartitionedRocksDBStore``: each key kept in its changelog partition. Why: the worker's tables are written by key (``use_partitioner=True``), so a key's changelog
-records all go to one partition, the one Kafka's default partitioner (murmur2) picks. Faust's
-RocksDB store, however, files a write under the partition of the *event being processed*, so a key
-written while processing events from different input partitions ends up in several local databases,
-and after a restart a read may find a stale copy first (we saw replays re-apply events because of
-it). Filing every write under the key's changelog partition keeps exactly one copy per key, in the
-same place recovery from the changelog puts it.
+1. ``KeyPartitionedRocksDBStore``: each key kept in the partition its changelog record went to.
+Why: the worker's tables are written by key, not by the partition of the event being processed,
+while Faust's RocksDB store files a write under the partition of that event. A key written while
+processing events from different input partitions then ends up in several local databases, and
+after a restart a read may find a stale copy first (we saw replays re-apply events because of
+it). Filing every write where its changelog record is keeps exactly one copy per key, in the same
+place recovery from the changelog puts it.
 
 2. ``AckedTable``: a table whose local copy is written only once Kafka has acknowledged the
 changelog record. Why: the scores table's changelog *is* ``fraud.scores``, and "this transaction is
@@ -19,6 +19,14 @@ reads it back from the changelog before any event is replayed. The node-state ta
 with Faust's order, a SIGKILL left states on local disk that never reached the changelog (the
 replayed event was then skipped as applied), so a worker restored from the changelog on another
 disk would have lost them (21 states in the repeated-SIGKILL test).
+
+3. ``AckedTable.put(key, value, partition)``: a write to a chosen changelog partition. The scores
+table uses it to put a transaction's record in the partition number of the CDC event that
+carried the transaction, so the "scored" marker moves with that CDC partition when a group
+rebalances: the member that takes the partition over recovers exactly the markers of the
+transactions it will replay. Filed by id (murmur2) instead, the marker could sit in a partition
+the other member wrote and the new owner never reads (two members, one killed: 59 of 2,569
+transactions were scored twice).
 """
 
 from __future__ import annotations
@@ -35,14 +43,17 @@ SCHEME = "fraudgraph-rocksdb"
 
 class KeyPartitionedRocksDBStore(RocksDBStore):
     def _key_partition(self, key: bytes) -> int:
-        # Exactly what the producer does for the changelog record (aiokafka DefaultPartitioner).
+        # Exactly what the producer does for a changelog record sent without a partition
+        # (aiokafka DefaultPartitioner).
         n = self.table.partitions or self.app.conf.topic_partitions
         return (murmur2(key) & 0x7FFFFFFF) % n
 
-    def _set(self, key: bytes, value: Optional[bytes]) -> None:
-        partition = self._key_partition(key)
+    def put_in_partition(self, key: bytes, value: Optional[bytes], partition: int) -> None:
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
+
+    def _set(self, key: bytes, value: Optional[bytes]) -> None:
+        self.put_in_partition(key, value, self._key_partition(key))
 
 
 class AckedTable(faust.Table):
@@ -52,13 +63,21 @@ class AckedTable(faust.Table):
         self.on_acked = None  # optional callable(key, value): a write just became durable (metrics)
 
     def __setitem__(self, key, value) -> None:
+        self.put(key, value)
+
+    def put(self, key, value, partition: int | None = None) -> None:
+        """Write ``key``; its changelog record goes to ``partition`` (None: the key's murmur2 partition)."""
         self._unacked[key] = value
-        self.send_changelog(None, key, value)  # its callback is _on_changelog_sent
+        self.send_changelog(partition, key, value)  # its callback is _on_changelog_sent
 
     def _on_changelog_sent(self, fut) -> None:
-        fut.result()  # a failed send raises here, and Faust stops: nothing is marked that is not in Kafka
+        sent = fut.result()  # a failed send raises here, and Faust stops: nothing is marked that is not in Kafka
         key, value = fut.message.key, fut.message.value
-        self.data[key] = value  # the local copy first, then the offset that vouches for it
+        # The local copy first, then the offset that vouches for it.
+        if isinstance(self.data, KeyPartitionedRocksDBStore):
+            self.data.put_in_partition(key, value, sent.partition)
+        else:
+            self.data[key] = value
         super()._on_changelog_sent(fut)
         if self.on_acked is not None:
             self.on_acked(key, value)

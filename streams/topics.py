@@ -37,6 +37,22 @@ def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replicatio
     return created
 
 
+def check_partitions(cluster: Settings | str, topics: Mapping[str, int]) -> None:
+    """Raise ``TopicError`` naming every topic whose partition count is not ``topics[name]``:
+    ``ensure_topics`` leaves an existing topic as it is, whoever created it."""
+    from confluent_kafka.admin import AdminClient
+
+    from fraudgraph.kafka_config import confluent_config
+
+    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    meta = admin.list_topics(timeout=10).topics
+    wrong = {name: len(meta[name].partitions) for name, n in topics.items()
+             if name in meta and len(meta[name].partitions) != n}
+    if wrong:
+        raise TopicError("topics with the wrong number of partitions: "
+                         + ", ".join(f"{t} has {n}, needs {topics[t]}" for t, n in sorted(wrong.items())))
+
+
 def _wait_for_leaders(admin, topics: list[str], timeout: float = 30.0) -> None:
     """A created topic is usable once each partition has a leader; until then reads of its offsets
     fail with NOT_LEADER_FOR_PARTITION."""

@@ -13,7 +13,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     import faust
 
     from fraudgraph.streams.app import create_app, worker_topics
-    from fraudgraph.streams.topics import ensure_topics
+    from fraudgraph.streams.topics import check_partitions, ensure_topics
 
     class Worker(faust.Worker):
         async def on_first_start(self) -> None:
@@ -22,8 +22,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
 
     # The CDC topics too: subscribing to a topic that does not exist yet would leave it unread.
     # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
-    ensure_topics(settings, worker_topics(settings), settings.topic_replication_factor,
-                  {settings.scores_topic: {"cleanup.policy": "compact"}})
+    topics = worker_topics(settings)
+    ensure_topics(settings, topics, settings.topic_replication_factor, {settings.scores_topic: {"cleanup.policy": "compact"}})
+    # A score goes to the scores partition numbered like its transaction's CDC partition, and Faust
+    # co-partitions the agents' topics with the tables: every topic but the dead letters must agree.
+    check_partitions(settings, {t: n for t, n in topics.items() if t != settings.dead_letter_topic})
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)  # Faust expects it to exist
     app = create_app(settings)
     worker = Worker(app, loglevel=loglevel, quiet=True)

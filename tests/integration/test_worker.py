@@ -2,6 +2,9 @@
 queries are answered; a replay changes nothing; a SIGKILL loses nothing and scores nothing twice."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -224,3 +227,15 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
         assert set(counts.values()) == {1}  # none twice
     finally:
         scores.close()
+
+
+def test_worker_refuses_cdc_topics_partitioned_unlike_its_tables(stack, tmp_path):
+    """Scores are co-partitioned with the transactions topic (streams/tables.py), so a CDC topic
+    created elsewhere with another partition count must stop the worker before it consumes."""
+    settings = stack.replace(topic_prefix=f"parts{uuid.uuid4().hex[:8]}")
+    ensure_topics(stack.kafka_bootstrap, {settings.cdc_topic("transactions"): 2})
+    env = {**os.environ, "FRAUDGRAPH_TOPIC_PREFIX": settings.topic_prefix,
+           "FRAUDGRAPH_WORKER_ID": f"test-parts-{uuid.uuid4().hex[:6]}", "FRAUDGRAPH_WORKER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{settings.cdc_topic('transactions')} has 2, needs 4" in done.stderr
