@@ -62,6 +62,8 @@ class Settings:
     # Kafka Connect + Debezium
     connect_url: str = "http://127.0.0.1:8083"
     connector_name: str = "bank-postgres"
+    # The CDC watchdog (stack/cdc_watchdog.py) heals a task silent this long (no Debezium heartbeat).
+    cdc_stall_s: float = 30.0
     # Worker
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066

@@ -17,6 +17,8 @@ from fraudgraph.stack.source_db import PUBLICATION
 from fraudgraph.stack.supervisor import StackError
 
 CDC_PARTITIONS = 4
+HEARTBEAT_MS = 5000
+SLOT = "fraudgraph"  # the replication slot the connector streams from
 
 
 def connector_config(settings: Settings) -> dict[str, str]:
@@ -29,7 +31,7 @@ def connector_config(settings: Settings) -> dict[str, str]:
         "database.password": settings.pg_password,
         "database.dbname": settings.pg_database,
         "topic.prefix": settings.topic_prefix,
-        "slot.name": "fraudgraph",
+        "slot.name": SLOT,
         "publication.name": PUBLICATION,
         "publication.autocreate.mode": "disabled",
         "snapshot.mode": "initial",
@@ -42,7 +44,14 @@ def connector_config(settings: Settings) -> dict[str, str]:
         # the row's primary key is the record key, so each row's changes stay ordered.
         "topic.creation.default.partitions": str(CDC_PARTITIONS),
         "topic.creation.default.replication.factor": "1",
+        # A live streaming task writes a record to the heartbeat topic every interval, changes or
+        # not: the CDC watchdog (cdc_watchdog.py) reads "no heartbeat for a while" as a wedged task.
+        "heartbeat.interval.ms": str(HEARTBEAT_MS),
     }
+
+
+def heartbeat_topic(settings: Settings) -> str:
+    return f"__debezium-heartbeat.{settings.topic_prefix}"
 
 
 def _request(method: str, url: str, body: dict | None = None) -> dict:

@@ -2,7 +2,8 @@
 
 Start order follows the dependencies: Kafka, PostgreSQL, Neo4j and Prometheus boot side by side
 (they need nothing from each other; Prometheus simply finds the worker once it runs); Kafka Connect starts once Kafka answers, and registers Debezium's
-connector once PostgreSQL holds the schema. ``up`` is idempotent: a service of ours that already
+connector once PostgreSQL holds the schema; the CDC watchdog starts last, to keep that connector
+capturing (``cdc_watchdog.py``). ``up`` is idempotent: a service of ours that already
 runs is only checked for readiness.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack import jars
-from fraudgraph.stack.services import Connect, Kafka, Neo4j, Postgres, Prometheus, Service
+from fraudgraph.stack.services import CdcWatchdog, Connect, Kafka, Neo4j, Postgres, Prometheus, Service
 from fraudgraph.stack.supervisor import StackError
 
 
@@ -22,7 +23,7 @@ def services(settings: Settings) -> dict[str, Service]:
     """The stack's services. Prometheus only where Debian's package is installed (``setup.sh``
     installs it): the engine and its tests need no metrics server, and a stack without one must
     still count as fully up."""
-    core = [Kafka(settings), Postgres(settings), Neo4j(settings), Connect(settings)]
+    core = [Kafka(settings), Postgres(settings), Neo4j(settings), Connect(settings), CdcWatchdog(settings)]
     extra = [Prometheus(settings)] if shutil.which("prometheus") else []
     return {s.name: s for s in core + extra}
 
@@ -58,6 +59,9 @@ def up(settings: Settings, log=print) -> dict[str, float]:
                 continue
             svc[name].wait_ready()
             timings[name] = time.monotonic() - t0
+        if svc["cdc-watchdog"].start():  # once the connector is registered (Connect's after_ready)
+            log(f"cdc-watchdog: starting (log {svc['cdc-watchdog'].log_path})")
+        svc["cdc-watchdog"].wait_ready()
     except StackError:
         log("start-up failed; services already started are left running for inspection "
             "(`fraudgraph stack down` stops them)")
@@ -72,7 +76,7 @@ def down(settings: Settings, log=print) -> list[str]:
     """Stop every process this stack started, dependants first. Returns the names stopped."""
     stopped = []
     svc = services(settings)
-    for name in ("prometheus", "connect", "neo4j", "kafka", "postgres"):
+    for name in ("cdc-watchdog", "prometheus", "connect", "neo4j", "kafka", "postgres"):
         if name in svc and svc[name].stop():
             stopped.append(name)
             log(f"{name}: stopped")

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -352,6 +353,30 @@ class Postgres(Service):
         from fraudgraph.stack.source_db import bootstrap
 
         bootstrap(self.settings, self.superuser_conninfo)
+
+
+class CdcWatchdog(Service):
+    """``fraudgraph stack watchdog``: restarts a failed or wedged Debezium task (``cdc_watchdog.py``)."""
+
+    name = "cdc-watchdog"
+    ready_timeout = 30.0
+
+    def ports(self):
+        return []
+
+    def endpoint(self):
+        return f"watching {self.settings.connector_name}"
+
+    def prepare(self):
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0  # the log is appended to
+
+    def command(self):
+        return [sys.executable, "-m", "fraudgraph.cli", "stack", "watchdog"]
+
+    def ready(self):
+        with open(self.log_path, "rb") as f:
+            f.seek(getattr(self, "_log_start", 0))
+            return b"watching connector" in f.read()
 
 
 class Prometheus(Service):

@@ -1,0 +1,166 @@
+"""Keeps Debezium capturing after outages: two faults Kafka Connect does not heal by itself.
+
+1. **A failed task stays failed.** Connect restarts nothing; Debezium retries only what it
+   classifies as retriable.
+2. **A wedged task.** After a broker outage Connect gives up on the old task (an "orphan") and
+   starts a new one, but the orphan's replication connection stays open (its keep-alive thread
+   still answers PostgreSQL) and keeps the slot. The new task then retries forever with
+   'replication slot "fraudgraph" is active for PID ...' while its status says RUNNING, and no
+   change reaches Kafka again (seen in the broker-restart test).
+
+The liveness signal is Debezium's heartbeat (``heartbeat.interval.ms``): a task that streams
+writes one every few seconds, changes or not. No heartbeat for ``stall_s`` while the slot is
+held by a connection older than that means the holder is not the live task: terminate that
+connection and restart the task, which then takes the slot and resumes from its committed
+offsets (nothing is lost; the events after the last offset flush come again). A connector that
+never wrote a heartbeat (still in its first snapshot) is left alone.
+
+``decide`` is the whole policy, a pure function of one ``Observation``; ``watch`` gathers
+observations and carries out a verdict reached in two rounds running, never acting twice within
+``stall_s`` (the restarted task needs that long to prove itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from fraudgraph.settings import Settings
+from fraudgraph.stack import debezium
+
+log = logging.getLogger(__name__)
+
+RELEASE_SLOT = "release_slot"
+RESTART_TASKS = "restart_tasks"
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    pid: int
+    connected_s: float  # how long its connection has been open
+
+
+@dataclass(frozen=True)
+class Observation:
+    connector: dict | None  # Connect's status document; None when the connector is not registered
+    heartbeat_age_s: float | None  # since the newest heartbeat; None: never one
+    slot_holder: SlotHolder | None
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    why: str
+    pid: int | None = None
+
+
+def decide(obs: Observation, stall_s: float) -> list[Action]:
+    if obs.connector is None:
+        return []  # not registered: registration is `stack up`'s / connector-init's job
+    states = [obs.connector.get("connector", {}).get("state")] + [t.get("state") for t in obs.connector.get("tasks", [])]
+    if "FAILED" in states:
+        why = "connector or task FAILED"
+    elif obs.heartbeat_age_s is not None and obs.heartbeat_age_s > stall_s:
+        if obs.slot_holder is not None and obs.slot_holder.connected_s <= stall_s:
+            return []  # a connection younger than the silence: a new task is starting to stream
+        why = f"no heartbeat for {obs.heartbeat_age_s:.0f}s"
+    else:
+        return []
+    actions = []
+    if obs.slot_holder is not None:
+        actions.append(Action(RELEASE_SLOT, f"{why}; slot held by pid {obs.slot_holder.pid} "
+                                            f"for {obs.slot_holder.connected_s:.0f}s", obs.slot_holder.pid))
+    actions.append(Action(RESTART_TASKS, why))
+    return actions
+
+
+class Probe:
+    """Reads the three facts ``decide`` needs: Connect's status, the newest heartbeat, the slot's holder."""
+
+    def __init__(self, settings: Settings):
+        from confluent_kafka import Consumer
+
+        from fraudgraph.kafka_config import confluent_config
+
+        self.settings = settings
+        self.consumer = Consumer({**confluent_config(settings), "group.id": "fraudgraph-cdc-watchdog",
+                                  "enable.auto.commit": False, "log_level": 0})
+
+    def heartbeat_age_s(self) -> float | None:
+        from confluent_kafka import TopicPartition
+
+        topic = debezium.heartbeat_topic(self.settings)
+        meta = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return None
+        newest = None
+        for p in meta.partitions:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            self.consumer.assign([TopicPartition(topic, p, high - 1)])
+            msg = self.consumer.consume(1, timeout=10)
+            if msg and not msg[0].error():
+                ts = msg[0].timestamp()[1] / 1000
+                newest = ts if newest is None else max(newest, ts)
+        return None if newest is None else max(0.0, time.time() - newest)
+
+    def slot_holder(self) -> SlotHolder | None:
+        import psycopg
+
+        with psycopg.connect(self.settings.pg_dsn(), autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT s.active_pid, extract(epoch FROM now() - a.backend_start) FROM pg_replication_slots s "
+                "LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active",
+                [debezium.SLOT]).fetchone()
+        return None if row is None else SlotHolder(int(row[0]), float(row[1] or 0.0))
+
+    def observe(self) -> Observation:
+        return Observation(debezium.connector_status(self.settings), self.heartbeat_age_s(), self.slot_holder())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def act(settings: Settings, action: Action) -> None:
+    if action.kind == RELEASE_SLOT:
+        import psycopg
+
+        with psycopg.connect(settings.pg_dsn(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", [action.pid])
+    elif action.kind == RESTART_TASKS:
+        url = f"{settings.connect_url}/connectors/{settings.connector_name}/restart?includeTasks=true&onlyFailed=false"
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30).close()
+
+
+def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, rounds: int | None = None) -> int:
+    """Observe every ``interval_s`` and heal; returns the number of actions taken (``rounds``: stop
+    after that many observations, for tests; None: until killed). A service that cannot be reached
+    is logged and tried again next round: the watchdog itself never gives up."""
+    probe, taken, quiet_until, n, pending = None, 0, 0.0, 0, False
+    log.info("watching connector %s (stall after %.0fs without a heartbeat)", settings.connector_name, stall_s)
+    try:
+        while rounds is None or n < rounds:
+            n += 1
+            try:
+                probe = probe or Probe(settings)
+                wanted = decide(probe.observe(), stall_s) if time.monotonic() >= quiet_until else []
+                # Only a verdict two rounds in a row is acted on: a task that was merely cut off from
+                # Kafka writes its next heartbeat within one heartbeat interval of Kafka's return.
+                actions, pending = (wanted if pending else []), bool(wanted)
+                for action in actions:
+                    log.warning("CDC watchdog: %s (%s)", action.kind, action.why)
+                    act(settings, action)
+                    taken += 1
+                if actions:
+                    quiet_until = time.monotonic() + stall_s
+            except Exception as exc:  # Kafka, Connect or PostgreSQL away: report, try again next round
+                log.warning("CDC watchdog: observation failed, retrying: %s: %s", type(exc).__name__, exc)
+            if rounds is None or n < rounds:
+                time.sleep(interval_s)
+    finally:
+        if probe is not None:
+            probe.close()
+    return taken
