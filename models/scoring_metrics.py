@@ -66,13 +66,19 @@ def threshold_for_fpr(y, s, fpr: float = 0.01) -> float:
     """The lowest score threshold ``t`` such that flagging ``s >= t`` has false-positive rate <= ``fpr``
     on (``y``, ``s``). Lowest, so recall is as high as the FPR budget allows. If even the top tie
     group exceeds the budget, returns a value above every score (flag nothing)."""
+    dtype = np.asarray(s).dtype
     y, s = _as_arrays(y, s)
     if not 0.0 <= fpr <= 1.0:
         raise ValueError("fpr must be in [0, 1]")
     tps, fps, thresholds = _curve(y, s)
     ok = np.flatnonzero(fps / fps[-1] <= fpr)
     if ok.size == 0:
-        return float(np.nextafter(thresholds[0], np.inf))
+        # "Above every score" in the scores' own precision: the next float64 above a float32 score
+        # rounds back to that score when float32 scores are compared with it (NumPy casts the
+        # Python float to the array's type), which flagged the whole top tie group, e.g. every
+        # score saturated at 1.0.
+        top = thresholds[0].astype(dtype) if np.issubdtype(dtype, np.floating) else thresholds[0]
+        return float(np.nextafter(top, np.array(np.inf, dtype=top.dtype)))
     return float(thresholds[ok[-1]])
 
 

@@ -53,6 +53,15 @@ def test_all_tied_scores_are_chance():
     assert threshold_for_fpr(y, s, 0.5) > 0.3
 
 
+def test_a_threshold_above_every_float32_score_flags_none_of_them():
+    # A saturated model: the top tie group (1.0) holds negatives, so no threshold fits 1% FPR.
+    y = np.array([1, 0, 0, 1] + [0] * 96)
+    s = np.r_[np.ones(4), np.linspace(0.1, 0.9, 96)].astype(np.float32)
+    t = threshold_for_fpr(y, s, 0.01)
+    assert not (s >= t).any() and not (s.astype(np.float64) >= t).any()
+    assert recall_at_fpr(y, s, 0.01) == 0.0
+
+
 def test_perfect_and_reversed_ranking():
     y = np.array([0, 0, 0, 1, 1])
     s = np.arange(5.0)
