@@ -45,7 +45,7 @@ from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.app import PARTITIONS, worker_topics
 from fraudgraph.streams.replay import _LiveStore, decoded, event_time_order, simulator_records
 from fraudgraph.streams.state import Source, apply_event
-from fraudgraph.streams.topics import ensure_topics
+from fraudgraph.streams.topics import delete_topics, ensure_topics, topics_of_run
 
 CLONE_ID_BASE = 10**12
 
@@ -148,6 +148,7 @@ def main() -> None:
     worker.terminate()
     worker.wait(60)
     consumer.close()
+    delete_topics(s, topics_of_run(s, s.topic_prefix + ".", s.scores_topic, s.worker_id + "-"))
 
     result = {"benchmark": "worker recovery after SIGKILL", "machine": machine(), "command": "python " + " ".join(sys.argv),
               "changelog": written, "traffic_tx_per_s": args.rate, "cold_start_s": cold,

@@ -16,8 +16,8 @@ offsets (nothing is lost; the events after the last offset flush come again). A 
 never wrote a heartbeat (still in its first snapshot) is left alone.
 
 ``decide`` is the whole policy, a pure function of one ``Observation``; ``watch`` gathers
-observations and carries out a verdict reached in two rounds running, never acting twice within
-``stall_s`` (the restarted task needs that long to prove itself).
+observations and carries out a verdict reached in two rounds running, then leaves the restarted
+task ``RESTART_GRACE_S`` to prove itself.
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ from fraudgraph.settings import Settings
 from fraudgraph.stack import debezium
 
 log = logging.getLogger(__name__)
+
+# How long a restarted task is given before it is judged again. Debezium's start-up can take a
+# minute of its own retries after an outage: registering its JMX metrics waits up to 12 x 5 s for
+# the stuck old task's to go, and taking the slot up to 6 x 10 s. Judged sooner, a task about to
+# recover was restarted again and again (seen in the broker-restart test).
+RESTART_GRACE_S = 120.0
 
 RELEASE_SLOT = "release_slot"
 RESTART_TASKS = "restart_tasks"
@@ -155,9 +161,17 @@ def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, ro
                     act(settings, action)
                     taken += 1
                 if actions:
-                    quiet_until = time.monotonic() + stall_s
+                    quiet_until = time.monotonic() + max(stall_s, RESTART_GRACE_S)
             except Exception as exc:  # Kafka, Connect or PostgreSQL away: report, try again next round
                 log.warning("CDC watchdog: observation failed, retrying: %s: %s", type(exc).__name__, exc)
+                # With fresh clients: a consumer that lived through a broker restart kept failing
+                # "Broker transport failure" long after the broker was back.
+                if probe is not None:
+                    try:
+                        probe.close()
+                    except Exception:  # noqa: BLE001 - it is being dropped anyway
+                        pass
+                probe = None
             if rounds is None or n < rounds:
                 time.sleep(interval_s)
     finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack import jars
-from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, port_open, spawn, tail, terminate, wait_until
+from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, children, port_open, spawn, tail, terminate, wait_until
 
 # Heap sizes chosen so all four servers, the worker and the tests fit a 2-core, 24 GiB machine.
 KAFKA_HEAP = "-Xmx768m"
@@ -339,6 +339,34 @@ class Postgres(Service):
             "-c", "max_wal_senders=10",
             "-c", "max_replication_slots=10",
         ]
+
+    def stop(self) -> bool:
+        """A fast shutdown that really ends, and leaves no server process behind.
+
+        Two PostgreSQL habits get in the way. A fast shutdown waits until every logical walsender's
+        client has confirmed the shutdown checkpoint, which Debezium never does (it confirms only
+        what it captured), so the server hung until ``terminate`` gave up and SIGKILLed it. And
+        every backend leads its own process group (PostgreSQL calls ``setsid``), so that SIGKILL of
+        the postmaster's group left the checkpointer and walsender running, holding the shared
+        memory, and the next start failed. So: end the replication sessions first, and kill any
+        child the postmaster leaves."""
+        record = self.pidfile.read()
+        left = children(record.pid) if record is not None and record.alive() else []
+        if left:
+            try:
+                import psycopg
+
+                with psycopg.connect(self.superuser_conninfo(), connect_timeout=2, autocommit=True) as conn:
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'")
+            except Exception:  # noqa: BLE001 - not answering: the signals below still stop it
+                pass
+        stopped = super().stop()
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return stopped
 
     def superuser_conninfo(self, dbname: str = "postgres") -> str:
         return f"host={self.socket_dir} port={self.settings.pg_port} user={self.settings.pg_superuser} dbname={dbname}"

@@ -41,6 +41,17 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19]) if rest else None
 
 
+def children(pid: int) -> list[int]:
+    """Live direct children of ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            rest = _stat(entry.name)
+            if rest and int(rest[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def group_members(pgid: int) -> list[int]:
     """Live processes of process group ``pgid``."""
     members = []

@@ -37,6 +37,33 @@ def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replicatio
     return created
 
 
+def delete_topics(cluster: Settings | str, names) -> None:
+    """Delete ``names``, best effort: a topic already gone, or one the broker is too slow to delete,
+    is left as it is (it costs only space)."""
+    from confluent_kafka.admin import AdminClient
+
+    from fraudgraph.kafka_config import confluent_config
+
+    names = sorted(names)
+    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    for i in range(0, len(names), 100):
+        for future in admin.delete_topics(names[i:i + 100], operation_timeout=60).values():
+            try:
+                future.result(timeout=120)
+            except Exception:  # noqa: BLE001 - best effort, see above
+                pass
+
+
+def topics_of_run(cluster: Settings | str, *prefixes: str) -> list[str]:
+    """Every topic whose name starts with one of ``prefixes`` (a test's or a benchmark's own)."""
+    from confluent_kafka.admin import AdminClient
+
+    from fraudgraph.kafka_config import confluent_config
+
+    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    return sorted(t for t in admin.list_topics(timeout=30).topics if t.startswith(prefixes))
+
+
 def check_partitions(cluster: Settings | str, topics: Mapping[str, int]) -> None:
     """Raise ``TopicError`` naming every topic whose partition count is not ``topics[name]``:
     ``ensure_topics`` leaves an existing topic as it is, whoever created it."""

@@ -52,9 +52,30 @@ def stack(settings: Settings) -> Iterator[Settings]:
 
     already_up = all(s.running for s in local.status(settings))
     local.up(settings)
+    before = topic_names(settings)
     yield settings
+    delete_test_topics(settings, topic_names(settings) - before)
     if not already_up:
         local.down(settings)
+
+
+# Topics every run shares (the CDC topics of the bank, the engine's own, Connect's and Kafka's).
+SHARED_TOPICS = ("bank.", "fraud.", "recs.", "fraudgraph", "_connect", "__")
+
+
+def topic_names(settings: Settings) -> set[str]:
+    from fraudgraph.streams.topics import topics_of_run
+
+    return set(topics_of_run(settings, ""))
+
+
+def delete_test_topics(settings: Settings, created: set[str]) -> None:
+    """Tests isolate themselves with topics of their own (prefixes, changelogs, scores topics);
+    left behind they pile up in the shared broker (thousands of partitions made every broker
+    restart take minutes), so the session deletes the ones it created."""
+    from fraudgraph.streams.topics import delete_topics
+
+    delete_topics(settings, [t for t in created if not t.startswith(SHARED_TOPICS)])
 
 
 class TopicReader:
