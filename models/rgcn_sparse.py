@@ -61,10 +61,19 @@ class _SparseMean(torch.autograd.Function):
 
 
 def layer_forward(layer: RGCNLayer, x: Tensor, agg: MeanAggregation, x_means: list[Tensor] | None = None) -> Tensor:
-    """``layer(x, edge_index, edge_type)`` via sparse means; ``x_means`` = precomputed ``[A_r x]``."""
+    """``layer(x, edge_index, edge_type)`` via sparse means; ``x_means`` = precomputed ``[A_r x]``.
+
+    ``A_r`` is linear, so ``(A_r x) W_r = A_r (x W_r)``: without precomputed means the sparse
+    product runs on whichever side is narrower. For the output layer (1 logit from 64 hidden) that
+    is 64x fewer sparse multiply-adds than aggregating first, in the forward and the backward pass.
+    """
     weight = layer.relation_weights()
     out = x @ layer.root
+    transform_first = x_means is None and layer.out_channels < x.size(1)
     for r in range(agg.num_relations):
+        if transform_first:
+            out = out + agg(x @ weight[r], r)
+            continue
         mean = x_means[r] if x_means is not None else agg(x, r)
         out = out + mean @ weight[r]
     if layer.bias is not None:
@@ -82,6 +91,6 @@ def rgcn_forward(model: RGCN, x: Tensor, agg: MeanAggregation, x_means: list[Ten
     """``model(x, edge_index, edge_type)`` for a featured (not featureless) ``RGCN``."""
     if model.featureless:
         raise ValueError("sparse forward is for RGCN with input features")
-    h = torch.relu(layer_forward(model.conv1, x, agg, x_means))
+    h = model.hidden_activation(layer_forward(model.conv1, x, agg, x_means))
     h = torch.nn.functional.dropout(h, model.dropout, model.training)
     return layer_forward(model.conv2, h, agg)

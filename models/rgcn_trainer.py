@@ -5,8 +5,11 @@ Decisions:
 
 * Full-batch: every epoch sees the whole graph, so neighbours' features always enter, and the
   sparse forward (``rgcn_sparse``) makes a YelpChi epoch well under a second on two cores.
-* One logit out and ``BCEWithLogits`` with ``pos_weight = negatives/positives`` of the training
-  split: with 14.5% positives an unweighted loss settles on "benign" and learns ranking slowly.
+* One logit out and ``BCEWithLogits``, by default with ``pos_weight = negatives/positives`` of the
+  training split so both classes count equally. ``class_weight=False`` drops the weight: on
+  YelpChi (14.5% positives) the plain loss ranked better on validation (AUC 0.821 -> 0.823 with
+  layer norm), since AUC only needs the ranking and the 6x weight makes the few positives'
+  gradients dominate full-batch steps.
 * Early stopping on validation AUC-ROC (``EarlyStopping``); the returned scores come from the best
   epoch's weights. Hyper-parameters are chosen by validation AUC only; the test split is scored
   once, by the caller.
@@ -32,14 +35,15 @@ from fraudgraph.models.splits import Split
 
 def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: int, y: Tensor, split: Split,
                seed: int = 0, hidden: int = 64, num_bases: int | None = None, dropout: float = 0.2,
-               lr: float = 0.01, weight_decay: float = 5e-5, max_epochs: int = 300, patience: int = 30) -> tuple[ModelRun, RGCN]:
+               lr: float = 0.01, weight_decay: float = 5e-5, max_epochs: int = 300, patience: int = 30,
+               layer_norm: bool = False, class_weight: bool = True) -> tuple[ModelRun, RGCN]:
     torch.manual_seed(seed)
     start = time.perf_counter()
     agg = MeanAggregation(edge_index, edge_type, x.size(0), num_relations, x.dtype)
     x_means = input_means(x, agg)
-    model = RGCN(x.size(1), hidden, 1, num_relations, num_bases=num_bases, dropout=dropout)
+    model = RGCN(x.size(1), hidden, 1, num_relations, num_bases=num_bases, dropout=dropout, layer_norm=layer_norm)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(y[split.train]))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(y[split.train]) if class_weight else None)
     stopper = EarlyStopping(patience)
     yf = y.float()
     val_y = y[split.val].numpy()
@@ -61,5 +65,5 @@ def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: 
         scores = torch.sigmoid(rgcn_forward(model, x, agg, x_means).squeeze(-1)).numpy().astype(np.float64)
     return ModelRun("rgcn", scores, time.perf_counter() - start,
                     {"hidden": hidden, "num_bases": num_bases, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
-                     "relations": num_relations, "epochs_run": epoch + 1, "best_epoch": stopper.best_epoch,
+                     "relations": num_relations, "layer_norm": layer_norm, "class_weight": class_weight, "epochs_run": epoch + 1, "best_epoch": stopper.best_epoch,
                      "val_auc_roc": round(stopper.best_score, 4)}), model
