@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import platform
+from fraudgraph.machine import machine
 
-
-def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
+__all__ = ["machine", "pct"]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fraudgraph.machine import machine
 from fraudgraph.models.datasets import EntityGraph, load_aifb
 from fraudgraph.models.rgcn import RGCN, resolve_device
 
@@ -75,21 +74,6 @@ def train_one(graph: EntityGraph, seed: int, device: str | torch.device = "cpu",
         torch.cuda.synchronize()
     return {"seed": seed, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
             "final_loss": round(float(loss.detach()), 4), "train_seconds": round(time.perf_counter() - start, 3)}
-
-
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-           "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": str(device),
-           # 1/5/15-min load when the report is written: wall times on a shared box need it
-           "load_average": [round(v, 2) for v in os.getloadavg()]}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:

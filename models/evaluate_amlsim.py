@@ -63,7 +63,8 @@ from fraudgraph.connectors.amlsim import AMLSIM_MAPPING, DEFAULT_AMLSIM_DIR, rea
 from fraudgraph.connectors.csv_log_mapping import EPOCH, load_csv_log_mapping
 from fraudgraph.models.baselines import ModelRun, train_gbt, train_mlp
 from fraudgraph.models.batch import ScoringRequest, encode, forward
-from fraudgraph.models.evaluate_yelpchi import _machine, format_table, split_metrics
+from fraudgraph.machine import machine
+from fraudgraph.models.evaluate_yelpchi import format_table, split_metrics
 from fraudgraph.models.features import ACCOUNT_KINDS, FEATURE_WIDTHS, TRANSACTION_KINDS
 from fraudgraph.models.hetero import FRAUD_NODE_TYPES, FRAUD_RELATIONS
 from fraudgraph.models.incremental import NeighbourSums, NodeState
@@ -376,7 +377,7 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
     report = {
         "benchmark": "amlsim",
         "command": command or "python -m fraudgraph.models.evaluate_amlsim " + " ".join(sys.argv[1:]),
-        "machine": _machine(),
+        "machine": machine("cpu"),
         "data": {"source": "IBM AMLSim fan-in sample (../shared/datasets/amlsim_fanin200)", "max_step": max_step,
                  "transfers": n, "laundering": int(y.sum()),
                  "test_laundering_by_size": {k: int((y[test] == 1)[g[test]].sum()) for k, g in groups.items()},

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fraudgraph.machine import machine
 from fraudgraph.models.recommend import (ACCOUNT_TRANSACTIONS, MERCHANT_TRANSACTIONS, PAID, RecsModel, UserInput,
                                          encode_users)
 from fraudgraph.models.recs_baselines import popularity, train_mf
@@ -265,12 +266,6 @@ def yelpchi_data(source: str | None = None) -> RecsData:
 # ------------------------------------------------------------------------------------------ report
 
 
-def _machine() -> dict:
-    from fraudgraph.models.evaluate_yelpchi import _machine as machine
-
-    return machine()
-
-
 def format_table(results: dict) -> str:
     lines = [f"{'model':22s} {'R@10 all':>9s} {'N@10 all':>9s} {'R@10 new':>9s} {'N@10 new':>9s}"]
     for name, r in results.items():
@@ -289,7 +284,7 @@ def evaluate(dataset: str, seed: int = 0, out: str | None = None, command: str |
     print(format_table(report["results_test"]), flush=True)
     report = {"benchmark": f"recs_{dataset}",
               "command": command or "python -m fraudgraph.models.evaluate_recs " + " ".join(sys.argv[1:]),
-              "machine": _machine(), "data": data.info,
+              "machine": machine("cpu"), "data": data.info,
               "split": "time: train < t70 <= validation (epochs) < t80 <= test; models refit on < t80",
               **report, "load_seconds": round(load_s, 2), "wall_seconds": round(time.perf_counter() - t0, 1)}
     path = Path(out) if out else REPO / "benchmarks" / "results" / f"recs_{dataset}.json"

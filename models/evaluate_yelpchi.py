@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fraudgraph.machine import machine
 from fraudgraph.models.baselines import ModelRun, train_gbt, train_mlp
 from fraudgraph.models.rgcn_trainer import train_rgcn
 from fraudgraph.models.scoring_metrics import auc_pr, auc_roc, recall_at_fpr
@@ -45,19 +45,6 @@ def split_metrics(y: np.ndarray, run: ModelRun, idx: np.ndarray) -> dict:
     s = run.scores[idx]
     return {"auc_roc": round(auc_roc(y[idx], s), 4), "auc_pr": round(auc_pr(y[idx], s), 4),
             "recall_at_1pct_fpr": round(recall_at_fpr(y[idx], s, 0.01), 4), "train_seconds": round(run.train_seconds, 1)}
-
-
-def _machine() -> dict:
-    try:
-        from fraudgraph.benchmarks.common import machine
-    except ImportError:  # benchmarks/ ships with the repository, not with a wheel
-        import platform
-
-        def machine() -> dict:
-            return {"python": platform.python_version(), "platform": platform.platform()}
-    # load average when the report is written: train seconds on a shared box mean little without it
-    return dict(machine(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                load_average=[round(v, 2) for v in os.getloadavg()])
 
 
 def format_table(results: dict) -> str:
@@ -82,7 +69,7 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
     report = {
         "benchmark": "yelpchi",
         "command": command or "python -m fraudgraph.models.evaluate_yelpchi " + " ".join(sys.argv[1:]),
-        "machine": _machine(),
+        "machine": machine("cpu"),
         "graph": {"reviews": graph.num_nodes, "fraudulent": int(graph.y.sum()),
                   "pairs": {n: int(p.size(1)) for n, p in graph.pairs.items()}, "features": graph.feature_names},
         "split": {"seed": seed, "train": int(split.train.numel()), "val": int(split.val.numpy().size), "test": int(test.size),

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from typing import Iterator
 
 import pytest
@@ -269,3 +270,30 @@ def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread,
         settings, mode="kafka", customers=300, duration_s=hours * 3600, fraud_rate=0.03, seed=seed, rate=40)))
     thread.start()
     return thread, out
+
+
+# Helpers of the worker tests that run a worker over topics of their own.
+ID_SPAN = 10**9  # the simulator's ids of one run lie in [id_base, id_base + ID_SPAN)
+STATE_APPLIED = 'fraudgraph_stage_duration_seconds_count{stage="state"}'  # events applied to node state
+
+
+def scored_ids(messages, base: int) -> Counter:
+    return Counter(tx for tx in (int(m.key()) for m in messages) if base <= tx < base + ID_SPAN)
+
+
+def read_scores(reader: TopicReader, base: int, expected: int, timeout: float) -> list:
+    return reader.read_until(lambda ms: len(scored_ids(ms, base)) >= expected, timeout=timeout)
+
+
+def isolated_run(stack, tag: str) -> tuple[dict, object]:
+    """Env and settings for a worker over its own CDC topics and scores topic (fast-mode simulator)."""
+    from fraudgraph.streams.app import worker_topics
+    from fraudgraph.streams.topics import ensure_topics
+
+    run = uuid.uuid4().hex[:8]
+    env = {"FRAUDGRAPH_TOPIC_PREFIX": f"{tag}{run}", "FRAUDGRAPH_SCORES_TOPIC": f"test.scores.{run}",
+           "FRAUDGRAPH_WORKER_ID": f"test-{tag}-{run}"}
+    settings = stack.replace(topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"], scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
+                             worker_id=env["FRAUDGRAPH_WORKER_ID"])
+    ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
+    return env, settings

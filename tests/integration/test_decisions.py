@@ -11,8 +11,7 @@ from collections import Counter, defaultdict
 from fraudgraph.stack.simulator import simulate
 from fraudgraph.streams.policy import DEFAULT_POLICY_FILE
 
-from conftest import TopicReader
-from test_worker import _isolated_run, read_scores, scored_ids
+from conftest import TopicReader, isolated_run, read_scores, scored_ids
 
 # Pattern -> the rule reasons that should catch it (no model: rules alone). Synthetic identities
 # share a phone and devices across "different people"; once one of them is reported, the others
@@ -42,7 +41,7 @@ def records_by_tx(messages, base):
 
 def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, tmp_path):
     """Ground truth is used only here, to group the worker's records by pattern."""
-    env, settings = _isolated_run(stack, "reasons")
+    env, settings = isolated_run(stack, "reasons")
     scores = TopicReader(stack, settings.scores_topic)
     try:
         worker_process(**env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"))
@@ -82,7 +81,7 @@ def write_policy(path, text: str) -> float:
 
 
 def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
-    env, settings = _isolated_run(stack, "policy")
+    env, settings = isolated_run(stack, "policy")
     default = DEFAULT_POLICY_FILE.read_text()
     assert 'version = "default-1"' in default and '[rules.velocity]  # card testing, scripted abuse\naction = "review"' in default
     policy = tmp_path / "policy.toml"

@@ -12,16 +12,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 
 import psycopg
 import pytest
 from neo4j import GraphDatabase
 
-from fraudgraph.stack import debezium, local
+from fraudgraph.stack import local
 
-from conftest import TopicReader, paced_load, scrape
-from test_worker import ID_SPAN, _isolated_run, scored_ids
+from conftest import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -109,7 +108,7 @@ def all_scored_once(scores: TopicReader, seen: list, report) -> Counter:
 
 
 def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated(stack, worker_process):
-    env, settings = _isolated_run(stack, "broker")
+    env, settings = isolated_run(stack, "broker")
     kafka = local.services(stack)["kafka"]
     scores = TopicReader(stack, settings.scores_topic)
     try:
@@ -142,7 +141,7 @@ def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated
 
 
 def test_neo4j_away_30s_scoring_goes_on_graph_catches_up_memory_bounded(stack, worker_process):
-    env, settings = _isolated_run(stack, "neo4jdown")
+    env, settings = isolated_run(stack, "neo4jdown")
     neo4j = local.services(stack)["neo4j"]
     scores = TopicReader(stack, settings.scores_topic)
     try:

@@ -14,14 +14,11 @@ from confluent_kafka import Producer
 from neo4j import GraphDatabase
 
 from fraudgraph.stack.simulator import simulate
-from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, commit_group_offsets, end_offset, scrape
-
-ID_SPAN = 10**9  # the simulator's ids of one run lie in [id_base, id_base + ID_SPAN)
-STATE_APPLIED = 'fraudgraph_stage_duration_seconds_count{stage="state"}'  # events applied to node state
+from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, end_offset,
+                      isolated_run, read_scores, scored_ids, scrape)
 
 GRAPH_QUERY = """
 MATCH (t:Transaction) WHERE t.id IN $ids AND coalesce(t.deleted, false) = false
@@ -33,14 +30,6 @@ OPTIONAL MATCH (t)-[:FROM_IP]->(ip:IP)
 RETURN count(t) AS transactions, count(a) AS initiated, count(m) AS pays, count(c) AS transfers,
        count(d) AS devices, count(ip) AS ips, collect([t.id, t.status]) AS statuses
 """
-
-
-def scored_ids(messages, base: int) -> Counter:
-    return Counter(tx for tx in (int(m.key()) for m in messages) if base <= tx < base + ID_SPAN)
-
-
-def read_scores(reader: TopicReader, base: int, expected: int, timeout: float) -> list:
-    return reader.read_until(lambda ms: len(scored_ids(ms, base)) >= expected, timeout=timeout)
 
 
 def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reader):
@@ -127,17 +116,6 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
     assert scrape(worker["port"])['fraudgraph_score_queries_total{status="ok"}'] >= 2
 
 
-def _isolated_run(stack, tag: str) -> tuple[dict, object]:
-    """Env and settings for a worker over its own CDC topics and scores topic (fast-mode simulator)."""
-    run = uuid.uuid4().hex[:8]
-    env = {"FRAUDGRAPH_TOPIC_PREFIX": f"{tag}{run}", "FRAUDGRAPH_SCORES_TOPIC": f"test.scores.{run}",
-           "FRAUDGRAPH_WORKER_ID": f"test-{tag}-{run}"}
-    settings = stack.replace(topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"], scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
-                             worker_id=env["FRAUDGRAPH_WORKER_ID"])
-    ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
-    return env, settings
-
-
 def _changelog_end(settings) -> int:
     from confluent_kafka import Consumer
 
@@ -169,7 +147,7 @@ def _wait_processed(worker: dict, events: int, timeout: float = 180) -> dict:
 
 
 def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
-    env, settings = _isolated_run(stack, "replay")
+    env, settings = isolated_run(stack, "replay")
     topics = cdc_topics(settings)
     start = {group: commit_group_offsets(stack, group, topics) for group in (settings.worker_id, graph_group(settings))}
     scores = TopicReader(stack, settings.scores_topic)
@@ -200,7 +178,7 @@ def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
 
 
 def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker_process):
-    env, settings = _isolated_run(stack, "kill")
+    env, settings = isolated_run(stack, "kill")
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)

@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, TopicPartition
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, end_offset, paced_load, scrape
-from test_worker import STATE_APPLIED, _isolated_run, read_scores, scored_ids
+from conftest import (STATE_APPLIED, TopicReader, cdc_topics, end_offset, isolated_run, paced_load, read_scores,
+                      scored_ids, scrape)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,7 +86,7 @@ def wait_caught_up(settings, group: str, timeout: float = 240) -> None:
 
 
 def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_state(stack, worker_process, tmp_path):
-    env, settings = _isolated_run(stack, "kills")
+    env, settings = isolated_run(stack, "kills")
     scores = TopicReader(stack, settings.scores_topic)
     try:
         worker = worker_process(**env)
@@ -133,7 +133,7 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
 
 
 def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(stack, worker_process, tmp_path):
-    env, settings = _isolated_run(stack, "pair")
+    env, settings = isolated_run(stack, "pair")
     scores = TopicReader(stack, settings.scores_topic)
     try:
         # One consumer group (same worker id), two members with their own port, instance and disk.
