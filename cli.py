@@ -33,7 +33,7 @@ def _stack(args, settings) -> int:
         from fraudgraph.stack.cdc_watchdog import watch
 
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(message)s")
-        watch(settings, settings.cdc_stall_s)
+        watch(settings, settings.cdc_stall_s, metrics_port=settings.cdc_watchdog_port)
     return 0
 
 
@@ -81,7 +81,6 @@ def _csv_log(args) -> tuple[list, dict]:
 def _train(args, settings) -> int:
     """Replay the log in event-time order through the worker's state code, train, register."""
     from collections import Counter
-    from dataclasses import asdict
 
     from fraudgraph.models.registry import ModelRegistry, card_for
     from fraudgraph.models.train import TrainConfig, train

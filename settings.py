@@ -64,6 +64,7 @@ class Settings:
     connector_name: str = "bank-postgres"
     # The CDC watchdog (stack/cdc_watchdog.py) heals a task silent this long (no Debezium heartbeat).
     cdc_stall_s: float = 30.0
+    cdc_watchdog_port: int = 6067  # its /metrics (heartbeat age, actions), on worker_web_host
     # Worker
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066

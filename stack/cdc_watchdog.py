@@ -27,10 +27,18 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from prometheus_client import Counter, Gauge, start_http_server
+
 from fraudgraph.settings import Settings
 from fraudgraph.stack import debezium
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_AGE = Gauge("fraudgraph_cdc_heartbeat_age_seconds",
+                      "Seconds since Debezium's newest heartbeat, at the watchdog's last observation")
+ACTIONS = Counter("fraudgraph_cdc_watchdog_actions_total", "Healing actions taken, by action", ["action"])
+OBSERVATION_FAILURES = Counter("fraudgraph_cdc_watchdog_observation_failures_total",
+                               "Observations that failed (Kafka, Connect or PostgreSQL not answering)")
 
 # How long a restarted task is given before it is judged again. Debezium's start-up can take a
 # minute of its own retries after an outage: registering its JMX metrics waits up to 12 x 5 s for
@@ -141,10 +149,17 @@ def act(settings: Settings, action: Action) -> None:
         urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30).close()
 
 
-def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, rounds: int | None = None) -> int:
+def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, rounds: int | None = None,
+          metrics_port: int | None = None) -> int:
     """Observe every ``interval_s`` and heal; returns the number of actions taken (``rounds``: stop
     after that many observations, for tests; None: until killed). A service that cannot be reached
-    is logged and tried again next round: the watchdog itself never gives up."""
+    is logged and tried again next round: the watchdog itself never gives up. With ``metrics_port``
+    its metrics are served on ``worker_web_host:metrics_port/metrics``."""
+    if metrics_port:
+        start_http_server(metrics_port, addr=settings.worker_web_host)
+    HEARTBEAT_AGE.set(float("nan"))  # unknown until observed (a label-less gauge would say 0: healthy)
+    for kind in (RELEASE_SLOT, RESTART_TASKS):
+        ACTIONS.labels(kind)  # exported as 0 before the first action
     probe, taken, quiet_until, n, pending = None, 0, 0.0, 0, False
     log.info("watching connector %s (stall after %.0fs without a heartbeat)", settings.connector_name, stall_s)
     try:
@@ -152,18 +167,23 @@ def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, ro
             n += 1
             try:
                 probe = probe or Probe(settings)
-                wanted = decide(probe.observe(), stall_s) if time.monotonic() >= quiet_until else []
+                obs = probe.observe()
+                if obs.heartbeat_age_s is not None:
+                    HEARTBEAT_AGE.set(obs.heartbeat_age_s)
+                wanted = decide(obs, stall_s) if time.monotonic() >= quiet_until else []
                 # Only a verdict two rounds in a row is acted on: a task that was merely cut off from
                 # Kafka writes its next heartbeat within one heartbeat interval of Kafka's return.
                 actions, pending = (wanted if pending else []), bool(wanted)
                 for action in actions:
                     log.warning("CDC watchdog: %s (%s)", action.kind, action.why)
                     act(settings, action)
+                    ACTIONS.labels(action.kind).inc()
                     taken += 1
                 if actions:
                     quiet_until = time.monotonic() + max(stall_s, RESTART_GRACE_S)
             except Exception as exc:  # Kafka, Connect or PostgreSQL away: report, try again next round
                 log.warning("CDC watchdog: observation failed, retrying: %s: %s", type(exc).__name__, exc)
+                OBSERVATION_FAILURES.inc()
                 # With fresh clients: a consumer that lived through a broker restart kept failing
                 # "Broker transport failure" long after the broker was back.
                 if probe is not None:

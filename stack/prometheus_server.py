@@ -1,6 +1,6 @@
 """Prometheus from Debian's ``prometheus`` package: its configuration, generated from Settings.
 
-The local stack runs it on loopback, scraping the worker's ``/metrics`` and evaluating the alert
+The local stack runs it on loopback, scraping the worker's and the CDC watchdog's ``/metrics`` and evaluating the alert
 rules of ``stack/observability/alerts.yml``, the same rules file docker-compose mounts. The config
 is JSON, which is YAML too, so no YAML writer is needed.
 """
@@ -18,6 +18,7 @@ OBSERVABILITY = Path(__file__).resolve().parent / "observability"
 RULES_FILE = OBSERVABILITY / "alerts.yml"
 DASHBOARDS = OBSERVABILITY / "dashboards"
 JOB = "fraudgraph-worker"
+WATCHDOG_JOB = "fraudgraph-cdc-watchdog"  # stack/cdc_watchdog.py
 
 
 def binary(name: str = "prometheus") -> str:
@@ -36,10 +37,13 @@ def scrape_targets(settings: Settings) -> list[str]:
 
 def config(settings: Settings, rules_file: Path = RULES_FILE) -> dict:
     interval = f"{settings.prometheus_scrape_interval_s}s"
+    host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(rules_file)],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": scrape_targets(settings)}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": scrape_targets(settings)}]},
+                           {"job_name": WATCHDOG_JOB,
+                            "static_configs": [{"targets": [f"{host}:{settings.cdc_watchdog_port}"]}]}],
     }
 
 

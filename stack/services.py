@@ -390,21 +390,17 @@ class CdcWatchdog(Service):
     ready_timeout = 30.0
 
     def ports(self):
-        return []
+        return [self.settings.cdc_watchdog_port]
 
     def endpoint(self):
-        return f"watching {self.settings.connector_name}"
-
-    def prepare(self):
-        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0  # the log is appended to
+        return f"http://127.0.0.1:{self.settings.cdc_watchdog_port}/metrics"
 
     def command(self):
         return [sys.executable, "-m", "fraudgraph.cli", "stack", "watchdog"]
 
     def ready(self):
-        with open(self.log_path, "rb") as f:
-            f.seek(getattr(self, "_log_start", 0))
-            return b"watching connector" in f.read()
+        with urllib.request.urlopen(self.endpoint(), timeout=2) as resp:
+            return b"fraudgraph_cdc_watchdog_actions_total" in resp.read()
 
 
 class Prometheus(Service):

@@ -68,6 +68,9 @@ PIPELINE = dashboard("fraudgraph-pipeline", "fraudgraph / pipeline",
     panel("State entries, by table", [("fraudgraph_state_entries", "{{table}}")], "short"),
     panel("Worker process", [("rate(process_cpu_seconds_total{job=\"fraudgraph-worker\"}[1m])", "CPU (cores)"),
                              ("process_resident_memory_bytes{job=\"fraudgraph-worker\"} / 2^30", "RSS (GiB)")], "short"),
+    panel("Change capture: Debezium heartbeat age and watchdog actions", [
+        ("fraudgraph_cdc_heartbeat_age_seconds", "heartbeat age (s)"),
+        ("sum by (action) (increase(fraudgraph_cdc_watchdog_actions_total[15m]))", "{{action}} (last 15 min)")], "short"),
 ])
 
 DECISIONS = dashboard("fraudgraph-decisions", "fraudgraph / decisions and quality",
