@@ -84,9 +84,12 @@ def test_prometheus_and_grafana_are_provisioned_with_the_observability_files():
     assert "./stack/observability/alerts.yml:/etc/prometheus/alerts.yml" in prom_volumes
     prom = yaml.safe_load((ROOT / "stack/docker/prometheus.yml").read_text())
     assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
-    from fraudgraph.stack.prometheus_server import JOB
+    from fraudgraph.stack.prometheus_server import JOB, WATCHDOG_JOB, config
 
-    assert [c["job_name"] for c in prom["scrape_configs"]] == [JOB]  # dashboards filter on it
+    jobs = [c["job_name"] for c in prom["scrape_configs"]]
+    assert jobs == [JOB, WATCHDOG_JOB]  # dashboards and alerts filter on them
+    assert jobs == [c["job_name"] for c in config(DEFAULTS)["scrape_configs"]]  # as the local stack's
+    assert prom["scrape_configs"][1]["static_configs"][0]["targets"] == [f"cdc-watchdog:{DEFAULTS.cdc_watchdog_port}"]
 
     grafana_volumes = " ".join(COMPOSE["grafana"]["volumes"])
     assert "./stack/observability/dashboards:/var/lib/grafana/dashboards" in grafana_volumes
@@ -110,6 +113,7 @@ def test_local_prometheus_config_comes_from_settings(tmp_path):
     assert cfg["scrape_configs"][0]["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULTS.worker_web_port}"]
     assert cfg["global"]["scrape_interval"] == "2s" and cfg["rule_files"] == [str(RULES_FILE)]
     assert config(settings.replace(prometheus_targets="a:1, b:2"))["scrape_configs"][0]["static_configs"][0]["targets"] == ["a:1", "b:2"]
+    assert cfg["scrape_configs"][1]["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULTS.cdc_watchdog_port}"]
     service = Prometheus(settings)
     assert service.ports() == [DEFAULTS.prometheus_port]
     assert f"--web.listen-address=127.0.0.1:{DEFAULTS.prometheus_port}" in service.command()
