@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from fraudgraph.settings import Settings
+from fraudgraph.settings import ENV_PREFIX, Settings
 from fraudgraph.stack import jars
 from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, children, port_open, spawn, tail, terminate, wait_until
 
@@ -397,6 +397,17 @@ class CdcWatchdog(Service):
 
     def command(self):
         return [sys.executable, "-m", "fraudgraph.cli", "stack", "watchdog"]
+
+    def spawn_options(self):
+        # The watchdog reads its settings like any process (environment, FRAUDGRAPH_CONFIG file);
+        # the addresses of *this* stack are passed on, so a stack on other ports (tests) is the
+        # one it watches. Secrets are not: they reach it as they reached `stack up`.
+        s = self.settings
+        addresses = {"kafka_bootstrap": s.kafka_bootstrap, "topic_prefix": s.topic_prefix, "pg_host": s.pg_host,
+                     "pg_port": s.pg_port, "pg_database": s.pg_database, "pg_user": s.pg_user,
+                     "connect_url": s.connect_url, "connector_name": s.connector_name, "cdc_stall_s": s.cdc_stall_s,
+                     "cdc_watchdog_port": s.cdc_watchdog_port, "worker_web_host": s.worker_web_host}
+        return {"env": {**os.environ, **{ENV_PREFIX + k.upper(): str(v) for k, v in addresses.items()}}}
 
     def ready(self):
         with urllib.request.urlopen(self.endpoint(), timeout=2) as resp:

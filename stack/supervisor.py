@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 
 class StackError(RuntimeError):
@@ -102,10 +102,12 @@ class PidFile:
         self.path.unlink(missing_ok=True)
 
 
-def spawn(cmd: Sequence[str], log_path: Path, user: str | None = None, group: str | None = None) -> int:
+def spawn(cmd: Sequence[str], log_path: Path, user: str | None = None, group: str | None = None,
+          env: Mapping[str, str] | None = None) -> int:
     """Start ``cmd`` detached in its own session, stdout/stderr appended to ``log_path``.
 
-    ``user``/``group`` drop privileges in the child (PostgreSQL will not run as root).
+    ``user``/``group`` drop privileges in the child (PostgreSQL will not run as root); ``env``
+    replaces the environment.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -115,6 +117,7 @@ def spawn(cmd: Sequence[str], log_path: Path, user: str | None = None, group: st
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
             user=user,
             group=group,
             extra_groups=[] if user else None,

@@ -22,6 +22,7 @@ def private_stack(settings, root: Path, offset: int = 10000):
         pg_port=5432 + offset,
         connect_url=f"http://127.0.0.1:{8083 + offset}",
         prometheus_port=9090 + offset,
+        cdc_watchdog_port=6067 + offset,
     )
 
 
