@@ -224,6 +224,10 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
             _link((customer[0], first_link), (account[0], new_owner), "OWNS")
             if first_link:  # so the owner's profile changes reach the account (see ProfileChanged)
                 customer[0].attrs["accounts"] = [*owned, event.account_id][-CUSTOMER_ACCOUNTS:]
+            # And the changes the owner made before this account was linked: an account's marks
+            # must not depend on whether the accounts or the profile-changes topic was read first.
+            for ts_changed, changed in customer[0].recent:
+                _mark(account, f"profile:{changed}", ts_changed)
     elif isinstance(event, ev.MerchantUpserted):
         _upsert_row(touch.node("Merchant", event.merchant_id, one), lsn,
                     {"mcc": event.mcc, "country": event.country, "created_ms": _ms(event.created_at)})
@@ -251,10 +255,16 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
         if fresh:
             customer.recent = [*customer.recent, [ts, event.field]][-RECENT_PROFILE_CHANGES:]
         # Copied onto the customer's accounts, whose states are what a transaction is scored with
-        # (the customer's is not among them). Read from the customer even on a replay of it, so a
-        # replay completes accounts a crash left without the mark.
+        # (the customer's is not among them). On a replay of the customer only accounts still
+        # without the mark are touched: one a crash left without it is completed, and one that got
+        # it otherwise (linked after the change, see AccountUpserted) is not rewritten.
+        name = f"profile:{event.field}"
         for account_id in customer.attrs.get("accounts", []):
-            _mark(touch.node("Account", account_id, fx.account_features(None)), f"profile:{event.field}", ts)
+            if not fresh:
+                known = touch.store.get(node_key("Account", account_id))
+                if known is not None and known.marks.get(name, -1) >= ts:
+                    continue
+            _mark(touch.node("Account", account_id, fx.account_features(None)), name, ts)
     elif isinstance(event, ev.TransactionCreated):
         transaction = event
         _apply_transaction(touch, event, lsn, ts)

@@ -223,3 +223,32 @@ def test_a_fraud_report_marks_the_same_parties_whichever_arrives_first():
         ends[order[0] is payment] = marks
         assert all(any(name.startswith("fraud:") for name in m) for m in marks.values()), marks
     assert ends[True].keys() == ends[False].keys()
+
+
+def test_profile_marks_do_not_depend_on_topic_order_and_their_replay_rewrites_nothing():
+    """A profile change read before or after its customer's account: the account ends with the same
+    mark, and replaying the change writes no state (the replay test once saw one record rewritten)."""
+    account = ev.AccountUpserted(pos(1), 1, 3, "checking", "EUR", "active", T0)
+    change = ev.ProfileChanged(pos(2), 5, 3, "email", "d9", "10.1.1.1", T0)
+    change_first, account_first = DictStore(), DictStore()
+    apply_event(change, src(0, "bank.public.profile_changes"), change_first)
+    apply_event(account, src(0, "bank.public.accounts"), change_first)
+    apply_event(account, src(0, "bank.public.accounts"), account_first)
+    apply_event(change, src(0, "bank.public.profile_changes"), account_first)
+    for store in (change_first, account_first):
+        assert store.get("Account:1").marks == {"profile:email": MS0}
+        before = store.snapshot()
+        apply_event(change, src(0, "bank.public.profile_changes"), store)
+        apply_event(account, src(0, "bank.public.accounts"), store)
+        assert store.snapshot() == before
+
+
+def test_a_profile_change_replay_completes_an_account_a_crash_left_unmarked():
+    store = DictStore()
+    apply_event(ev.AccountUpserted(pos(1), 1, 3, "checking", "EUR", "active", T0), src(0, "bank.public.accounts"), store)
+    unmarked = store["Account:1"]
+    change = ev.ProfileChanged(pos(2), 5, 3, "phone", None, None, T0)
+    apply_event(change, src(0, "bank.public.profile_changes"), store)
+    store["Account:1"] = unmarked  # the customer's write was durable, the account's was not
+    apply_event(change, src(0, "bank.public.profile_changes"), store)
+    assert store.get("Account:1").marks == {"profile:phone": MS0}
