@@ -52,9 +52,10 @@ def essence(state: dict | None) -> dict | None:
     """What two runs over the same events must agree on exactly, however the broker interleaved
     the topics. Left out, because they depend on that interleaving in any two runs, crashed or not:
     float rounding of running aggregates, bounded recency lists, sliding windows; and the two
-    cross-entity effects (a profile change marks only the accounts its customer has *when it
-    arrives*; a fraud report that arrives before its transaction row is applied through the row),
-    hence also ``version``, the newest source position applied from any stream."""
+    cross-entity effects (a profile change reaches an account through the change or through the
+    account's link to its customer, whichever comes second, from a bounded list of recent changes;
+    a fraud report that arrives before its transaction row is applied through the row), hence also
+    ``version``, the newest source position applied from any stream."""
     if state is None:
         return None
     return {"applied": {s: o for s, o in state["applied"].items() if not any(x in s for x in ORDER_DEPENDENT_STREAMS)},
