@@ -1,5 +1,6 @@
-"""Create the topics a component needs before it subscribes, so nothing races Kafka's auto-creation
-(which would pick the broker's default partition count and no compaction)."""
+"""The engine's topics: created before a component subscribes, so nothing races Kafka's
+auto-creation (which would pick the broker's default partition count and no compaction); checked
+for the partition counts the worker relies on; deleted when a test or benchmark run is done."""
 
 from __future__ import annotations
 
@@ -13,16 +14,22 @@ class TopicError(RuntimeError):
     pass
 
 
-def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replication: int = 1,
-                  config: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
-    """Create each missing topic with ``topics[name]`` partitions; returns the names created.
-    ``cluster``: the settings (with their Kafka security), or a bootstrap address of a PLAINTEXT cluster."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+def _admin(cluster: Settings | str):
+    """``cluster``: the settings (with their Kafka security), or a bootstrap address of a PLAINTEXT cluster."""
+    from confluent_kafka.admin import AdminClient
 
     from fraudgraph.kafka_config import confluent_config
 
-    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    return AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+
+
+def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replication: int = 1,
+                  config: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """Create each missing topic with ``topics[name]`` partitions; returns the names created."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    admin = _admin(cluster)
     existing = set(admin.list_topics(timeout=10).topics)
     new = [NewTopic(name, n, replication, config=dict((config or {}).get(name, {})))
            for name, n in topics.items() if name not in existing]
@@ -40,12 +47,8 @@ def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replicatio
 def delete_topics(cluster: Settings | str, names) -> None:
     """Delete ``names``, best effort: a topic already gone, or one the broker is too slow to delete,
     is left as it is (it costs only space)."""
-    from confluent_kafka.admin import AdminClient
-
-    from fraudgraph.kafka_config import confluent_config
-
     names = sorted(names)
-    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    admin = _admin(cluster)
     for i in range(0, len(names), 100):
         for future in admin.delete_topics(names[i:i + 100], operation_timeout=60).values():
             try:
@@ -56,22 +59,14 @@ def delete_topics(cluster: Settings | str, names) -> None:
 
 def topics_of_run(cluster: Settings | str, *prefixes: str) -> list[str]:
     """Every topic whose name starts with one of ``prefixes`` (a test's or a benchmark's own)."""
-    from confluent_kafka.admin import AdminClient
-
-    from fraudgraph.kafka_config import confluent_config
-
-    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    admin = _admin(cluster)
     return sorted(t for t in admin.list_topics(timeout=30).topics if t.startswith(prefixes))
 
 
 def check_partitions(cluster: Settings | str, topics: Mapping[str, int]) -> None:
     """Raise ``TopicError`` naming every topic whose partition count is not ``topics[name]``:
     ``ensure_topics`` leaves an existing topic as it is, whoever created it."""
-    from confluent_kafka.admin import AdminClient
-
-    from fraudgraph.kafka_config import confluent_config
-
-    admin = AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    admin = _admin(cluster)
     meta = admin.list_topics(timeout=10).topics
     wrong = {name: len(meta[name].partitions) for name, n in topics.items()
              if name in meta and len(meta[name].partitions) != n}
