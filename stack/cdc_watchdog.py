@@ -149,22 +149,19 @@ def act(settings: Settings, action: Action) -> None:
         urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30).close()
 
 
-def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, rounds: int | None = None,
-          metrics_port: int | None = None) -> int:
-    """Observe every ``interval_s`` and heal; returns the number of actions taken (``rounds``: stop
-    after that many observations, for tests; None: until killed). A service that cannot be reached
-    is logged and tried again next round: the watchdog itself never gives up. With ``metrics_port``
+def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, metrics_port: int | None = None) -> None:
+    """Observe every ``interval_s`` and heal, until killed. A service that cannot be reached is
+    logged and tried again next round: the watchdog itself never gives up. With ``metrics_port``
     its metrics are served on ``worker_web_host:metrics_port/metrics``."""
     if metrics_port:
         start_http_server(metrics_port, addr=settings.worker_web_host)
     HEARTBEAT_AGE.set(float("nan"))  # unknown until observed (a label-less gauge would say 0: healthy)
     for kind in (RELEASE_SLOT, RESTART_TASKS):
         ACTIONS.labels(kind)  # exported as 0 before the first action
-    probe, taken, quiet_until, n, pending = None, 0, 0.0, 0, False
+    probe, quiet_until, pending = None, 0.0, False
     log.info("watching connector %s (stall after %.0fs without a heartbeat)", settings.connector_name, stall_s)
     try:
-        while rounds is None or n < rounds:
-            n += 1
+        while True:
             try:
                 probe = probe or Probe(settings)
                 obs = probe.observe()
@@ -178,7 +175,6 @@ def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, ro
                     log.warning("CDC watchdog: %s (%s)", action.kind, action.why)
                     act(settings, action)
                     ACTIONS.labels(action.kind).inc()
-                    taken += 1
                 if actions:
                     quiet_until = time.monotonic() + max(stall_s, RESTART_GRACE_S)
             except Exception as exc:  # Kafka, Connect or PostgreSQL away: report, try again next round
@@ -192,9 +188,7 @@ def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, ro
                     except Exception:  # noqa: BLE001 - it is being dropped anyway
                         pass
                 probe = None
-            if rounds is None or n < rounds:
-                time.sleep(interval_s)
+            time.sleep(interval_s)
     finally:
         if probe is not None:
             probe.close()
-    return taken
