@@ -1,4 +1,4 @@
-"""The local stack's servers: Kafka (KRaft), Neo4j, PostgreSQL, Kafka Connect + Debezium, and Prometheus.
+"""The local stack's servers: Kafka (KRaft), Neo4j, PostgreSQL, Kafka Connect + Debezium, the CDC watchdog and Prometheus.
 
 Each service knows how to start itself detached, how to tell that it is *really* ready (a protocol
 round trip, not an open port), and how to stop exactly the process it started. ``local.py`` starts
