@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from fraudgraph.machine import machine
+from fraudgraph.streams.topics import delete_topics, topics_of_run
 
-__all__ = ["machine", "pct"]
+__all__ = ["delete_run_topics", "machine", "pct"]
+
+
+def delete_run_topics(s) -> None:
+    """Delete the topics of one benchmark run (its CDC prefix, scores topic and changelogs):
+    left behind, they slow every later broker restart."""
+    delete_topics(s, topics_of_run(s, s.topic_prefix + ".", s.scores_topic, s.worker_id + "-"))
 
 
 def pct(values: list[float], q: float) -> float:

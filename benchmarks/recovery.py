@@ -36,7 +36,7 @@ from pathlib import Path
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, Producer
 
-from common import machine
+from common import delete_run_topics, machine
 
 from fraudgraph.settings import load_settings
 from fraudgraph.stack import local
@@ -45,7 +45,7 @@ from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.app import PARTITIONS, worker_topics
 from fraudgraph.streams.replay import _LiveStore, decoded, event_time_order, simulator_records
 from fraudgraph.streams.state import Source, apply_event
-from fraudgraph.streams.topics import delete_topics, ensure_topics, topics_of_run
+from fraudgraph.streams.topics import ensure_topics
 
 CLONE_ID_BASE = 10**12
 
@@ -148,7 +148,7 @@ def main() -> None:
     worker.terminate()
     worker.wait(60)
     consumer.close()
-    delete_topics(s, topics_of_run(s, s.topic_prefix + ".", s.scores_topic, s.worker_id + "-"))
+    delete_run_topics(s)
 
     result = {"benchmark": "worker recovery after SIGKILL", "machine": machine(), "command": "python " + " ".join(sys.argv),
               "changelog": written, "traffic_tx_per_s": args.rate, "cold_start_s": cold,

@@ -31,13 +31,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-from common import machine, pct
+from common import delete_run_topics, machine, pct
 
 from fraudgraph.settings import load_settings
 from fraudgraph.stack import local
 from fraudgraph.stack.simulator import simulate
 from fraudgraph.streams.app import worker_topics
-from fraudgraph.streams.topics import delete_topics, ensure_topics, topics_of_run
+from fraudgraph.streams.topics import ensure_topics
 
 DRAIN_S = 180  # after the simulator finishes: longer means the worker is far past saturation anyway
 
@@ -212,7 +212,7 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
         consumer.close()
         worker.terminate()
         worker.wait(60)
-        delete_topics(s, topics_of_run(s, s.topic_prefix + ".", s.scores_topic, s.worker_id + "-"))
+        delete_run_topics(s)
 
 
 def main() -> None:

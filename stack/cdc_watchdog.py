@@ -91,7 +91,8 @@ def decide(obs: Observation, stall_s: float) -> list[Action]:
 
 
 class Probe:
-    """Reads the three facts ``decide`` needs: Connect's status, the newest heartbeat, the slot's holder."""
+    """Reads the three facts ``decide`` needs (Connect's status, the newest heartbeat, the slot's
+    holder) and carries out its actions, over clients kept from round to round."""
 
     def __init__(self, settings: Settings):
         from confluent_kafka import Consumer
@@ -101,6 +102,7 @@ class Probe:
         self.settings = settings
         self.consumer = Consumer({**confluent_config(settings), "group.id": "fraudgraph-cdc-watchdog",
                                   "enable.auto.commit": False, "log_level": 0})
+        self.pg = None  # one connection for every round, opened on first use
 
     def heartbeat_age_s(self) -> float | None:
         from confluent_kafka import TopicPartition
@@ -121,32 +123,34 @@ class Probe:
                 newest = ts if newest is None else max(newest, ts)
         return None if newest is None else max(0.0, time.time() - newest)
 
-    def slot_holder(self) -> SlotHolder | None:
-        import psycopg
+    def _sql(self, query: str, params: list):
+        if self.pg is None:
+            import psycopg
 
-        with psycopg.connect(self.settings.pg_dsn(), autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute(
-                "SELECT s.active_pid, extract(epoch FROM now() - a.backend_start) FROM pg_replication_slots s "
-                "LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active",
-                [debezium.SLOT]).fetchone()
+            self.pg = psycopg.connect(self.settings.pg_dsn(), autocommit=True, connect_timeout=10)
+        return self.pg.execute(query, params).fetchone()
+
+    def slot_holder(self) -> SlotHolder | None:
+        row = self._sql("SELECT s.active_pid, extract(epoch FROM now() - a.backend_start) FROM pg_replication_slots s "
+                        "LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active",
+                        [debezium.SLOT])
         return None if row is None else SlotHolder(int(row[0]), float(row[1] or 0.0))
 
     def observe(self) -> Observation:
         return Observation(debezium.connector_status(self.settings), self.heartbeat_age_s(), self.slot_holder())
 
+    def act(self, action: Action) -> None:
+        if action.kind == RELEASE_SLOT:
+            self._sql("SELECT pg_terminate_backend(%s)", [action.pid])
+        elif action.kind == RESTART_TASKS:
+            s = self.settings
+            url = f"{s.connect_url}/connectors/{s.connector_name}/restart?includeTasks=true&onlyFailed=false"
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30).close()
+
     def close(self) -> None:
         self.consumer.close()
-
-
-def act(settings: Settings, action: Action) -> None:
-    if action.kind == RELEASE_SLOT:
-        import psycopg
-
-        with psycopg.connect(settings.pg_dsn(), autocommit=True, connect_timeout=10) as conn:
-            conn.execute("SELECT pg_terminate_backend(%s)", [action.pid])
-    elif action.kind == RESTART_TASKS:
-        url = f"{settings.connect_url}/connectors/{settings.connector_name}/restart?includeTasks=true&onlyFailed=false"
-        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30).close()
+        if self.pg is not None:
+            self.pg.close()
 
 
 def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, metrics_port: int | None = None) -> None:
@@ -173,7 +177,7 @@ def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, me
                 actions, pending = (wanted if pending else []), bool(wanted)
                 for action in actions:
                     log.warning("CDC watchdog: %s (%s)", action.kind, action.why)
-                    act(settings, action)
+                    probe.act(action)
                     ACTIONS.labels(action.kind).inc()
                 if actions:
                     quiet_until = time.monotonic() + max(stall_s, RESTART_GRACE_S)

@@ -28,22 +28,26 @@ def binary(name: str = "prometheus") -> str:
     return found
 
 
+def _local(settings: Settings, port: int) -> str:
+    """Where this machine reaches a server of ours bound to ``worker_web_host`` (0.0.0.0: loopback)."""
+    host = settings.worker_web_host
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
 def scrape_targets(settings: Settings) -> list[str]:
     if settings.prometheus_targets:
         return [t.strip() for t in settings.prometheus_targets.split(",") if t.strip()]
-    host = settings.worker_web_host
-    return [f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.worker_web_port}"]
+    return [_local(settings, settings.worker_web_port)]
 
 
 def config(settings: Settings, rules_file: Path = RULES_FILE) -> dict:
     interval = f"{settings.prometheus_scrape_interval_s}s"
-    host = "127.0.0.1" if settings.worker_web_host in ("0.0.0.0", "") else settings.worker_web_host
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(rules_file)],
         "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": scrape_targets(settings)}]},
                            {"job_name": WATCHDOG_JOB,
-                            "static_configs": [{"targets": [f"{host}:{settings.cdc_watchdog_port}"]}]}],
+                            "static_configs": [{"targets": [_local(settings, settings.cdc_watchdog_port)]}]}],
     }
 
 

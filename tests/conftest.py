@@ -141,7 +141,7 @@ def free_port() -> int:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """The worker's Prometheus metrics as {series: value}."""
+    """A fraudgraph process's Prometheus metrics (the worker's, the CDC watchdog's) as {series: value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}
     for line in text.splitlines():

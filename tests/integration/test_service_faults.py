@@ -7,12 +7,10 @@ These stop shared services: they wait until each is ready again, so later tests 
 """
 
 import json
-import re
 import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime
 
 import psycopg
 import pytest
@@ -47,19 +45,15 @@ def change_reaches_kafka(stack, timeout: float) -> float:
         reader.close()
 
 
-def watchdog_actions(stack, since: float) -> list[str]:
-    """What the stack's CDC watchdog did since ``since`` (epoch seconds), from its log."""
-    from fraudgraph.stack.services import CdcWatchdog
+def watchdog_actions(stack) -> dict[str, float]:
+    """The stack's CDC watchdog's actions so far, by kind (its /metrics)."""
+    prefix = "fraudgraph_cdc_watchdog_actions_total"
+    return {k[len(prefix):]: v for k, v in scrape(stack.cdc_watchdog_port).items() if k.startswith(prefix)}
 
-    lines = CdcWatchdog(stack).log_path.read_text(errors="replace").splitlines()
-    stamp = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
-    out = []
-    for line in lines:
-        m = stamp.match(line)
-        at = m and datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-        if at and at >= since - 1 and "CDC watchdog:" in line and "observation failed" not in line:
-            out.append(line.split("CDC watchdog: ", 1)[1])
-    return out
+
+def actions_since(stack, before: dict[str, float]) -> str:
+    taken = {k: v - before.get(k, 0) for k, v in watchdog_actions(stack).items() if v > before.get(k, 0)}
+    return ", ".join(f"{k} x{n:.0f}" for k, n in taken.items()) or "no action needed"
 
 
 class ChangeWriter(threading.Thread):
@@ -115,7 +109,7 @@ def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated
         worker = worker_process(**env)
         load, out = paced_load(settings, seed=31)
         seen = scores.read_until(lambda ms: len(ms) >= 100, timeout=120)
-        stopped_at, stopped = time.time(), time.monotonic()
+        acted, stopped = watchdog_actions(stack), time.monotonic()
         kafka.stop()
         time.sleep(5)
         kafka.start()
@@ -133,7 +127,7 @@ def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated
         # outage the old task can keep the replication slot; the stack's CDC watchdog frees it).
         healed_s = change_reaches_kafka(stack, timeout=240)
         print(f"CDC resumed: a new change reached Kafka {healed_s:.0f}s after the broker was back; "
-              f"watchdog: {watchdog_actions(stack, since=stopped_at) or 'no action needed'}")
+              f"watchdog: {actions_since(stack, acted)}")
     finally:
         kafka.start()
         kafka.wait_ready()
@@ -188,7 +182,7 @@ def test_postgres_and_connect_restarts_debezium_resumes_from_its_offsets_no_chan
     reader = TopicReader(stack, stack.cdc_topic("merchants"), from_now=True)
     base = uuid.uuid4().int % 10**12 + 8 * 10**15
     writer = ChangeWriter(stack, base, n=2400, rate=40)  # about 60 s of changes
-    started = time.time()
+    acted = watchdog_actions(stack)
     try:
         writer.start()
         time.sleep(10)
@@ -210,7 +204,7 @@ def test_postgres_and_connect_restarts_debezium_resumes_from_its_offsets_no_chan
         print(f"\nPostgreSQL and Connect restarted under {len(written)} changes at 40/s "
               f"(writer reconnected {writer.reconnects}x): {len(written) - len(lost)} captured, {len(lost)} lost, "
               f"{twice} delivered twice (at-least-once: replayed since the last offset flush); "
-              f"watchdog: {watchdog_actions(stack, since=started) or 'no action needed'}")
+              f"watchdog: {actions_since(stack, acted)}")
         assert writer.reconnects > 0  # the database really went away under the writer
         assert not lost, f"{len(lost)} committed changes never reached Kafka, e.g. {sorted(lost)[:5]}"
     finally:
