@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fraudgraph.models.early_stopping import EarlyStopping
+from fraudgraph.models.label_inputs import known_label_columns
 from fraudgraph.models.neighbour_aggregates import neighbour_aggregates
 from fraudgraph.models.scoring_metrics import auc_roc
 from fraudgraph.models.splits import Split
@@ -94,8 +95,12 @@ def train_mlp(x: Tensor, y: Tensor, split: Split, seed: int = 0, hidden: int = 6
 
 def train_gbt(x: Tensor, edge_indices: Mapping[str, Tensor], y: Tensor, split: Split, seed: int = 0,
               feature_names: list[str] | None = None, max_iter: int = 1000, learning_rate: float = 0.05,
-              max_leaf_nodes: int = 63) -> ModelRun:
+              max_leaf_nodes: int = 63, known_labels: bool = False) -> ModelRun:
     """Gradient-boosted trees on [own features | neighbour mean, max, log degree per relation].
+
+    ``known_labels=True`` adds the same aggregates of the training nodes' label columns
+    (``label_inputs.py``): per relation, the share of neighbours known to be fraud and whether any
+    is. Neighbours only (1 hop, no self-relation), so every training label can be an input.
 
     Early stopping on our validation split (not a random slice of train), so the trees and the
     neural models are selected on the same nodes. Building the aggregates counts as training time:
@@ -105,7 +110,13 @@ def train_gbt(x: Tensor, edge_indices: Mapping[str, Tensor], y: Tensor, split: S
 
     start = time.perf_counter()
     agg, agg_names = neighbour_aggregates(x, edge_indices, feature_names)
-    features = torch.cat([x, agg], dim=1).numpy()
+    blocks = [x, agg]
+    if known_labels:
+        label_agg, label_names = neighbour_aggregates(known_label_columns(y, split.train, x.size(0)).to(x.dtype),
+                                                      edge_indices, ["known", "known_fraud"])
+        blocks.append(label_agg)
+        agg_names = agg_names + label_names
+    features = torch.cat(blocks, dim=1).numpy()
     labels = y.numpy()
     tr, va = split.train.numpy(), split.val.numpy()
     clf = HistGradientBoostingClassifier(learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
@@ -116,4 +127,5 @@ def train_gbt(x: Tensor, edge_indices: Mapping[str, Tensor], y: Tensor, split: S
     val_auc = auc_roc(labels[va], scores[va])
     return ModelRun("gbt", scores, seconds,
                     {"features": features.shape[1], "aggregate_columns": len(agg_names), "iterations": int(clf.n_iter_),
-                     "learning_rate": learning_rate, "max_leaf_nodes": max_leaf_nodes, "val_auc_roc": round(val_auc, 4)})
+                     "learning_rate": learning_rate, "max_leaf_nodes": max_leaf_nodes, "known_labels": known_labels,
+                     "val_auc_roc": round(val_auc, 4)})
