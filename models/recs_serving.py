@@ -1,9 +1,8 @@
 """Serving the current recommender to the asyncio worker: batched top-K on a device, hot reload.
 
 The same contract as ``models/serving.py`` for the fraud model: torch runs on one inference thread
-(the event loop never waits on it), a watcher polls the registry's CURRENT and swaps a new version
-in only once it is loaded and its item matrix computed, and a version that fails to load is logged
-and skipped while the old one serves on.
+(the event loop never waits on it), and the watcher of ``hot_reload.py`` swaps a new version in
+only once it is loaded and its item matrix computed.
 
 Per version the item side is computed once (``item_vectors``: every merchant's output embedding
 times the decoder's diagonal), so a batch of B requests is one (B, dim) x (dim, M) product and a
@@ -13,18 +12,15 @@ top-n on the device; the worker's agent hands it a whole micro-batch of requests
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import torch
 
+from fraudgraph.models.hot_reload import HotReloaded
 from fraudgraph.models.recommend import RecsModel, UserInput, encode_users, top_candidates
 from fraudgraph.models.recs_registry import RecsCard, RecsRegistry
-from fraudgraph.models.registry import RegistryError
 from fraudgraph.models.serving import pick_device
-
-log = logging.getLogger(__name__)
 
 
 class LoadedRecs:
@@ -49,17 +45,15 @@ class LoadedRecs:
         return [[(self.items[i], v) for i, v in zip(ix, vs) if v != float("-inf")] for ix, vs in zip(indices, values)]
 
 
-class RecsServer:
+class RecsServer(HotReloaded):
+    what = "recs model"
+
     def __init__(self, registry: RecsRegistry, device: str = "auto", reload_s: float = 5.0):
-        self.registry, self.device, self.reload_s = registry, pick_device(device), reload_s
+        super().__init__(registry, reload_s)
+        self.device = pick_device(device)
         self.loaded: LoadedRecs | None = None
-        self._failed_version: str | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="recs-infer")
         self._task: asyncio.Task | None = None
-
-    @property
-    def version(self) -> str | None:
-        return self.loaded.version if self.loaded else None
 
     async def start(self) -> None:
         await self.check_for_new_version()
@@ -79,28 +73,6 @@ class RecsServer:
             raise LookupError("no recommendation model loaded")
         out = await asyncio.get_running_loop().run_in_executor(self._executor, loaded.candidates, users, exclude, n)
         return loaded, out
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.reload_s)
-            try:
-                await self.check_for_new_version()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad version
-                log.exception("recs model reload check failed")
-
-    async def check_for_new_version(self) -> bool:
-        version = self.registry.current_version()
-        if version is None or version == self.version or version == self._failed_version:
-            return False
-        try:
-            loaded = await asyncio.to_thread(self._load, version)
-        except RegistryError as err:
-            self._failed_version = version
-            log.error("recs model %s not loaded, still serving %s: %s", version, self.version, err)
-            return False
-        previous, self.loaded = self.version, loaded
-        log.info("serving recs model %s on %s (was %s)", version, self.device, previous)
-        return True
 
     def _load(self, version: str) -> LoadedRecs:
         model, card = self.registry.load(version, self.device)

@@ -13,8 +13,8 @@ to ``max_delay_s`` for more, trading a bounded wait for a fuller batch.
 Hot reload
 ==========
 
-A watcher polls the registry's CURRENT version. A new version is loaded and warmed on its own
-thread while the old one keeps serving, then swapped in between two batches: no request waits for
+A watcher (``hot_reload.py``) polls the registry's CURRENT version. A new version is loaded and
+warmed on its own thread while the old one keeps serving, then swapped in between two batches: no request waits for
 a load and none is dropped. Each batch runs entirely on the model it started with, and every
 ``ModelOutput`` carries that model's version. A version that fails to load is logged and skipped
 (the old model stays) until CURRENT changes again.
@@ -23,7 +23,6 @@ a load and none is dropped. Each batch runs entirely on the model it started wit
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,11 +31,10 @@ from typing import Callable, Sequence
 import torch
 
 from fraudgraph.models.batch import ScoringRequest, encode, forward
+from fraudgraph.models.hot_reload import HotReloaded
 from fraudgraph.models.incremental import NodeState
 from fraudgraph.models.registry import ModelCard, ModelRegistry, RegistryError
 from fraudgraph.models.rgcn import HeteroRGCN, resolve_device
-
-log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -95,25 +93,21 @@ class _Pending:
 BatchObserver = Callable[[int, float, str], None]  # (batch size, inference seconds, device type)
 
 
-class ModelServer:
+class ModelServer(HotReloaded):
     """The asyncio front of the current model. ``score`` may be called from many coroutines."""
 
     def __init__(self, registry: ModelRegistry, device: str = "auto", max_batch: int = 512,
                  max_delay_s: float = 0.002, reload_s: float = 5.0, observe: BatchObserver | None = None):
-        self.registry, self.device = registry, pick_device(device)
-        self.max_batch, self.max_delay_s, self.reload_s = max_batch, max_delay_s, reload_s
+        super().__init__(registry, reload_s)
+        self.device = pick_device(device)
+        self.max_batch, self.max_delay_s = max_batch, max_delay_s
         self.observe = observe
         self.loaded: LoadedModel | None = None
-        self._failed_version: str | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="model-infer")
         self._tasks: list[asyncio.Task] = []
         self._last_batch = 0
         self._warm_example: list[ScoringRequest] | None = None
-
-    @property
-    def version(self) -> str | None:
-        return self.loaded.version if self.loaded else None
 
     async def start(self) -> None:
         await self.check_for_new_version()
@@ -192,29 +186,6 @@ class ModelServer:
                     p.future.set_result(out)
             if self._warm_example is None:
                 self._warm_example = [items[0].request]
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.reload_s)
-            try:
-                await self.check_for_new_version()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad version
-                log.exception("model reload check failed")
-
-    async def check_for_new_version(self) -> bool:
-        """Load, warm and swap in the registry's CURRENT version if it is new; True if swapped."""
-        version = self.registry.current_version()
-        if version is None or version == self.version or version == self._failed_version:
-            return False
-        try:
-            loaded = await asyncio.to_thread(self._load, version)
-        except RegistryError as err:
-            self._failed_version = version
-            log.error("model %s not loaded, still serving %s: %s", version, self.version, err)
-            return False
-        previous, self.loaded = self.version, loaded
-        log.info("serving model %s on %s (was %s)", version, self.device, previous)
-        return True
 
     def _load(self, version: str) -> LoadedModel:
         model, card = self.registry.load(version, self.device)
