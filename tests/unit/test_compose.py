@@ -15,7 +15,15 @@ DEFAULTS = Settings()
 
 
 def host_ports(service: str) -> set[int]:
-    return {int(str(p).split(":")[0]) for p in COMPOSE[service].get("ports", [])}
+    return {int(str(p).split(":")[-2]) for p in COMPOSE[service].get("ports", [])}
+
+
+def test_published_ports_listen_on_loopback_only_like_the_local_stack():
+    """Neo4j without a password, PostgreSQL with a well-known one: published on every interface,
+    anyone on the network could read and write the graph and the bank's tables."""
+    for name, service in COMPOSE.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
 
 
 def test_every_local_service_is_in_compose_with_the_same_host_ports():
