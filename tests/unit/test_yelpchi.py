@@ -128,7 +128,7 @@ def test_sparse_forward_equals_rgcn_forward(num_bases):
 
 @pytest.mark.slow
 def test_rgcn_learns_on_a_product_subset(graph):
-    """End to end on real data, kept under a minute or two: a quarter of the products (whole
+    """End to end on real data, kept under a minute: a quarter of the products (whole
     products, so their relations stay complete), a 40/20/40 stratified split, the R-GCN and the MLP
     trained as the evaluation trains them (piecewise-linear inputs, ``RGCN_CONFIG``, fewer epochs).
     The full-graph comparison is ``fraudgraph evaluate yelpchi`` (README); on a subset the margin
