@@ -28,8 +28,14 @@ def _next_id(conn, table: str) -> int:
 
 def assign_at_end(consumer: Consumer, topic: str) -> None:
     """Position ``consumer`` after everything already in ``topic``: ids get reused after deletes,
-    so only changes appended from now on belong to this run."""
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    so only changes appended from now on belong to this run.
+
+    A topic that does not exist yet is an error: assigning its (no) partitions would read nothing,
+    silently, even once the topic is created."""
+    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise LookupError(f"topic {topic!r} does not exist yet: create it before positioning at its end")
+    partitions = meta.partitions
     consumer.assign([
         TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
         for p in partitions
