@@ -14,11 +14,11 @@ Decisions:
   epoch's weights. Hyper-parameters are chosen by validation AUC only; the test split is scored
   once, by the caller.
 * ``known_labels=True`` adds the training nodes' labels as input columns (``label_inputs.py``:
-  ``known``, ``known_fraud`` and per relation the fraud share among labelled neighbours): each
-  epoch a fresh ``label_input_fraction`` of the training nodes are inputs and the rest are the loss targets, so no node's label reaches its own score through the
-  2-hop path back to itself; validation and the returned scores use every training label as input.
-  The label columns' neighbour means are recomputed per epoch (N x (2 + 2R) sparse products),
-  the features' once.
+  ``known``, ``known_fraud`` and per relation the fraud share among labelled neighbours). Each
+  epoch a fresh ``label_input_fraction`` of the training nodes are inputs and the rest are the
+  loss targets, so no node's label reaches its own score over the 2-hop path back to itself;
+  validation and the returned scores use every training label as input. The label columns'
+  neighbour means are recomputed per epoch (N x (2 + 2R) sparse products), the features' once.
 * Relations are given already symmetric (both directions present), so no inverse relation types are
   added: for an undirected relation the inverse would aggregate the same neighbours again.
 """
