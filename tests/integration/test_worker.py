@@ -33,8 +33,12 @@ RETURN count(t) AS transactions, count(a) AS initiated, count(m) AS pays, count(
 
 
 def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reader):
-    worker = worker_process(from_now=True)  # first: on a fresh broker it creates the scores topic
+    from fraudgraph.streams.app import worker_topics
+
+    # As the worker would: on a fresh broker the scores topic does not exist until a worker starts.
+    ensure_topics(stack, worker_topics(stack), stack.topic_replication_factor, {stack.scores_topic: {"cleanup.policy": "compact"}})
     scores = topic_reader(stack.scores_topic, from_now=True)
+    worker = worker_process(from_now=True)
     report = simulate(stack, mode="postgres", customers=80, duration_s=2 * 3600, fraud_rate=0.05, seed=5)
     base = report.config.id_base
     with psycopg.connect(stack.pg_dsn()) as conn:
