@@ -55,10 +55,11 @@ def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: 
     def forward(label_nodes: Tensor | None) -> Tensor:
         if not known_labels:
             return rgcn_forward(model, x, agg, x_means).squeeze(-1)
-        labels = known_label_columns(y, label_nodes, n).to(x.dtype)
-        labels = torch.cat([labels, labelled_fraud_shares(input_means(labels, agg))], dim=1)
-        means = [torch.cat([m, lm], dim=1) for m, lm in zip(x_means, input_means(labels, agg))]
-        return rgcn_forward(model, torch.cat([x, labels], dim=1), agg, means).squeeze(-1)
+        known = known_label_columns(y, label_nodes, n).to(x.dtype)
+        known_means = input_means(known, agg)
+        shares = labelled_fraud_shares(known_means)
+        means = [torch.cat(parts, dim=1) for parts in zip(x_means, known_means, input_means(shares, agg))]
+        return rgcn_forward(model, torch.cat([x, known, shares], dim=1), agg, means).squeeze(-1)
 
     model = RGCN(x.size(1) + (2 + 2 * num_relations if known_labels else 0), hidden, 1, num_relations, num_bases=num_bases,
                  dropout=dropout, layer_norm=layer_norm)
