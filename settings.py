@@ -78,6 +78,14 @@ class Settings:
     # worker_batch_ms (the most a quiet stream's event waits), are decided together.
     worker_batch_max: int = 256
     worker_batch_ms: float = 5.0
+    # Event-time order across input partitions (streams/event_time.py): an event waits at most
+    # worker_max_idle_ms for a caught-up partition that is silent to show a later one (Kafka
+    # Streams' max.task.idle.ms), and worker_max_wait_ms for one whose position is unknown. A
+    # partition holding more than worker_order_buffer undecided events stops being fetched until
+    # the others catch up with it in event time.
+    worker_max_idle_ms: float = 30.0
+    worker_max_wait_ms: float = 5000.0
+    worker_order_buffer: int = 20_000
     dead_letter_topic: str = "fraud.dead-letters"
     scores_topic: str = "fraud.scores"  # every transaction's TransactionScored, keyed by transaction id
     alerts_topic: str = "fraud.alerts"  # the review/block subset of scores

@@ -29,6 +29,10 @@ RECORDS_OUT = Counter(
 )
 DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
 REPLAYS_IGNORED = Counter("fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event")
+LATE_EVENTS = Counter(
+    "fraudgraph_late_events_total",
+    "Events applied after a later one had been (they came after worker_max_idle_ms): out of event-time order")
+ORDER_BUFFERED = Gauge("fraudgraph_order_buffered_events", "Events decoded and waiting for event-time order")
 DECISIONS = Counter("fraudgraph_decisions_total", "Transactions scored, by decision", ["decision"])
 QUERIES = Counter("fraudgraph_score_queries_total", "Score queries answered, by reply status", ["status"])
 

@@ -270,7 +270,7 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
         _apply_transaction(touch, event, lsn, ts)
     elif isinstance(event, ev.TransactionUpdated):
         tx = touch.node("Transaction", event.transaction_id, _tx_features(event))
-        _upsert_row(tx, lsn, {"status": event.status})
+        _upsert_row(tx, lsn, {"status": event.status}, _tx_features(event))
         if event.status == "declined" and event.previous_status != "declined":
             account, fresh = touch.node("Account", event.account_id, fx.account_features(None))
             if fresh:
@@ -352,10 +352,12 @@ def _seen_by(node: tuple[NodeState, bool], who: str | None, ts: int, amount: flo
 
 def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: int) -> None:
     amount = float(t.amount)
+    # A row always sets its node's features: a report read before the row made a stub with none,
+    # and the links below copy the features into the neighbours' sums.
     tx = touch.node("Transaction", t.transaction_id, _tx_features(t))
     _upsert_row(tx, lsn, {"account_id": t.account_id, "amount": amount, "kind": t.kind, "status": t.status,
                           "merchant_id": t.merchant_id, "counterparty_account_id": t.counterparty_account_id,
-                          "device_id": t.device_id, "ip": t.ip, "ts_ms": ts})
+                          "device_id": t.device_id, "ip": t.ip, "ts_ms": ts}, _tx_features(t))
 
     if tx[1] and tx[0].attrs.get("label") in FRAUD_LABELS:
         # The report came first (another topic, read earlier); what it marks is known only now.

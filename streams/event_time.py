@@ -1,0 +1,115 @@
+"""Event-time order across input partitions: the live worker applies events in the order the
+offline replay does, whatever order Kafka delivers them in.
+
+Kafka orders records within a partition only. The CDC topics are many partitions of several tables,
+fetched and delivered independently: in a catch-up one partition can be hours of event time ahead
+of another, and a small topic (``fraud_reports``) can be drained before the transactions it labels.
+State built in arrival order then differs from state built in commit order (the offline replay,
+``streams/replay.py``), and so do the decisions.
+
+``EventTimeMerger`` holds one FIFO per input partition and releases, one at a time, the head with
+the smallest order key (source commit time, then LSN), but only when no other partition can still
+deliver an earlier one: every other partition has something buffered (its head is at least as
+late: Debezium writes each partition in commit order), or it is caught up (the client holds all
+it has) and the candidate has waited ``max_idle_ms``, or the candidate has waited ``max_wait_ms``
+(the client does not know, e.g. before a partition's first fetch). This is Kafka Streams'
+``max.task.idle.ms`` rule. A backlog is thus merged exactly as the replay sorts it; live traffic
+waits at most ``max_idle_ms`` for stragglers. An event that arrives after a later one was released
+(beyond the bound) is *late*: it is applied at once, never dropped, and counted.
+
+Items without an order key (an undecodable message, a tombstone) keep their place in their
+partition's FIFO and are released as soon as they reach its head: they change no state.
+
+Pure and clock-free: callers pass ``now`` (monotonic ms) and a ``caught_up(stream)`` predicate.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterable
+
+OrderKey = tuple[int, int]  # (source commit time ms, LSN)
+
+
+@dataclass(slots=True)
+class _Item:
+    key: OrderKey | None
+    arrived_ms: float
+    value: Any
+
+
+@dataclass
+class EventTimeMerger:
+    max_idle_ms: float
+    max_wait_ms: float = 5_000.0
+    queues: dict[Hashable, deque[_Item]] = field(default_factory=dict)
+    late: int = 0  # released after a later event had been: the bound was too short for them
+    _heads: list[tuple[OrderKey, int, Hashable]] = field(default_factory=list)  # keyed heads
+    _seq: int = 0  # tie-break for equal keys: first come, first out
+    _released: OrderKey | None = None  # the newest key released so far
+
+    def assign(self, streams: Iterable[Hashable]) -> None:
+        """The input partitions to wait on (others pushed later are added as they appear)."""
+        for s in streams:
+            self.queues.setdefault(s, deque())
+
+    def clear(self) -> list[Any]:
+        """Forget everything buffered (a rebalance: the client re-delivers it); returns it."""
+        dropped = [item.value for q in self.queues.values() for item in q]
+        self.queues.clear()
+        self._heads.clear()
+        self._released = None  # what comes back was never released: not late
+        return dropped
+
+    def pending(self, stream: Hashable | None = None) -> int:
+        if stream is not None:
+            return len(self.queues.get(stream, ()))
+        return sum(len(q) for q in self.queues.values())
+
+    def push(self, stream: Hashable, key: OrderKey | None, value: Any, now_ms: float) -> None:
+        queue = self.queues.setdefault(stream, deque())
+        queue.append(_Item(key, now_ms, value))
+        if len(queue) == 1:
+            self._push_head(stream, queue[0])
+
+    def _push_head(self, stream: Hashable, item: _Item) -> None:
+        if item.key is not None:
+            self._seq += 1
+            heapq.heappush(self._heads, (item.key, self._seq, stream))
+
+    def pop_ready(self, now_ms: float, caught_up: Callable[[Hashable], bool], limit: int | None = None) -> list[Any]:
+        """The items that may be applied now (at most about ``limit``), in order."""
+        out: list[Any] = []
+        self._unkeyed_heads(out)
+        while self._heads and (limit is None or len(out) < limit):
+            key, _, stream = self._heads[0]
+            queue = self.queues[stream]
+            waited = now_ms - queue[0].arrived_ms
+            if waited < self.max_wait_ms:
+                for other, q in self.queues.items():
+                    if not q and other != stream and not (caught_up(other) and waited >= self.max_idle_ms):
+                        return out
+            heapq.heappop(self._heads)
+            item = queue.popleft()
+            if self._released is not None and key < self._released:
+                self.late += 1
+            else:
+                self._released = key
+            out.append(item.value)
+            if queue:
+                self._push_head(stream, queue[0])
+                self._unkeyed_heads(out, stream)
+        return out
+
+    def _unkeyed_heads(self, out: list[Any], only: Hashable | None = None) -> None:
+        """Release keyless items at the head of ``only`` (or of every stream)."""
+        for stream in ([only] if only is not None else list(self.queues)):
+            queue = self.queues[stream]
+            released = False
+            while queue and queue[0].key is None:
+                out.append(queue.popleft().value)
+                released = True
+            if released and queue:
+                self._push_head(stream, queue[0])

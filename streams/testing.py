@@ -1,0 +1,105 @@
+"""In-memory sources and sinks for the pipeline (as Bytewax's ``testing.py``): a dataflow test
+runs ``Pipeline`` in process, in milliseconds, with no broker. Also what the offline replay of
+decisions runs on (``replay.replay_decisions``): the same class, over a complete log.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import orjson
+
+from fraudgraph.streams.pipeline import Pipeline, Record
+from fraudgraph.streams.scoring import TransactionScored
+from fraudgraph.streams.state import NodeState
+
+
+class JsonStore:
+    """Node states as the worker's table keeps them (JSON bytes), so every ``get`` is a copy: a
+    transaction's ScoringInput stays the snapshot right after its own event."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> NodeState | None:
+        raw = self.data.get(key)
+        return None if raw is None else NodeState.from_json(raw)
+
+    def put(self, state: NodeState) -> None:
+        self.data[state.key] = state.to_json()
+
+
+@dataclass
+class MemorySinks:
+    scores: dict[bytes, TransactionScored] = field(default_factory=dict)
+    emitted: int = 0  # scores emitted, duplicates included (there must be none)
+    alerts: list[TransactionScored] = field(default_factory=list)
+    dead_letters: list[tuple[Record, str, str]] = field(default_factory=list)
+    completed: list[Record] = field(default_factory=list)
+
+    async def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.dead_letters.append((record, reason, detail))
+
+    async def emit(self, record: Record, scored: TransactionScored) -> None:
+        self.emitted += 1
+        if scored.decision != "approve":
+            self.alerts.append(scored)
+        self.scores[str(scored.transaction_id).encode()] = scored
+
+    def score_of(self, key: bytes) -> bytes | None:
+        scored = self.scores.get(key)
+        return None if scored is None else orjson.dumps(scored)
+
+    def done(self, record: Record) -> None:
+        self.completed.append(record)
+
+
+def partitioned(records: Iterable[tuple[str, bytes | None, bytes | None]], partitions: int = 4,
+                timestamp_ms: int = 0) -> dict[tuple[str, int], list[Record]]:
+    """(topic, key, value) records into per-partition logs with offsets, by a hash of the key."""
+    logs: dict[tuple[str, int], list[Record]] = {}
+    for topic, key, value in records:
+        p = zlib.crc32(key or b"") % partitions
+        log = logs.setdefault((topic, p), [])
+        log.append(Record(topic, p, len(log), key, value, timestamp_ms))
+    return logs
+
+
+def interleaved(logs: dict[tuple[str, int], list[Record]], rng: random.Random, max_chunk: int = 50) -> list[Record]:
+    """One arrival order Kafka could produce: each partition in its own order, partitions interleaved
+    at random in chunks of 1..max_chunk records (a fetch response's worth)."""
+    cursors = {s: 0 for s, log in logs.items() if log}
+    out: list[Record] = []
+    while cursors:
+        s = rng.choice(sorted(cursors))
+        n = rng.randint(1, max_chunk)
+        out.extend(logs[s][cursors[s]:cursors[s] + n])
+        cursors[s] += n
+        if cursors[s] >= len(logs[s]):
+            del cursors[s]
+    return out
+
+
+async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 200, batch: int = 256) -> None:
+    """Feed ``arrivals`` ``fetch`` records at a time, draining after each fetch as the worker does;
+    a partition counts as caught up once all of its records were delivered (the client's view)."""
+    remaining: dict[tuple[str, int], int] = {}
+    for r in arrivals:
+        remaining[r.stream] = remaining.get(r.stream, 0) + 1
+    pipeline.order.assign(remaining)
+
+    def caught_up(stream) -> bool:
+        return remaining.get(stream, 0) == 0
+
+    for i in range(0, len(arrivals), fetch):
+        for r in arrivals[i:i + fetch]:
+            pipeline.push(r)
+            remaining[r.stream] -= 1
+        while await pipeline.drain(caught_up, batch):
+            pass
+    pipeline.order.max_idle_ms = 0  # the log is complete: nothing can come any more
+    while await pipeline.drain(lambda _: True, batch):
+        pass
