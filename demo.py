@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
@@ -35,11 +35,21 @@ def assign_at_end(consumer: Consumer, topic: str) -> None:
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         raise LookupError(f"topic {topic!r} does not exist yet: create it before positioning at its end")
-    partitions = meta.partitions
-    consumer.assign([
-        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-        for p in partitions
-    ])
+    consumer.assign([TopicPartition(topic, p, _end_offset(consumer, topic, p)) for p in meta.partitions])
+
+
+def _end_offset(consumer: Consumer, topic: str, partition: int, wait_s: float = 15.0) -> int:
+    """The partition's end; a topic created a moment ago has no leader yet (``NOT_LEADER_FOR_PARTITION``
+    or ``LEADER_NOT_AVAILABLE`` for a few hundred ms), which is waited out, not an error."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException as err:
+            retriable = err.args[0].code() in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def run_demo(settings: Settings, timeout: float = 60.0) -> int:

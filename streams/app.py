@@ -37,8 +37,6 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fraudgraph.connectors.dead_letter import DeadLetter
-from fraudgraph.connectors.events import TableTruncated
-from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, decode, table_of
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.kafka_config import faust_credentials
 from fraudgraph.models.registry import ModelRegistry
@@ -49,14 +47,17 @@ from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
 from fraudgraph.streams.decider import NO_MODEL, Decider
+from fraudgraph.streams.event_time import EventTimeMerger
+from fraudgraph.streams.flow import OrderFlow
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.recommendations import answer_batch, error_reply
-from fraudgraph.streams.scoring import APPROVE, ScoringInput, scored_record
+from fraudgraph.streams.pipeline import Pipeline, Record
+from fraudgraph.streams.scoring import APPROVE, TransactionScored
 from fraudgraph.streams.tables import acked_table, store_url
 from fraudgraph.streams.transport import Consumer, Producer
-from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
+from fraudgraph.streams.state import NodeState, node_key
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,6 @@ def observe_model_batch(size: int, seconds: float, device: str) -> None:
     metrics.MODEL_INFERENCE_SECONDS.labels(device).observe(seconds)
 
 
-PROCESSING_ERROR = "processing_error"  # dead-letter reason: decoded fine, but state or scoring raised
-
-
 def instance_id(settings: Settings) -> str:
     """Static group membership name. It includes the web port because Faust's assignor stores each
     member's URL with its assignment and refuses (a silent hang) a returning member whose URL changed."""
@@ -104,10 +102,19 @@ def worker_topics(settings: Settings) -> dict[str, int]:
 
 
 class WorkerApp(faust.App):
+    flow: "OrderFlow | None" = None
+
     def _new_transport(self):
         transport = super()._new_transport()
         transport.Consumer, transport.Producer = Consumer, Producer  # streams/transport.py says why
         return transport
+
+    async def _consumer_wait_empty(self, consumer, logger) -> None:
+        # A rebalance or stop waits for every delivered message to be acked; those waiting for
+        # event-time order are given back instead (re-read from the committed offsets).
+        if self.flow is not None:
+            await self.flow.give_back()
+        await super()._consumer_wait_empty(consumer, logger)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -153,111 +160,39 @@ def create_app(settings: Settings) -> faust.App:
                                    versions=lambda: (server.version or NO_MODEL, policies.current.version),
                                    topics=[*cdc.topics, settings.score_requests_topic])
 
-    async def dead_letter(message, reason: str, detail: str) -> None:
-        record = DeadLetter(message.key, message.value, reason, detail, message.topic, message.partition, message.offset)
-        await dead_letters.send(key=message.key, value=message.value, headers=record.headers())
-        metrics.DEAD_LETTERS.labels(reason).inc()
-        metrics.RECORDS_OUT.labels("dead_letters").inc()
-        log.warning("dead-lettered %s[%s]@%s: %s: %s", message.topic, message.partition, message.offset, reason, detail[:200])
+    class KafkaSinks:
+        async def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+            letter = DeadLetter(record.key, record.value, reason, detail, record.topic, record.partition, record.offset)
+            await dead_letters.send(key=record.key, value=record.value, headers=letter.headers())
+
+        async def emit(self, record: Record, scored: TransactionScored) -> None:
+            key, value = str(scored.transaction_id).encode(), orjson.dumps(scored)
+            if scored.decision != APPROVE:  # before the score: an alert is never lost (app docstring)
+                await alerts.send(key=key, value=value)
+                metrics.RECORDS_OUT.labels("alerts").inc()
+            scores.put(key, value, record.partition)  # publishes to fraud.scores (tables.py: why this partition)
+
+        def done(self, record: Record) -> None:
+            record.handle.ack()  # the message's last reference: Faust may commit its offset now
+
+    order = EventTimeMerger(settings.worker_max_idle_ms, settings.worker_max_wait_ms)
+    pipeline = Pipeline(mapping, settings.decimal_handling_mode, nodes, decider, KafkaSinks(), order,
+                        scores.get, quality)
+    flow = OrderFlow(app, pipeline, cdc.topics, settings.worker_batch_max, settings.worker_order_buffer)
 
     @app.agent(cdc)
     async def ingest(stream):
-        # Micro-batches: state is applied event by event (each transaction's ScoringInput is a
-        # snapshot right after its own event), then the batch's transactions are decided together,
-        # so the model sees one batch and the rules overlap it. Faust acks a batch's offsets only
-        # after this body has finished with it.
+        # Faust acks a take_events batch when its body returns; each message gets one more
+        # reference here, released by the pipeline when its event is applied and decided, so an
+        # event still waiting for event-time order is never committed (flow.py).
         async for events in stream.take_events(settings.worker_batch_max, settings.worker_batch_ms / 1000):
-            pending: dict[bytes, tuple] = {}
-            for event in events:
-                message = event.message
-                decoded = await decode_stage(message)
-                if decoded is None:
-                    continue
-                try:
-                    scored = state_stage(message, decoded)
-                except Exception as err:  # a bug must not stop the stream: the message is kept, with why
-                    log.exception("state update failed on %s[%s]@%s", message.topic, message.partition, message.offset)
-                    await dead_letter(message, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
-                    continue
-                if scored is not None and scored[0] not in pending:
-                    pending[scored[0]] = (message, *scored[1:])
-            if pending:
-                await decide_stage(pending)
+            await flow.deliver(events)
 
-    async def decode_stage(message):
-        """The message's domain event, or None when there is nothing to apply (dead-lettered, tombstone)."""
-        table = table_of(message.topic)
-        metrics.EVENTS_IN.labels(table).inc()
-        started = time.perf_counter()
-        try:
-            decoded = decode(message.topic, message.value, mapping, settings.decimal_handling_mode, message.key)
-        except DecodeError as err:
-            await dead_letter(message, err.reason, err.detail)
-            return None
-        except Exception as err:  # a decoder bug must not stop the stream; the message is kept
-            log.exception("decoder failed on %s[%s]@%s", message.topic, message.partition, message.offset)
-            await dead_letter(message, DECODER_BUG, f"{type(err).__name__}: {err}")
-            return None
-        finally:
-            metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
-        if isinstance(decoded, Tombstone):
-            metrics.TOMBSTONES.labels(table).inc()
-            return None
-        metrics.EVENTS_DECODED.labels(type(decoded).__name__).inc()
-        if isinstance(decoded, TableTruncated):
-            log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
-                        decoded.entity, decoded.position.lsn)
-        return decoded
-
-    def state_stage(message, decoded) -> tuple[bytes, ScoringInput, float] | None:
-        """Apply the event; a new, not yet scored transaction comes back as (key, input, state seconds)."""
-        source = Source(message.topic, message.partition, message.offset, int((message.timestamp or 0) * 1000))
-        started = time.perf_counter()
-        applied = apply_event(decoded, source, nodes)
-        elapsed = time.perf_counter() - started
-        metrics.STATE_SECONDS.observe(elapsed)
-        if applied.replayed:
-            metrics.REPLAYS_IGNORED.inc(applied.replayed)
-        quality.on_applied(decoded, applied.replayed, scores.get)  # a fresh fraud report joins its decision
-        tx = applied.transaction
-        if tx is None:
-            return None
-        key = str(tx.transaction_id).encode()
-        if key in scores:  # scored before a crash or rebalance: its record is already on fraud.scores
-            return None
-        return key, ScoringInput(tx, source, {s.key: s for s in applied.touched}), elapsed
-
-    async def decide_stage(pending: dict[bytes, tuple]) -> None:
-        inputs = [inp for _, inp, _ in pending.values()]
-        started = time.perf_counter()
-        try:
-            decided = await decider.decide(inputs)
-        except Exception as err:  # e.g. a rule bug: keep every message of the batch, with why
-            log.exception("deciding a batch of %d failed", len(inputs))
-            for message, _, _ in pending.values():
-                await dead_letter(message, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
-            return
-        decided_ms = int(time.time() * 1000)
-        batch_ms = round((time.perf_counter() - started) * 1000, 3)
-        for (key, (message, inp, state_s)), d in zip(pending.items(), decided):
-            record = scored_record(inp, d.verdict, d.model_version, {
-                "cdc_append_ms": inp.source.timestamp_ms,
-                "decided_ms": decided_ms,
-                "state_ms": round(state_s * 1000, 3),
-                "decide_ms": batch_ms,  # the batch's model and rules, run concurrently
-                "rules_ms": round(d.rules_s * 1000, 3),
-                "model_ms": round(d.model_s * 1000, 3),
-                "batch": len(inputs),
-            })
-            value = orjson.dumps(record)
-            producing = time.perf_counter()
-            if record.decision != APPROVE:
-                await alerts.send(key=key, value=value)
-                metrics.RECORDS_OUT.labels("alerts").inc()
-            scores.put(key, value, message.partition)  # publishes to fraud.scores (tables.py: why this partition)
-            metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
-            metrics.DECISIONS.labels(record.decision).inc()
-            quality.on_scored(inp.transaction.transaction_id, inp.transaction.position.ts_ms, record.decision, inp.states)
+    @app.timer(interval=max(settings.worker_max_idle_ms / 2000, 0.005))
+    async def release_waiting():
+        # What waits on a silent partition is released when its bound passes, not only when
+        # the next event arrives.
+        await flow.tick()
 
     @app.task
     async def serve_model():

@@ -252,3 +252,17 @@ def test_a_profile_change_replay_completes_an_account_a_crash_left_unmarked():
     store["Account:1"] = unmarked  # the customer's write was durable, the account's was not
     apply_event(change, src(0, "bank.public.profile_changes"), store)
     assert store.get("Account:1").marks == {"profile:phone": MS0}
+
+
+def test_a_report_read_before_its_transaction_leaves_the_row_its_features():
+    """Reports are another topic: read first, they make a stub of the transaction. The row must
+    still set the features, and the neighbours must receive those, not the stub's zeros."""
+    first, second = DictStore(), DictStore()
+    report = ev.FraudReported(pos(200, MS0 + 5000), 1, 10, "confirmed_fraud", T0)
+    apply_event(report, src(0, "bank.public.fraud_reports"), first)
+    apply_event(tx(10, 100, merchant=7), src(0), first)
+    apply_event(tx(10, 100, merchant=7), src(0), second)
+    apply_event(report, src(0, "bank.public.fraud_reports"), second)
+    t = first.get("Transaction:10")
+    assert any(t.features) and t.features == second.get("Transaction:10").features
+    assert first.get("Merchant:7").neighbours.sums == second.get("Merchant:7").neighbours.sums
