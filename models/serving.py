@@ -108,9 +108,15 @@ class ModelServer(HotReloaded):
         self._tasks: list[asyncio.Task] = []
         self._last_batch = 0
         self._warm_example: list[ScoringRequest] | None = None
+        # Set once the registry's current version was first looked at (and loaded, if any): a
+        # decision made before it would say "no model" only because the worker had just started.
+        self.started = asyncio.Event()
 
     async def start(self) -> None:
-        await self.check_for_new_version()
+        try:
+            await self.check_for_new_version()
+        finally:
+            self.started.set()
         self._tasks = [asyncio.create_task(self._batches(), name="model-batches"),
                        asyncio.create_task(self._watch(), name="model-reload")]
 

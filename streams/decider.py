@@ -63,6 +63,8 @@ class Decider:
     async def _model(self, inputs: Sequence[ScoringInput],
                      dispatched: asyncio.Event) -> tuple[list[ModelOpinion | None], float]:
         started = time.perf_counter()
+        if self.server is not None:
+            await self.server.started.wait()
         if self.server is None or self.server.loaded is None:
             return [None] * len(inputs), 0.0
         try:
