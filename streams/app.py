@@ -1,8 +1,9 @@
 """The Faust application: topics, tables, agents and the worker's web endpoint, built from Settings.
 
-Reading top to bottom is reading the pipeline::
+Reading top to bottom is reading the wiring; ``pipeline.py`` is the hot path itself::
 
     CDC topics -> decode (bad input -> dead-letter topic)
+               -> event-time order across partitions (event_time.py; flow.py: acks)
                -> apply to node state (table ``node-state``, replays skipped per node)
                -> a new transaction: score it -> table ``scores`` (its changelog IS fraud.scores)
                                                  + fraud.alerts unless approved
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 
 import faust
 import orjson

@@ -25,15 +25,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol
 
-import orjson
-
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, decode, table_of
 from fraudgraph.connectors.mapping import Mapping
 from fraudgraph.streams import metrics
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
-from fraudgraph.streams.scoring import APPROVE, ScoringInput, TransactionScored, scored_record
+from fraudgraph.streams.scoring import ScoringInput, TransactionScored, scored_record
 from fraudgraph.streams.state import Source, StateStore, apply_event
 
 log = logging.getLogger(__name__)
@@ -210,10 +208,3 @@ class Pipeline:
         log.warning("dead-lettered %s[%s]@%s: %s: %s", record.topic, record.partition, record.offset, reason,
                     detail[:200])
 
-
-def is_alert(scored: TransactionScored) -> bool:
-    return scored.decision != APPROVE
-
-
-def score_value(scored: TransactionScored) -> bytes:
-    return orjson.dumps(scored)

@@ -89,7 +89,7 @@ def test_a_skewed_backlog_is_decided_as_the_offline_replay(stack, worker_process
     transactions = sum(isinstance(e, TransactionCreated) for e in decoded(records, settings))
     # Started on the complete backlog: live production order is parity up to worker_max_idle_ms,
     # which a producer writing one partition ahead on purpose would exceed.
-    worker = worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), **env)
+    worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), **env)
 
     reader = TopicReader(settings, settings.scores_topic)
     try:
