@@ -161,6 +161,9 @@ def create_app(settings: Settings) -> faust.App:
                                    topics=[*cdc.topics, settings.score_requests_topic])
 
     class KafkaSinks:
+        def __init__(self) -> None:
+            self.unsynced: list = []  # score sends not yet known to be durable
+
         async def dead_letter(self, record: Record, reason: str, detail: str) -> None:
             letter = DeadLetter(record.key, record.value, reason, detail, record.topic, record.partition, record.offset)
             await dead_letters.send(key=record.key, value=record.value, headers=letter.headers())
@@ -170,7 +173,13 @@ def create_app(settings: Settings) -> faust.App:
             if scored.decision != APPROVE:  # before the score: an alert is never lost (app docstring)
                 await alerts.send(key=key, value=value)
                 metrics.RECORDS_OUT.labels("alerts").inc()
-            scores.put(key, value, record.partition)  # publishes to fraud.scores (tables.py: why this partition)
+            # Publishes to fraud.scores (tables.py: why this partition).
+            self.unsynced.append(scores.put(key, value, record.partition))
+
+        async def sync(self) -> None:
+            sent, self.unsynced = self.unsynced, []
+            if sent:
+                await asyncio.gather(*sent)
 
         def done(self, record: Record) -> None:
             record.handle.ack()  # the message's last reference: Faust may commit its offset now
@@ -188,11 +197,13 @@ def create_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.worker_batch_max, settings.worker_batch_ms / 1000):
             await flow.deliver(events)
 
-    @app.timer(interval=max(settings.worker_max_idle_ms / 2000, 0.005))
+    @app.task
     async def release_waiting():
         # What waits on a silent partition is released when its bound passes, not only when
         # the next event arrives.
-        await flow.tick()
+        while True:
+            await asyncio.sleep(max(settings.worker_max_idle_ms / 2000, 0.005))
+            await flow.tick()
 
     @app.task
     async def serve_model():

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Iterable
 
 from fraudgraph.streams.pipeline import Pipeline, Record
 
 log = logging.getLogger(__name__)
+
+POSITIONS_EVERY_S = 0.5  # how often a partition nothing was delivered from has its position read
 
 
 class OrderFlow:
@@ -35,6 +38,7 @@ class OrderFlow:
         self.next_offset: dict[tuple[str, int], int] = {}
         self.paused: set[Any] = set()
         self.revoking = False
+        self.positions_read = 0.0
         self.lock = asyncio.Lock()  # one drain at a time: the agent's and the timer's
         app.flow = self
         app.on_partitions_assigned.connect(self._assigned)
@@ -53,6 +57,13 @@ class OrderFlow:
             await self._drain()
 
     async def tick(self) -> None:
+        if time.monotonic() - self.positions_read >= POSITIONS_EVERY_S:
+            self.positions_read = time.monotonic()
+            await self._read_positions()
+        async with self.lock:
+            await self._drain()
+
+    async def _read_positions(self) -> None:
         consumer = self.app.consumer
         for tp in self._cdc_assignment():
             if (tp.topic, tp.partition) not in self.next_offset:
@@ -62,8 +73,6 @@ class OrderFlow:
                     continue
                 if position is not None and (tp.topic, tp.partition) not in self.next_offset:
                     self.next_offset[tp.topic, tp.partition] = position
-        async with self.lock:
-            await self._drain()
 
     async def _drain(self) -> None:
         if self.revoking:
@@ -105,7 +114,7 @@ class OrderFlow:
     async def give_back(self) -> None:
         async with self.lock:  # an in-flight drain finishes (and acks) first
             self.revoking = True
-            dropped = self.pipeline.order.clear()
+            dropped = self.pipeline.reset()
             for item in dropped:
                 self._forget(item.record.handle.message)
             if self.paused:

@@ -8,11 +8,10 @@ order, give the same decisions as the offline replay" is a property of one piece
 * ``push`` decodes each record as it arrives (the order key is in the payload) and queues it in
   its partition's FIFO of the ``EventTimeMerger``;
 * ``drain`` takes what the merger releases, in event-time order, applies each event to node state
-  (each new transaction's ``ScoringInput`` is a snapshot right after its own event: the store
-  hands out copies), decides the released transactions together (model and rules concurrently,
-  ``Decider``), emits, and tells the sinks each record is done (the app acks its offset then:
-  an offset is committed only once its event and everything before it in its partition is applied
-  and its score emitted).
+  in memory (``write_back.py``; each new transaction's ``ScoringInput`` is a snapshot right after
+  its own event), decides the released transactions together (model and rules concurrently,
+  ``Decider``), emits the decisions and waits until they are durable, writes the changed node
+  states once each, and tells the sinks each record is done (the app acks its offset then).
 
 Bad input never stops it: a record that does not decode, or whose state update or decision
 raises, goes to the dead-letter sink with the reason, in its place in the order.
@@ -33,6 +32,7 @@ from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.scoring import ScoringInput, TransactionScored, scored_record
 from fraudgraph.streams.state import Source, StateStore, apply_event
+from fraudgraph.streams.write_back import WriteBackStore
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class Sinks(Protocol):
     async def emit(self, record: Record, scored: TransactionScored) -> None:
         """Publish a decision (and its alert unless approved)."""
 
+    async def sync(self) -> None:
+        """Return once every decision emitted so far is durable."""
+
     def done(self, record: Record) -> None:
         """Everything the record causes is applied and emitted: its offset may be committed."""
 
@@ -86,10 +89,17 @@ class Pipeline:
                  order: EventTimeMerger, score_of: Callable[[bytes], bytes | None],
                  observer: Observer | None = None, clock: Callable[[], float] = time.monotonic):
         self.mapping, self.decimal_mode = mapping, decimal_mode
-        self.store, self.decider, self.sinks, self.order = store, decider, sinks, order
+        self.store = WriteBackStore(store)
+        self.decider, self.sinks, self.order = decider, sinks, order
         self.score_of = score_of  # a transaction already scored (before a crash or rebalance) is not scored again
         self.observer = observer
         self.clock = clock
+
+    def reset(self) -> list[Any]:
+        """A rebalance: forget what waits for order (returned, for the transport to give back) and
+        the cached states (the partitions may move)."""
+        self.store.clear()
+        return self.order.clear()
 
     def now_ms(self) -> float:
         return self.clock() * 1000
@@ -148,6 +158,9 @@ class Pipeline:
                         pending[scored[0]] = (item.record, *scored[1:])
         if pending:
             await self._decide(pending)
+        # The scores first, then the states they were computed from (write_back.py says why).
+        await self.sinks.sync()
+        self.store.flush()
         for item in ready:
             self.sinks.done(item.record)
         return len(ready)
@@ -169,7 +182,8 @@ class Pipeline:
         key = str(tx.transaction_id).encode()
         if self.score_of(key) is not None:  # its record is already on fraud.scores
             return None
-        return key, ScoringInput(tx, source, {s.key: s for s in applied.touched}), elapsed
+        # Copies: the states are live in the write-back cache, and later events of the batch change them.
+        return key, ScoringInput(tx, source, {s.key: s.copy() for s in applied.touched}), elapsed
 
     async def _decide(self, pending: dict[bytes, tuple[Record, ScoringInput, float]]) -> None:
         inputs = [inp for _, inp, _ in pending.values()]

@@ -65,10 +65,11 @@ class AckedTable(faust.Table):
     def __setitem__(self, key, value) -> None:
         self.put(key, value)
 
-    def put(self, key, value, partition: int | None = None) -> None:
-        """Write ``key``; its changelog record goes to ``partition`` (None: the key's murmur2 partition)."""
+    def put(self, key, value, partition: int | None = None):
+        """Write ``key``; its changelog record goes to ``partition`` (None: the key's murmur2
+        partition). Returns the send's future: awaited, the write is durable."""
         self._unacked[key] = value
-        self.send_changelog(partition, key, value)  # its callback is _on_changelog_sent
+        return self.send_changelog(partition, key, value)  # its callback is _on_changelog_sent
 
     def _on_changelog_sent(self, fut) -> None:
         sent = fut.result()  # a failed send raises here, and Faust stops: nothing is marked that is not in Kafka

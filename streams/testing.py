@@ -53,6 +53,9 @@ class MemorySinks:
         scored = self.scores.get(key)
         return None if scored is None else orjson.dumps(scored)
 
+    async def sync(self) -> None:
+        pass  # in memory: durable as soon as emitted
+
     def done(self, record: Record) -> None:
         self.completed.append(record)
 

@@ -75,37 +75,85 @@ def essence(d: dict) -> tuple:
             d["state_versions"])
 
 
-def test_a_skewed_backlog_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
-    env, settings = isolated_run(stack, "parity")
-    model_dir = tmp_path / "models"
-    version = register_untrained_model(model_dir)
-    sim = SimConfig(customers=50, duration_s=10 * 3600, fraud_rate=0.06, seed=11, id_base=int(time.time()) * 1000,
+def produce_skewed_backlog(settings, seed: int) -> int:
+    """The simulator run, produced in the skewed order; returns its number of transactions."""
+    sim = SimConfig(customers=50, duration_s=10 * 3600, fraud_rate=0.06, seed=seed, id_base=int(time.time()) * 1000,
                     report_delay_s=(600, 4 * 3600))
     records = list(simulator_records(sim, settings))
     producer = Producer(confluent_config(settings, **{"enable.idempotence": True}))
     for topic, partition, key, value in skewed_backlog(records):
         producer.produce(topic, key=key, value=value, partition=partition)
     assert producer.flush(30) == 0
-    transactions = sum(isinstance(e, TransactionCreated) for e in decoded(records, settings))
-    # Started on the complete backlog: live production order is parity up to worker_max_idle_ms,
-    # which a producer writing one partition ahead on purpose would exceed.
-    worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), **env)
+    return sum(isinstance(e, TransactionCreated) for e in decoded(records, settings))
 
-    reader = TopicReader(settings, settings.scores_topic)
-    try:
-        messages = reader.read_until(lambda ms: len({m.key() for m in ms}) >= transactions, timeout=240)
-        messages += reader.read_until(lambda _: False, timeout=2)
-    finally:
-        reader.close()
-    live = {}
-    for m in messages:
-        record = json.loads(m.value())
-        assert record["transaction_id"] not in live, "scored twice"
-        live[record["transaction_id"]] = record
 
+def read_live(reader: TopicReader, transactions: int, live: dict[int, dict] | None = None,
+              timeout: float = 240) -> dict[int, dict]:
+    """Scores until ``transactions`` are in ``live``, then 2 s more; none may come twice."""
+    live = {} if live is None else live
+    seen = 0
+
+    def scored(ms) -> bool:
+        nonlocal seen
+        for m in ms[seen:]:
+            record = json.loads(m.value())
+            assert record["transaction_id"] not in live, f"scored twice: {record['transaction_id']}"
+            live[record["transaction_id"]] = record
+        seen = len(ms)
+        return len(live) >= transactions
+
+    def more(ms) -> bool:
+        scored(ms)
+        return False
+
+    reader.read_until(scored, timeout=timeout)
+    seen = 0
+    reader.read_until(more, timeout=2)  # anything more would be a second score
+    return live
+
+
+def assert_parity(live: dict[int, dict], settings, model_dir, version: str, transactions: int) -> None:
     offline = asyncio.run(offline_decisions(read_log(settings), settings, model_dir))
     assert len(offline) == len(live) == transactions > 300
     assert sum(s.decision != "approve" for s in offline.values()) > 0
     assert {r["model_version"] for r in live.values()} == {version}
     differing = [t for t, s in offline.items() if essence(asdict(s)) != essence(live[t])]
     assert not differing, f"{len(differing)} of {len(offline)} decided unlike the offline replay, e.g. {differing[:5]}"
+
+
+def test_a_skewed_backlog_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
+    env, settings = isolated_run(stack, "parity")
+    model_dir = tmp_path / "models"
+    version = register_untrained_model(model_dir)
+    transactions = produce_skewed_backlog(settings, seed=11)
+    # Started on the complete backlog: live production order is parity up to worker_max_idle_ms,
+    # which a producer writing one partition ahead on purpose would exceed.
+    worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), **env)
+    reader = TopicReader(settings, settings.scores_topic)
+    try:
+        live = read_live(reader, transactions)
+    finally:
+        reader.close()
+    assert_parity(live, settings, model_dir, version, transactions)
+
+
+def test_a_sigkill_in_the_middle_of_the_backlog_changes_no_decision(stack, worker_process, tmp_path):
+    """Scores are made durable before the node states of their batch (streams/write_back.py), so
+    a transaction re-scored after the crash sees no event later than its own."""
+    env, settings = isolated_run(stack, "paritykill")
+    model_dir = tmp_path / "models"
+    version = register_untrained_model(model_dir)
+    transactions = produce_skewed_backlog(settings, seed=12)
+    env["FRAUDGRAPH_MODEL_DIR"] = str(model_dir)
+    first = worker_process(**env)
+    reader = TopicReader(settings, settings.scores_topic)
+    try:
+        live = read_live(reader, transactions // 3)
+        first["proc"].kill()
+        first["proc"].wait(10)
+        assert len(live) < transactions, "the worker finished before it could be killed"
+        worker_process(**env, FRAUDGRAPH_WORKER_WEB_PORT=str(first["port"]))  # same member, same store
+        read_live(reader, transactions, live)
+    finally:
+        reader.close()
+    assert_parity(live, settings, model_dir, version, transactions)
