@@ -65,6 +65,9 @@ PIPELINE = dashboard("fraudgraph-pipeline", "fraudgraph / pipeline",
     panel("Replays ignored and tombstones", [
         ("rate(fraudgraph_replays_ignored_total[1m])", "node updates skipped as replays"),
         ("sum(rate(fraudgraph_tombstones_total[1m])) or vector(0)", "tombstones")], "ops"),
+    panel("Event-time order: events waiting, and late events", [
+        ("fraudgraph_order_buffered_events", "waiting for order"),
+        ("rate(fraudgraph_late_events_total[5m])", "late (applied out of order) per s")], "short"),
     panel("State entries, by table", [("fraudgraph_state_entries", "{{table}}")], "short"),
     panel("Worker process", [("rate(process_cpu_seconds_total{job=\"fraudgraph-worker\"}[1m])", "CPU (cores)"),
                              ("process_resident_memory_bytes{job=\"fraudgraph-worker\"} / 2^30", "RSS (GiB)")], "short"),
