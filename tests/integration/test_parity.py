@@ -1,8 +1,10 @@
-"""Parity on the real stack: a worker consuming a skewed CDC backlog from Kafka publishes, for every
-transaction, the decision the offline replay makes from the same log (same model, same policy).
+"""Parity on the real stack: a worker consuming the CDC topics from Kafka publishes, for every
+transaction, the decision the offline replay makes from the same log (same model, same policy),
+read back from Kafka: (a) live traffic at a modest rate, (b, d, e) a skewed backlog, (c) the same
+backlog with a SIGKILL in the middle.
 
-The log is a simulator run with fraud patterns and reports delayed by minutes to hours, written as
-Debezium events in the worst order a catch-up meets: every fraud report first, then one
+The backlog is a simulator run with fraud patterns and reports delayed by minutes to hours, written
+as Debezium events in the worst order a catch-up meets: every fraud report first, then one
 transactions partition in full (hours of event time ahead of the others), then the rest. Before
 event-time ordering the reports were applied before their transactions and the ahead partition's
 payments were scored on histories missing the others' earlier events."""
@@ -26,7 +28,7 @@ from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.replay import decoded, replay_decisions, simulator_records
 from fraudgraph.connectors.events import TransactionCreated
 
-from conftest import TopicReader, cdc_topics, isolated_run
+from conftest import TopicReader, cdc_topics, isolated_run, scrape
 from test_observability import register_untrained_model
 
 pytestmark = pytest.mark.integration
@@ -156,4 +158,26 @@ def test_a_sigkill_in_the_middle_of_the_backlog_changes_no_decision(stack, worke
         read_live(reader, transactions, live)
     finally:
         reader.close()
+    assert_parity(live, settings, model_dir, version, transactions)
+
+
+def test_live_traffic_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
+    """(a) The worker runs first and the simulator writes at a modest rate, in commit order, as
+    Debezium would: events reach the partitions a few ms apart, within worker_max_idle_ms."""
+    from fraudgraph.stack.simulator import simulate
+
+    env, settings = isolated_run(stack, "paritylive")
+    model_dir = tmp_path / "models"
+    version = register_untrained_model(model_dir)
+    worker = worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), **env)
+    reader = TopicReader(settings, settings.scores_topic)
+    try:
+        report = simulate(settings, mode="kafka", customers=120, duration_s=4 * 3600, fraud_rate=0.06, seed=13,
+                          rate=100, report_delay_s=(600, 2 * 3600))
+        transactions = report.rows["transactions"]["insert"]
+        live = read_live(reader, transactions)
+    finally:
+        reader.close()
+    late = scrape(worker["port"]).get("fraudgraph_late_events_total", 0.0)
+    print(f"\nlive parity: {transactions} transactions at 100/s, {late:.0f} late events")
     assert_parity(live, settings, model_dir, version, transactions)
