@@ -210,11 +210,12 @@ def worker_process(stack, tmp_path):
                    FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"))
         env.update(env_overrides)
         if from_now:
+            from fraudgraph.streams.cdc_consumer import cdc_group
             from fraudgraph.streams.graph_sink import graph_group
 
             worker_id = env["FRAUDGRAPH_WORKER_ID"]
             topics = cdc_topics(stack.replace(topic_prefix=env.get("FRAUDGRAPH_TOPIC_PREFIX", stack.topic_prefix)))
-            for group in (worker_id, graph_group(stack.replace(worker_id=worker_id))):
+            for group in (cdc_group(stack.replace(worker_id=worker_id)), graph_group(stack.replace(worker_id=worker_id))):
                 commit_group_offsets(stack, group, topics)
         log_path = tmp_path / f"worker-{len(started)}.log"
         proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env,
@@ -297,3 +298,25 @@ def isolated_run(stack, tag: str) -> tuple[dict, object]:
                              worker_id=env["FRAUDGRAPH_WORKER_ID"])
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
     return env, settings
+
+
+def wait_caught_up(settings, group: str, timeout: float = 240) -> None:
+    """Until ``group`` has committed every CDC event there is (scores complete early: later status
+    updates and fraud reports may still be on their way into state)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(t, p) for t in cdc_topics(settings) for p in range(4)]
+        ends = {(tp.topic, tp.partition): end_offset(c, tp.topic, tp.partition) for tp in tps}
+        deadline = time.monotonic() + timeout
+        while True:
+            # An empty partition has nothing to commit: its offset stays invalid (-1001), not 0.
+            behind = {(tp.topic, tp.partition) for tp in c.committed(tps, timeout=10)
+                      if max(tp.offset, 0) < ends[(tp.topic, tp.partition)]}
+            if not behind:
+                return
+            assert time.monotonic() < deadline, f"{group} still behind on {sorted(behind)[:4]}"
+            time.sleep(1)
+    finally:
+        c.close()

@@ -14,11 +14,12 @@ from confluent_kafka import Producer
 from neo4j import GraphDatabase
 
 from fraudgraph.stack.simulator import simulate
+from fraudgraph.streams.cdc_consumer import cdc_group
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
 from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, end_offset,
-                      isolated_run, read_scores, scored_ids, scrape)
+                      isolated_run, read_scores, scored_ids, scrape, wait_caught_up)
 
 GRAPH_QUERY = """
 MATCH (t:Transaction) WHERE t.id IN $ids AND coalesce(t.deleted, false) = false
@@ -153,7 +154,7 @@ def _wait_processed(worker: dict, events: int, timeout: float = 180) -> dict:
 def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
     env, settings = isolated_run(stack, "replay")
     topics = cdc_topics(settings)
-    start = {group: commit_group_offsets(stack, group, topics) for group in (settings.worker_id, graph_group(settings))}
+    start = {group: commit_group_offsets(stack, group, topics) for group in (cdc_group(settings), graph_group(settings))}
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
@@ -161,7 +162,7 @@ def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         assert len(scored_ids(read_scores(scores, base, n, timeout=180), base)) == n
         _wait_processed(first, report.total_rows)
-        time.sleep(3)  # let the graph stage catch up
+        wait_caught_up(settings, graph_group(settings))  # the graph stage has every event in Neo4j
         first["proc"].terminate()
         assert first["proc"].wait(60) == 0
         # Only now: a state write or graph batch still in flight a moment ago has landed (a

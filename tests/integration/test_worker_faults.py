@@ -11,10 +11,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from fraudgraph.streams.app import worker_topics
+from fraudgraph.streams.cdc_consumer import cdc_group
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import (STATE_APPLIED, TopicReader, cdc_topics, end_offset, isolated_run, paced_load, read_scores,
-                      scored_ids, scrape)
+from conftest import (STATE_APPLIED, TopicReader, end_offset, isolated_run, paced_load, read_scores,
+                      scored_ids, scrape, wait_caught_up)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,26 +67,6 @@ def essence(state: dict | None) -> dict | None:
             "amount_total": round(state["amounts"]["count"] * state["amounts"]["mean"], 6)}
 
 
-def wait_caught_up(settings, group: str, timeout: float = 240) -> None:
-    """Until ``group`` has committed every CDC event there is (scores complete early: later status
-    updates and fraud reports may still be on their way into state)."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = [TopicPartition(t, p) for t in cdc_topics(settings) for p in range(4)]
-        ends = {(tp.topic, tp.partition): end_offset(c, tp.topic, tp.partition) for tp in tps}
-        deadline = time.monotonic() + timeout
-        while True:
-            # An empty partition has nothing to commit: its offset stays invalid (-1001), not 0.
-            behind = {(tp.topic, tp.partition) for tp in c.committed(tps, timeout=10)
-                      if max(tp.offset, 0) < ends[(tp.topic, tp.partition)]}
-            if not behind:
-                return
-            assert time.monotonic() < deadline, f"{group} still behind on {sorted(behind)[:4]}"
-            time.sleep(1)
-    finally:
-        c.close()
-
-
 def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_state(stack, worker_process, tmp_path):
     env, settings = isolated_run(stack, "kills")
     scores = TopicReader(stack, settings.scores_topic)
@@ -122,8 +103,8 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
             assert len(scored_ids(read_scores(clean_scores, base, n, timeout=240), base)) == n
         finally:
             clean_scores.close()
-        for group in (env["FRAUDGRAPH_WORKER_ID"], clean_id):
-            wait_caught_up(settings, group)
+        for worker_id in (env["FRAUDGRAPH_WORKER_ID"], clean_id):
+            wait_caught_up(settings, cdc_group(settings.replace(worker_id=worker_id)))
         time.sleep(3)  # committed offsets follow their state writes; let the last changelog sends land
         crashed, clean = final_states(settings, env["FRAUDGRAPH_WORKER_ID"]), final_states(settings, clean_id)
         assert len(clean) > n  # transactions and every entity they touch
