@@ -182,8 +182,9 @@ class Pipeline:
         key = str(tx.transaction_id).encode()
         if self.score_of(key) is not None:  # its record is already on fraud.scores
             return None
-        # Copies: the states are live in the write-back cache, and later events of the batch change them.
-        return key, ScoringInput(tx, source, {s.key: s.copy() for s in applied.touched}), elapsed
+        # The states are live in the write-back cache: frozen, later events of the batch change copies.
+        self.store.freeze(s.key for s in applied.touched)
+        return key, ScoringInput(tx, source, {s.key: s for s in applied.touched}), elapsed
 
     async def _decide(self, pending: dict[bytes, tuple[Record, ScoringInput, float]]) -> None:
         inputs = [inp for _, inp, _ in pending.values()]

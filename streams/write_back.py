@@ -28,9 +28,19 @@ class WriteBackStore:
         self.durable, self.max_entries = durable, max_entries
         self.cache: dict[str, NodeState] = {}
         self.dirty: set[str] = set()
+        self.frozen: set[str] = set()
+
+    def freeze(self, keys) -> None:
+        """The current objects of ``keys`` now belong to a snapshot (a transaction's scoring input):
+        the next ``get`` of one of them in this batch returns a copy, so the snapshot stays as it
+        is. Copying only what is touched again costs far less than copying every snapshot."""
+        self.frozen.update(keys)
 
     def get(self, key: str) -> NodeState | None:
         state = self.cache.get(key)
+        if state is not None and key in self.frozen:
+            state = self.cache[key] = state.copy()
+            self.frozen.discard(key)
         if state is None:
             state = self.durable.get(key)
             if state is not None:
@@ -47,6 +57,7 @@ class WriteBackStore:
             self.durable.put(self.cache[key])
         written = len(self.dirty)
         self.dirty.clear()
+        self.frozen.clear()  # the batch is decided: its snapshots are done with
         if len(self.cache) > self.max_entries:
             self.cache.clear()
         return written
@@ -55,3 +66,4 @@ class WriteBackStore:
         """Forget the cache (a rebalance). Nothing unflushed may be pending."""
         assert not self.dirty, "clearing unflushed node states"
         self.cache.clear()
+        self.frozen.clear()
