@@ -124,6 +124,47 @@ def _module(frame: str) -> str:
     return path
 
 
+def bare_loop(s, events: int, batch: int) -> dict:
+    """The ceiling for the same input: the worker's Kafka client and settings, and nothing of the
+    engine but decoding: consume the run's CDC topics, decode each record, produce one small record
+    per transaction. Measured over the complete log, as the worker drains it."""
+    from confluent_kafka import Producer, TopicPartition
+
+    from fraudgraph.connectors.decoder import DecodeError, decode
+    from fraudgraph.connectors.events import TransactionCreated
+    from fraudgraph.connectors.mapping import load_mapping
+    from fraudgraph.kafka_config import confluent_config
+
+    mapping = load_mapping(s.mapping_file or None)
+    topics = [s.cdc_topic(t) for t in mapping.tables]
+    consumer = Consumer(confluent_config(s, **{"group.id": f"{s.worker_id}-bare", "enable.auto.commit": False}))
+    consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(4)])
+    out = f"{s.scores_topic}.bare"
+    ensure_topics(s.kafka_bootstrap, {out: 4})
+    producer = Producer(confluent_config(s, **{"linger.ms": 5}))
+    seen = transactions = 0
+    started = time.perf_counter()
+    try:
+        while seen < events and time.perf_counter() - started < 120:
+            for m in consumer.consume(batch, 0.005):
+                if m.error():
+                    continue
+                seen += 1
+                try:
+                    event = decode(m.topic(), m.value(), mapping, s.decimal_handling_mode, m.key())
+                except DecodeError:
+                    continue
+                if isinstance(event, TransactionCreated):
+                    transactions += 1
+                    producer.produce(out, key=str(event.transaction_id).encode(), value=b"{}")
+                producer.poll(0)
+        producer.flush(30)
+    finally:
+        consumer.close()
+    seconds = time.perf_counter() - started
+    return {"events": seen, "tx_per_s": round(transactions / seconds, 1), "events_per_s": round(seen / seconds, 1)}
+
+
 def run_once(base_settings, rate: float, seconds: float, customers: int, port: int, model_dir: str | None = None,
              profile_s: float = 0) -> dict:
     run = uuid.uuid4().hex[:8]
@@ -191,10 +232,13 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
         mid = first_cdc + (max(c for c, _ in pairs) - first_cdc) / 2
         steady = [lat for c, lat in pairs if c >= mid]
         fresh = "fraudgraph_graph_append_to_commit_seconds"
+        ceiling = bare_loop(s, report.total_rows, base_settings.worker_batch_max)
+        throughput = round(len(decisions) / span, 1)
         return {
             "offered_tx_per_s": rate or "max", "transactions": n, "cdc_events": report.total_rows,
             "scored": len(decisions), "unscored_after_drain": n - len(decisions), "simulator_tx_per_s": round(report.transactions_per_s, 1),
-            "throughput_tx_per_s": round(len(decisions) / span, 1), "throughput_events_per_s": round(report.total_rows / span, 1),
+            "throughput_tx_per_s": throughput, "throughput_events_per_s": round(report.total_rows / span, 1),
+            "bare_loop": ceiling, "engine_share_of_bare_loop": round(throughput / ceiling["tx_per_s"], 4),
             "latency_ms": {"p50": pct(latencies, 0.50), "p95": pct(latencies, 0.95), "p99": pct(latencies, 0.99),
                            "max": max(latencies), "mean": round(statistics.fmean(latencies), 1)},
             "steady_latency_ms": {"p50": pct(steady, 0.50), "p95": pct(steady, 0.95), "p99": pct(steady, 0.99), "max": max(steady)},
