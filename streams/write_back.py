@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from fraudgraph.streams.state import NodeState, StateStore
 
-MAX_ENTRIES = 200_000
+MAX_ENTRIES = 50_000  # live states of a few KB each: a few hundred MB at most
 
 
 class WriteBackStore:
