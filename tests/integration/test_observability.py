@@ -105,6 +105,11 @@ def observed(stack, tmp_path_factory):
     try:
         prometheus.start()
         prometheus.wait_ready()
+        # The worker drains this run in seconds: Prometheus must hold samples from before it, or
+        # every rate over the run is computed from its final values alone (zero).
+        wait_for(lambda: any(r["value"][1] == "1" for r in promql(prometheus, 'up{job="fraudgraph-worker"}')), 60,
+                 "Prometheus scraping the worker")
+        time.sleep(2)
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
         producer.produce(settings.cdc_topic("transactions"), key=b"{}", value=b"\x00 not a change event")
         producer.flush(10)
