@@ -83,13 +83,20 @@ class EventTimeMerger:
         """The items that may be applied now (at most about ``limit``), in order."""
         out: list[Any] = []
         self._unkeyed_heads(out)
+        known: dict[Hashable, bool] = {}  # caught_up answers, asked once per call
+
+        def idle(other: Hashable) -> bool:
+            if other not in known:
+                known[other] = caught_up(other)
+            return known[other]
+
         while self._heads and (limit is None or len(out) < limit):
             key, _, stream = self._heads[0]
             queue = self.queues[stream]
             waited = now_ms - queue[0].arrived_ms
             if waited < self.max_wait_ms:
                 for other, q in self.queues.items():
-                    if not q and other != stream and not (caught_up(other) and waited >= self.max_idle_ms):
+                    if not q and other != stream and not (waited >= self.max_idle_ms and idle(other)):
                         return out
             heapq.heappop(self._heads)
             item = queue.popleft()
