@@ -33,7 +33,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, ConsumerGroupTopicPartitions, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
@@ -43,6 +44,12 @@ from fraudgraph.streams.pipeline import Pipeline, Record
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY_S = 0.2
+COMMIT_TIMEOUT_S = 30.0
+
+
+def _log_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("CDC offsets not committed (the next commit covers them): %s", done.exception())
 
 
 def cdc_group(settings: Settings) -> str:
@@ -59,6 +66,10 @@ class CdcConsumer:
             "group.id": cdc_group(settings), "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.auto.offset.store": False, "client.id": f"{settings.worker_id}-cdc"})
         self._consumer: Consumer | None = None  # made when the app starts (it connects at once)
+        self._admin: AdminClient | None = None
+        self.admin_config = confluent_config(settings)
+        self.group = cdc_group(settings)
+        self.committing: asyncio.Future | None = None
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="cdc-consume")
         self.assigned: list[TopicPartition] = []
         self.generation = 0  # of the assignment: a consume call that spans a rebalance is dropped
@@ -73,6 +84,12 @@ class CdcConsumer:
         if self._consumer is None:
             self._consumer = Consumer(self.config)
         return self._consumer
+
+    @property
+    def admin(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient(self.admin_config)
+        return self._admin
 
     async def _call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
@@ -100,7 +117,9 @@ class CdcConsumer:
 
     def _starts(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int]:
         out = {}
-        for tp in self.consumer.committed(tps, timeout=30):
+        request = [ConsumerGroupTopicPartitions(self.group, [TopicPartition(tp.topic, tp.partition) for tp in tps])]
+        committed = self.admin.list_consumer_group_offsets(request, request_timeout=30)[self.group].result()
+        for tp in committed.topic_partitions:
             offset = tp.offset
             if offset < 0:
                 offset = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)[0]
@@ -145,7 +164,7 @@ class CdcConsumer:
                     self._backpressure()
                     if loop.time() - committed_at >= COMMIT_EVERY_S:
                         committed_at = loop.time()
-                        await self._commit(flush)
+                        await self._commit(flush, wait=False)
                 if not messages:
                     await asyncio.sleep(0)  # let the rest of the app run
         finally:  # a stop: what is done is committed, if Kafka still answers
@@ -183,15 +202,26 @@ class CdcConsumer:
                 self.consumer.resume([TopicPartition(*stream)])
                 self.paused.discard(stream)
 
-    async def _commit(self, flush) -> None:
+    async def _commit(self, flush, wait: bool = True) -> None:
+        """Commit what is done. ``wait=False`` (the loop): sent in the background, skipped while
+        the previous one is still in flight; a failed one is covered by the next."""
+        if self.committing is not None and not self.committing.done():
+            if not wait:
+                return
+            await asyncio.wait([self.committing])
         offsets = self.committable()
         if not offsets:
             return
         await flush()  # the table writes of the records these offsets cover are durable first
-        try:
-            await self._call(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
-        except Exception as err:  # noqa: BLE001 - the next commit covers it; a crash re-reads
-            log.warning("CDC offsets not committed: %s", err)
+        # Through the admin API, whose every request finds the group's coordinator afresh: a
+        # consumer that only assigns can keep failing with "waiting for coordinator" after a
+        # broker restart (librdkafka #2791), and scoring would wait on it.
+        request = [ConsumerGroupTopicPartitions(self.group, offsets)]
+        self.committing = asyncio.wrap_future(
+            self.admin.alter_consumer_group_offsets(request, request_timeout=COMMIT_TIMEOUT_S)[self.group])
+        self.committing.add_done_callback(_log_failure)
+        if wait:
+            await asyncio.wait([self.committing])
 
     def committable(self) -> list[TopicPartition]:
         """Per partition: its first record not done (waiting for order), else what was delivered."""
