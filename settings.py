@@ -74,7 +74,7 @@ class Settings:
     # Empty: the host name (one worker per host or pod); give each worker on one host its own.
     worker_instance: str = ""
     worker_session_timeout_s: float = 10.0  # how long a vanished worker's partitions wait for it
-    # Micro-batches of the CDC consumer: up to worker_batch_max events, or what arrived within
+    # Micro-batches of the ingest agent: up to worker_batch_max events, or what arrived within
     # worker_batch_ms (the most a quiet stream's event waits), are decided together.
     worker_batch_max: int = 256
     worker_batch_ms: float = 5.0

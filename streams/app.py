@@ -2,9 +2,8 @@
 
 Reading top to bottom is reading the wiring; ``pipeline.py`` is the hot path itself::
 
-    CDC topics -> CdcConsumer (cdc_consumer.py: batches, commits) -> Pipeline (pipeline.py):
-               -> decode (bad input -> dead-letter topic)
-               -> event-time order across partitions (event_time.py)
+    CDC topics -> decode (bad input -> dead-letter topic)
+               -> event-time order across partitions (event_time.py; flow.py: acks)
                -> apply to node state (table ``node-state``, replays skipped per node)
                -> a new transaction: score it -> table ``scores`` (its changelog IS fraud.scores)
                                                  + fraud.alerts unless approved
@@ -12,7 +11,7 @@ Reading top to bottom is reading the wiring; ``pipeline.py`` is the hot path its
     fraud.score-requests -> answer from the tables -> fraud.score-replies
     recs.requests -> account state -> recommender (+ merchants' fraud risk) -> recs.replies
 
-Why the scores table's changelog is the ``fraud.scores`` topic itself: input offsets are committed
+Why the scores table's changelog is the ``fraud.scores`` topic itself: Faust commits input offsets
 after table writes, so a crash can re-deliver events whose effects are already durable. Because
 the score record and the "this transaction is scored" marker are one and the same Kafka record, a
 replayed transaction is re-scored exactly when its score did not reach Kafka, so every transaction
@@ -49,7 +48,7 @@ from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.event_time import EventTimeMerger
-from fraudgraph.streams.cdc_consumer import CdcConsumer
+from fraudgraph.streams.flow import OrderFlow
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.queries import answer
@@ -103,7 +102,7 @@ def worker_topics(settings: Settings) -> dict[str, int]:
 
 
 class WorkerApp(faust.App):
-    cdc: "CdcConsumer | None" = None
+    flow: "OrderFlow | None" = None
 
     def _new_transport(self):
         transport = super()._new_transport()
@@ -111,10 +110,10 @@ class WorkerApp(faust.App):
         return transport
 
     async def _consumer_wait_empty(self, consumer, logger) -> None:
-        # Before Faust's partitions go (a rebalance or a stop), the CDC consumer lets go of the
-        # CDC partitions numbered like them (cdc_consumer.py).
-        if self.cdc is not None:
-            await self.cdc.revoke(self.producer.flush)
+        # A rebalance or stop waits for every delivered message to be acked; those waiting for
+        # event-time order are given back instead (re-read from the committed offsets).
+        if self.flow is not None:
+            await self.flow.give_back()
         await super()._consumer_wait_empty(consumer, logger)
 
 
@@ -138,7 +137,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.worker_session_timeout_s,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    cdc_topics = [settings.cdc_topic(t) for t in mapping.tables]  # read by the CdcConsumer, not by Faust
+    cdc = app.topic(*[settings.cdc_topic(t) for t in mapping.tables], **raw)
     dead_letters = app.topic(settings.dead_letter_topic, partitions=1, **raw)
     alerts = app.topic(settings.alerts_topic, **raw)
     requests = app.topic(settings.score_requests_topic, **raw)
@@ -159,7 +158,7 @@ def create_app(settings: Settings) -> faust.App:
     recs_risk = RiskParams(max_risk=settings.recs_max_risk)
     quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes,
                                    versions=lambda: (server.version or NO_MODEL, policies.current.version),
-                                   topics=[settings.score_requests_topic])
+                                   topics=[*cdc.topics, settings.score_requests_topic])
 
     class KafkaSinks:
         def __init__(self) -> None:
@@ -183,34 +182,28 @@ def create_app(settings: Settings) -> faust.App:
                 await asyncio.gather(*sent)
 
         def done(self, record: Record) -> None:
-            pass  # the CDC consumer commits up to each partition's first record still waiting
+            record.handle.ack()  # the message's last reference: Faust may commit its offset now
 
     order = EventTimeMerger(settings.worker_max_idle_ms, settings.worker_max_wait_ms)
     pipeline = Pipeline(mapping, settings.decimal_handling_mode, nodes, decider, KafkaSinks(), order,
                         scores.get, quality)
-    app.cdc = cdc_consumer = CdcConsumer(settings, pipeline, cdc_topics)
+    flow = OrderFlow(app, pipeline, cdc.topics, settings.worker_batch_max, settings.worker_order_buffer)
 
-    @app.on_rebalance_complete.connect
-    async def read_cdc(sender, **kwargs):
-        # The tables are recovered: read the CDC partitions of the scores partitions this member holds.
-        await cdc_consumer.assign(app.assignor.assigned_actives())
+    @app.agent(cdc)
+    async def ingest(stream):
+        # Faust acks a take_events batch when its body returns; each message gets one more
+        # reference here, released by the pipeline when its event is applied and decided, so an
+        # event still waiting for event-time order is never committed (flow.py).
+        async for events in stream.take_events(settings.worker_batch_max, settings.worker_batch_ms / 1000):
+            await flow.deliver(events)
 
     @app.task
-    async def consume_cdc():
-        try:
-            await cdc_consumer.run(app.producer.flush)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as err:  # scoring would stop silently: crash, the supervisor restarts it
-            log.exception("CDC consumer failed; stopping the worker")
-            await app.crash(err)
-
-    @app.timer(interval=5.0)
-    async def report_cdc_lag():
-        try:
-            await cdc_consumer.report_lag()
-        except Exception as err:  # noqa: BLE001 -- e.g. during a rebalance; the next tick retries
-            log.debug("CDC lag report skipped: %s", err)
+    async def release_waiting():
+        # What waits on a silent partition is released when its bound passes, not only when
+        # the next event arrives.
+        while True:
+            await asyncio.sleep(max(settings.worker_max_idle_ms / 2000, 0.005))
+            await flow.tick()
 
     @app.task
     async def serve_model():
@@ -268,7 +261,7 @@ def create_app(settings: Settings) -> faust.App:
         from fraudgraph.streams.graph_sink import run_graph_sink
 
         try:
-            await run_graph_sink(settings, mapping, cdc_topics)
+            await run_graph_sink(settings, mapping, list(cdc.topics))
         except asyncio.CancelledError:
             raise
         except BaseException as err:

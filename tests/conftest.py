@@ -210,12 +210,11 @@ def worker_process(stack, tmp_path):
                    FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"))
         env.update(env_overrides)
         if from_now:
-            from fraudgraph.streams.cdc_consumer import cdc_group
             from fraudgraph.streams.graph_sink import graph_group
 
             worker_id = env["FRAUDGRAPH_WORKER_ID"]
             topics = cdc_topics(stack.replace(topic_prefix=env.get("FRAUDGRAPH_TOPIC_PREFIX", stack.topic_prefix)))
-            for group in (cdc_group(stack.replace(worker_id=worker_id)), graph_group(stack.replace(worker_id=worker_id))):
+            for group in (worker_id, graph_group(stack.replace(worker_id=worker_id))):
                 commit_group_offsets(stack, group, topics)
         log_path = tmp_path / f"worker-{len(started)}.log"
         proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env,

@@ -58,10 +58,9 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
                              worker_id=env["FRAUDGRAPH_WORKER_ID"], recs_requests_topic=env["FRAUDGRAPH_RECS_REQUESTS_TOPIC"],
                              recs_replies_topic=env["FRAUDGRAPH_RECS_REPLIES_TOPIC"], model_dir=tmp_path / "models")
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
-    from fraudgraph.streams.cdc_consumer import cdc_group
     from fraudgraph.streams.graph_sink import graph_group
 
-    for group in (cdc_group(settings), graph_group(settings)):
+    for group in (settings.worker_id, graph_group(settings)):
         commit_group_offsets(stack, group, cdc_topics(settings))
     replies = TopicReader(stack, settings.recs_replies_topic)
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})

@@ -11,7 +11,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from fraudgraph.streams.app import worker_topics
-from fraudgraph.streams.cdc_consumer import cdc_group
 from fraudgraph.streams.topics import ensure_topics
 
 from conftest import (STATE_APPLIED, TopicReader, end_offset, isolated_run, paced_load, read_scores,
@@ -103,8 +102,8 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
             assert len(scored_ids(read_scores(clean_scores, base, n, timeout=240), base)) == n
         finally:
             clean_scores.close()
-        for worker_id in (env["FRAUDGRAPH_WORKER_ID"], clean_id):
-            wait_caught_up(settings, cdc_group(settings.replace(worker_id=worker_id)))
+        for group in (env["FRAUDGRAPH_WORKER_ID"], clean_id):
+            wait_caught_up(settings, group)
         time.sleep(3)  # committed offsets follow their state writes; let the last changelog sends land
         crashed, clean = final_states(settings, env["FRAUDGRAPH_WORKER_ID"]), final_states(settings, clean_id)
         assert len(clean) > n  # transactions and every entity they touch

@@ -1,0 +1,129 @@
+"""Faust's side of event-time ordering: acks, caught-up partitions, backpressure, rebalances.
+
+* **Acks.** Faust acks a ``take_events`` batch when the agent's body returns, and commits each
+  partition's offsets up to its first unacked message. An event may wait for event-time order
+  beyond its batch, so every delivered message gets one more reference (``Message.incref``) that
+  only the pipeline releases (``Sinks.done``), once the event is applied and decided. A crash
+  therefore re-delivers what was waiting, and the per-node replay guards skip what was applied.
+* **Caught up.** A partition is caught up when the next offset to read equals the high watermark of
+  the consumer's last fetch: the pipeline holds everything it has. The next offset is the one after
+  the last message delivered, or, for a partition nothing was delivered from since the assignment,
+  the consumer's position (read in the background by ``tick``).
+* **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
+  of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
+* **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
+  ones are given back instead (their references dropped, unacked), and the seek to the committed
+  offsets that follows re-delivers them. Messages delivered while the partitions are being revoked
+  are given back the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Iterable
+
+from fraudgraph.streams.pipeline import Pipeline, Record
+
+log = logging.getLogger(__name__)
+
+POSITIONS_EVERY_S = 0.5  # how often a partition nothing was delivered from has its position read
+
+
+class OrderFlow:
+    def __init__(self, app: Any, pipeline: Pipeline, topics: Iterable[str], batch_max: int, buffer: int):
+        self.app, self.pipeline, self.topics = app, pipeline, frozenset(topics)
+        self.batch_max, self.buffer = batch_max, buffer
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.paused: set[Any] = set()
+        self.revoking = False
+        self.positions_read = 0.0
+        self.lock = asyncio.Lock()  # one drain at a time: the agent's and the timer's
+        app.flow = self
+        app.on_partitions_assigned.connect(self._assigned)
+
+    async def deliver(self, events: Iterable[Any]) -> None:
+        async with self.lock:
+            for event in events:
+                message = event.message
+                message.incref()  # released by Sinks.done (module docstring)
+                if self.revoking:
+                    self._forget(message)
+                    continue
+                self.next_offset[message.topic, message.partition] = message.offset + 1
+                self.pipeline.push(Record(message.topic, message.partition, message.offset, message.key,
+                                          message.value, int((message.timestamp or 0) * 1000), event))
+            await self._drain()
+
+    async def tick(self) -> None:
+        if time.monotonic() - self.positions_read >= POSITIONS_EVERY_S:
+            self.positions_read = time.monotonic()
+            await self._read_positions()
+        async with self.lock:
+            await self._drain()
+
+    async def _read_positions(self) -> None:
+        consumer = self.app.consumer
+        for tp in self._cdc_assignment():
+            if (tp.topic, tp.partition) not in self.next_offset:
+                try:
+                    position = await consumer.position(tp)
+                except Exception:  # noqa: BLE001 - e.g. mid-rebalance: the next tick retries
+                    continue
+                if position is not None and (tp.topic, tp.partition) not in self.next_offset:
+                    self.next_offset[tp.topic, tp.partition] = position
+
+    async def _drain(self) -> None:
+        if self.revoking:
+            return
+        self.pipeline.order.assign((tp.topic, tp.partition) for tp in self._cdc_assignment())
+        while await self.pipeline.drain(self._caught_up, self.batch_max):
+            pass
+        self._backpressure()
+
+    def _caught_up(self, stream: tuple[str, int]) -> bool:
+        nxt = self.next_offset.get(stream)
+        if nxt is None:
+            return False
+        highwater = self.app.consumer.highwater(self.app.consumer._new_topicpartition(*stream))
+        return highwater is not None and nxt >= highwater
+
+    def _backpressure(self) -> None:
+        consumer = self.app.consumer
+        for stream, queue in self.pipeline.order.queues.items():
+            tp = consumer._new_topicpartition(*stream)
+            if len(queue) > self.buffer and tp not in self.paused:
+                consumer.pause_partitions([tp])
+                self.paused.add(tp)
+            elif len(queue) <= self.buffer // 2 and tp in self.paused:
+                consumer.resume_partitions([tp])
+                self.paused.discard(tp)
+
+    def _cdc_assignment(self) -> list[Any]:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started yet
+            return []
+        return [tp for tp in assignment if tp.topic in self.topics]
+
+    def _forget(self, message: Any) -> None:
+        """Never acked: the seek to the committed offset after the rebalance re-delivers it."""
+        self.app.consumer._unacked_messages.discard(message)
+
+    async def give_back(self) -> None:
+        async with self.lock:  # an in-flight drain finishes (and acks) first
+            self.revoking = True
+            dropped = self.pipeline.reset()
+            for item in dropped:
+                self._forget(item.record.handle.message)
+            if self.paused:
+                self.app.consumer.resume_partitions(self.paused)
+                self.paused.clear()
+            self.next_offset.clear()
+            if dropped:
+                log.info("rebalance: %d events waiting for event-time order given back for re-delivery", len(dropped))
+
+    async def _assigned(self, *args: Any, **kwargs: Any) -> None:
+        async with self.lock:
+            self.revoking = False
