@@ -74,6 +74,9 @@ class NeighbourSums:
     counts: dict[str, int] = field(default_factory=dict)
     sums: dict[str, list[float]] = field(default_factory=dict)
 
+    def copy(self) -> "NeighbourSums":
+        return NeighbourSums(dict(self.counts), {k: list(v) for k, v in self.sums.items()})
+
     def add(self, relation: str, features: list[float]) -> None:
         self.counts[relation] = self.counts.get(relation, 0) + 1
         acc = self.sums.get(relation)

@@ -21,6 +21,9 @@ class RunningMoments:
     mean: float = 0.0
     m2: float = 0.0
 
+    def copy(self) -> "RunningMoments":
+        return RunningMoments(self.count, self.mean, self.m2)
+
     def add(self, x: float) -> None:
         self.count += 1
         delta = x - self.mean
@@ -58,6 +61,9 @@ class SlidingCounter:
     window_s: int
     bucket_s: int
     buckets: list[list[float]] = field(default_factory=list)  # [bucket_start_ms, count, sum], oldest first
+
+    def copy(self) -> "SlidingCounter":
+        return SlidingCounter(self.window_s, self.bucket_s, [list(b) for b in self.buckets])
 
     def add(self, ts_ms: int, amount: float = 0.0) -> None:
         start = ts_ms - ts_ms % (self.bucket_s * 1000)
@@ -110,6 +116,9 @@ class DistinctSketch:
     k: int = 64
     hashes: list[int] = field(default_factory=list)  # max-heap via negation: the k smallest hashes
 
+    def copy(self) -> "DistinctSketch":
+        return DistinctSketch(self.k, list(self.hashes))
+
     def add(self, item: str) -> bool:
         """Add ``item``; True if it was (probably) new."""
         h = _hash64(item)
@@ -142,6 +151,9 @@ class RecentSet:
 
     cap: int = 32
     items: dict[str, list[int]] = field(default_factory=dict)  # item -> [first_ms, last_ms]
+
+    def copy(self) -> "RecentSet":
+        return RecentSet(self.cap, {k: list(v) for k, v in self.items.items()})
 
     def add(self, item: str, ts_ms: int) -> None:
         seen = self.items.get(item)

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from fraudgraph.stack.simulator import simulate
 from fraudgraph.streams.policy import DEFAULT_POLICY_FILE
 
-from conftest import TopicReader, isolated_run, read_scores, scored_ids
+from conftest import TopicReader, daytime_start, isolated_run, read_scores, scored_ids
 
 # Pattern -> the rule reasons that should catch it (no model: rules alone). Synthetic identities
 # share a phone and devices across "different people"; once one of them is reported, the others
@@ -47,7 +47,7 @@ def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, t
         worker_process(**env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"))
         # Paced, as a live change stream is: at full speed the worker would read a backlog whose
         # topics (profile changes, transactions) interleave arbitrarily, not in event time.
-        report = simulate(settings, mode="kafka", customers=300, duration_s=4 * 3600, fraud_rate=0.15, seed=1, rate=60)
+        report = simulate(settings, mode="kafka", customers=300, duration_s=4 * 3600, fraud_rate=0.15, seed=1, rate=60, start=daytime_start())
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         records = records_by_tx(read_scores(scores, base, n, timeout=240), base)
     finally:
@@ -96,7 +96,7 @@ def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
         worker = worker_process(**env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"), FRAUDGRAPH_POLICY_FILE=str(policy))
         run = {}
         traffic = threading.Thread(target=lambda: run.update(report=simulate(
-            settings, mode="kafka", customers=100, duration_s=3 * 3600, rate=40, fraud_rate=0.1, seed=4)))
+            settings, mode="kafka", customers=100, duration_s=3 * 3600, rate=40, fraud_rate=0.1, seed=4, start=daytime_start())))
         traffic.start()
         messages = scores.read_until(lambda ms: len(ms) >= 150, timeout=120)
         invalid_at = write_policy(policy, invalid)

@@ -29,7 +29,7 @@ from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import BUCKET_S, WINDOWS_S
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, free_port, scrape
+from conftest import TopicReader, daytime_start, free_port, scrape
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)")
 
@@ -115,7 +115,7 @@ def observed(stack, tmp_path_factory):
         producer.flush(10)
         # Report delays of 1-30 min of simulated time: the labels arrive within the 2-hour run.
         report = simulate(settings, mode="kafka", customers=150, duration_s=2 * 3600, fraud_rate=0.2, seed=7,
-                          report_delay_s=(60, 1800))
+                          report_delay_s=(60, 1800), start=daytime_start())
         n = report.rows["transactions"]["insert"]
         reports = sum(report.fraud_reports.values())
         assert reports > 0

@@ -28,7 +28,7 @@ from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.replay import decoded, replay_decisions, simulator_records
 from fraudgraph.connectors.events import TransactionCreated
 
-from conftest import TopicReader, cdc_topics, isolated_run, scrape
+from conftest import TopicReader, cdc_topics, daytime_start, isolated_run, scrape
 from test_observability import register_untrained_model
 
 pytestmark = pytest.mark.integration
@@ -187,7 +187,7 @@ def test_live_traffic_is_decided_as_the_offline_replay(stack, worker_process, tm
     reader = TopicReader(settings, settings.scores_topic)
     try:
         report = simulate(settings, mode="kafka", customers=120, duration_s=4 * 3600, fraud_rate=0.06, seed=13,
-                          rate=100, report_delay_s=(600, 2 * 3600))
+                          rate=100, report_delay_s=(600, 2 * 3600), start=daytime_start())
         transactions = report.rows["transactions"]["insert"]
         live = read_live(reader, transactions)
     finally:

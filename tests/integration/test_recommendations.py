@@ -20,7 +20,7 @@ from fraudgraph.streams import replay as rp
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, commit_group_offsets
+from conftest import TopicReader, cdc_topics, commit_group_offsets, daytime_start
 
 ID_SPAN = 10**9
 K = 5
@@ -67,7 +67,7 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
     topic = settings.recs_requests_topic
     try:
         worker_process(**env)
-        report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=33)
+        report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=33, start=daytime_start())
         base = report.config.id_base
         events = rp.event_time_order(rp.decoded(rp.kafka_records(settings), settings))
         paid: dict[int, set[int]] = {}

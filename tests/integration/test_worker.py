@@ -17,7 +17,7 @@ from fraudgraph.stack.simulator import simulate
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, end_offset,
+from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, daytime_start, end_offset,
                       isolated_run, read_scores, scored_ids, scrape, wait_caught_up)
 
 GRAPH_QUERY = """
@@ -39,7 +39,7 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
     ensure_topics(stack, worker_topics(stack), stack.topic_replication_factor, {stack.scores_topic: {"cleanup.policy": "compact"}})
     scores = topic_reader(stack.scores_topic, from_now=True)
     worker = worker_process(from_now=True)
-    report = simulate(stack, mode="postgres", customers=80, duration_s=2 * 3600, fraud_rate=0.05, seed=5)
+    report = simulate(stack, mode="postgres", customers=80, duration_s=2 * 3600, fraud_rate=0.05, seed=5, start=daytime_start())
     base = report.config.id_base
     with psycopg.connect(stack.pg_dsn()) as conn:
         txs = conn.execute(
@@ -157,7 +157,7 @@ def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
-        report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=21)
+        report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=21, start=daytime_start())
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         assert len(scored_ids(read_scores(scores, base, n, timeout=180), base)) == n
         _wait_processed(first, report.total_rows)
@@ -188,7 +188,7 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
-        report = simulate(settings, mode="kafka", customers=400, duration_s=3 * 3600, fraud_rate=0.03, seed=11)
+        report = simulate(settings, mode="kafka", customers=400, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start())
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         before = read_scores(scores, base, n // 3, timeout=180)
         assert len(scored_ids(before, base)) < n, "the worker finished before it could be killed"

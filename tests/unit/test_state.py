@@ -266,3 +266,32 @@ def test_a_report_read_before_its_transaction_leaves_the_row_its_features():
     t = first.get("Transaction:10")
     assert any(t.features) and t.features == second.get("Transaction:10").features
     assert first.get("Merchant:7").neighbours.sums == second.get("Merchant:7").neighbours.sums
+
+
+def test_copy_is_the_json_round_trip_and_shares_nothing_mutable():
+    """``NodeState.copy`` (field by field, on the hot path) must equal a JSON round trip for every
+    node a simulator log builds, and no later change to the original may reach the copy."""
+    from fraudgraph.settings import Settings
+    from fraudgraph.stack.simulator.config import SimConfig
+    from fraudgraph.streams.replay import decoded, event_time_order, simulator_records
+
+    settings, store = Settings(), DictStore()
+    records = simulator_records(SimConfig(customers=30, duration_s=4 * 3600, fraud_rate=0.1, seed=2), settings)
+    for i, event in enumerate(event_time_order(decoded(records, settings))):
+        apply_event(event, src(i), store)
+    states = [store.get(k) for k in store]
+    assert {s.node_type for s in states} >= {"Customer", "Account", "Merchant", "Device", "IP", "Transaction"}
+
+    def mutable_ids(value, out):
+        if isinstance(value, (list, dict)) or hasattr(value, "__dataclass_fields__"):
+            out.add(id(value))
+            children = value.values() if isinstance(value, dict) else (
+                value if isinstance(value, list) else vars(value).values())
+            for child in children:
+                mutable_ids(child, out)
+        return out
+
+    for state in states:
+        copied = state.copy()
+        assert copied == NodeState.from_json(state.to_json()) == state
+        assert not mutable_ids(copied, set()) & mutable_ids(state, set()), state.key
