@@ -86,6 +86,11 @@ class Settings:
     worker_max_idle_ms: float = 30.0
     worker_max_wait_ms: float = 5000.0
     worker_order_buffer: int = 20_000
+    # Online quality (streams/quality.py): matured cohorts, decisions made this long before the
+    # newest one ("<newest age>-<oldest age>", units s/m/h/d, whole hours), chosen so that the bank's
+    # fraud reports have mostly arrived: a recent cohort to watch and an older baseline to compare.
+    quality_recent_cohort: str = "7d-14d"
+    quality_baseline_cohort: str = "30d-60d"
     dead_letter_topic: str = "fraud.dead-letters"
     scores_topic: str = "fraud.scores"  # every transaction's TransactionScored, keyed by transaction id
     alerts_topic: str = "fraud.alerts"  # the review/block subset of scores

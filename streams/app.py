@@ -50,6 +50,7 @@ from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.flow import OrderFlow
 from fraudgraph.streams.observe import attach_observability
+from fraudgraph.streams.quality_join import cohorts
 from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.recommendations import answer_batch, error_reply
@@ -158,7 +159,8 @@ def create_app(settings: Settings) -> faust.App:
     recs_risk = RiskParams(max_risk=settings.recs_max_risk)
     quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes,
                                    versions=lambda: (server.version or NO_MODEL, policies.current.version),
-                                   topics=[*cdc.topics, settings.score_requests_topic])
+                                   topics=[*cdc.topics, settings.score_requests_topic],
+                                   cohorts=cohorts(settings.quality_recent_cohort, settings.quality_baseline_cohort))
 
     class KafkaSinks:
         def __init__(self) -> None:

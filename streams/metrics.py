@@ -118,6 +118,11 @@ STATE_ENTRIES = Gauge(
 
 # ---- online quality from late labels -----------------------------------------------------------------
 LABELS = Counter("fraudgraph_labels_total", "Fraud reports (late labels) applied, by kind", ["kind"])
+# Report event time - decision event time: how long labels take, so a reader knows which cohorts
+# are mature. Observed once per label, when it joins its decision in this process.
+LABEL_LAG = Histogram(
+    "fraudgraph_label_lag_seconds", "Fraud report event time minus its transaction's event time",
+    buckets=[h * 3600 for h in (1, 6, 12, 24, 48, 72, 120, 168, 240, 336, 504, 720, 1080, 1440, 2160)])
 LABEL_JOINS = Counter(
     "fraudgraph_label_joins_total",
     "Labels joined to a decision: decision_found (joined at once), decision_pending (joined when the transaction is scored)",

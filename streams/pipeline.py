@@ -31,7 +31,7 @@ from fraudgraph.streams import metrics
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.scoring import ScoringInput, TransactionScored, scored_record
-from fraudgraph.streams.state import Source, StateStore, apply_event
+from fraudgraph.streams.state import Applied, Source, StateStore, apply_event
 from fraudgraph.streams.write_back import WriteBackStore
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Sinks(Protocol):
 class Observer(Protocol):
     """The online quality join (``streams/quality_join.py``)."""
 
-    def on_applied(self, event: ev.DomainEvent, replayed: int, score_of: Callable[[bytes], bytes | None]) -> None: ...
+    def on_applied(self, event: ev.DomainEvent, applied: Applied, score_of: Callable[[bytes], bytes | None]) -> None: ...
 
     def on_scored(self, transaction_id: int, ts_ms: int, decision: str, states: dict) -> None: ...
 
@@ -175,7 +175,7 @@ class Pipeline:
         if applied.replayed:
             metrics.REPLAYS_IGNORED.inc(applied.replayed)
         if self.observer is not None:
-            self.observer.on_applied(event, applied.replayed, self.score_of)  # a fresh report joins its decision
+            self.observer.on_applied(event, applied, self.score_of)  # a fresh report joins its decision
         tx = applied.transaction
         if tx is None:
             return None

@@ -10,7 +10,9 @@ partitions. So the join runs from both ends, with the worker's own durable state
   also held here until then (``pending``): with micro-batches, a transaction's ``ScoringInput``
   is a snapshot taken at its own event, so a report applied later in the same batch is not on it.
 
-Only fresh applications count (a replayed report touches a node that already has it), and
+A later report for the same transaction moves its decision between classes: the label it replaces
+is the one its node state held (``Applied.previous_label``), which is what the decision was counted
+with. Only fresh applications count (a replayed report touches a node that already has it), and
 ``rebuild`` re-derives everything from the two tables after a restart or rebalance (see
 ``quality.py`` for why the tracker is rebuilt rather than persisted).
 """
@@ -25,16 +27,22 @@ import orjson
 
 from fraudgraph.connectors.events import FraudReported
 from fraudgraph.streams import metrics
-from fraudgraph.streams.quality import QualityTracker, is_alert, label_of
-from fraudgraph.streams.state import NodeState, node_key
+from fraudgraph.streams.quality import QualityTracker, Window, is_alert, label_of
+from fraudgraph.streams.state import Applied, NodeState, node_key
 
 log = logging.getLogger(__name__)
 
-# The windows the dashboards and alert rules read: bounded label values.
-WINDOWS_S = {"15m": 15 * 60, "1h": 3600, "24h": 24 * 3600}
-BUCKET_S = 10
+# The early windows (10 s buckets; they end at the watermark) are fixed label values the
+# dashboards read; the matured cohorts (hour buckets) are named by role, their ages are settings.
+EARLY = {"early_15m": Window(0, 15 * 60), "early_1h": Window(0, 3600), "early_24h": Window(0, 24 * 3600)}
+EARLY_BUCKET_S = 10
+COHORT_BUCKET_S = 3600
 KNOWN_KINDS = ("chargeback", "confirmed_fraud", "false_positive")
 MAX_PENDING = 100_000  # labels waiting for their decision; the oldest go first (the node state still has them)
+
+
+def cohorts(recent: str, baseline: str) -> dict[str, Window]:
+    return {"matured_recent": Window.parse(recent), "matured_baseline": Window.parse(baseline)}
 
 
 def _decision_of(raw: bytes) -> tuple[int, bool]:
@@ -43,36 +51,48 @@ def _decision_of(raw: bytes) -> tuple[int, bool]:
     return int(record["source"]["ts_ms"]), is_alert(record["decision"])
 
 
+def _observe_lag(label_ts_ms: int | None, decision_ts_ms: int) -> None:
+    if label_ts_ms is not None:
+        metrics.LABEL_LAG.observe(max(label_ts_ms - decision_ts_ms, 0) / 1000)
+
+
 class QualityJoin:
-    def __init__(self, tracker: QualityTracker | None = None):
-        self.tracker = tracker or QualityTracker(WINDOWS_S, BUCKET_S)
-        self.pending: dict[int, str | None] = {}  # transaction id -> label, reported before it was decided
+    def __init__(self, cohort_windows: dict[str, Window] | None = None):
+        self.trackers = [QualityTracker(EARLY, EARLY_BUCKET_S),
+                         QualityTracker(cohort_windows or cohorts("7d-14d", "30d-60d"), COHORT_BUCKET_S)]
+        # transaction id -> (label, report ts_ms), reported before it was decided
+        self.pending: dict[int, tuple[str | None, int]] = {}
 
     def on_scored(self, transaction_id: int, ts_ms: int, decision: str, states: dict[str, NodeState]) -> None:
         """A transaction was scored now (not a replay: the caller skips those)."""
         if transaction_id in self.pending:
-            label = self.pending.pop(transaction_id)
+            label, label_ts = self.pending.pop(transaction_id)
         else:
             tx = states.get(node_key("Transaction", transaction_id))
             label = label_of(tx.attrs.get("label")) if tx is not None else None
-        self.tracker.decided(transaction_id, ts_ms, is_alert(decision), label)
+            label_ts = tx.attrs.get("label_ts_ms") if label is not None else None
+        _observe_lag(label_ts, ts_ms)
+        for tracker in self.trackers:
+            tracker.decided(ts_ms, is_alert(decision), label)
 
-    def on_applied(self, event, replayed: int, score_of: Callable[[bytes], bytes | None]) -> None:
+    def on_applied(self, event, applied: Applied, score_of: Callable[[bytes], bytes | None]) -> None:
         """Any applied event; acts on fresh fraud reports."""
-        if not isinstance(event, FraudReported) or replayed:
+        if not isinstance(event, FraudReported) or applied.replayed:
             return
         metrics.LABELS.labels(event.kind if event.kind in KNOWN_KINDS else "other").inc()
         raw = score_of(str(event.transaction_id).encode())
         if raw is None:
             metrics.LABEL_JOINS.labels("decision_pending").inc()
             self.pending.pop(event.transaction_id, None)  # re-insert: newest last
-            self.pending[event.transaction_id] = label_of(event.kind)
+            self.pending[event.transaction_id] = (label_of(event.kind), event.position.ts_ms)
             if len(self.pending) > MAX_PENDING:
                 del self.pending[next(iter(self.pending))]
             return
         metrics.LABEL_JOINS.labels("decision_found").inc()
         ts_ms, alerted = _decision_of(raw)
-        self.tracker.labelled(event.transaction_id, ts_ms, alerted, label_of(event.kind))
+        _observe_lag(event.position.ts_ms, ts_ms)
+        for tracker in self.trackers:
+            tracker.labelled(ts_ms, alerted, label_of(applied.previous_label), label_of(event.kind))
 
     def rebuild(self, scores: Iterable[tuple[bytes, bytes]], node_of: Callable[[str], NodeState | None]) -> int:
         """Start over from the tables: every score record and its transaction's label. Two passes
@@ -87,16 +107,20 @@ class QualityJoin:
                 unreadable += 1
         if unreadable:
             log.warning("quality rebuild skipped %d unreadable records of the scores table", unreadable)
-        tracker = QualityTracker(self.tracker.windows_s, self.tracker.bucket_s)
+        trackers = [QualityTracker(t.windows, t.bucket_s) for t in self.trackers]
         if decisions:
             newest = max(ts for _, ts, _ in decisions)
-            tracker.watermark_ms = newest
-            oldest_ms = (newest // (tracker.bucket_s * 1000) - tracker.horizon_buckets + 1) * tracker.bucket_s * 1000
+            oldest_ms = min((newest // (t.bucket_s * 1000) - t.horizon_buckets + 1) * t.bucket_s * 1000
+                            for t in trackers)
+            for tracker in trackers:
+                tracker.watermark_ms = newest
             for tx, ts, alerted in decisions:
                 if ts >= oldest_ms:
                     state = node_of(node_key("Transaction", tx))
-                    tracker.decided(tx, ts, alerted, label_of(state.attrs.get("label")) if state else None)
-        self.tracker = tracker
-        metrics.QUALITY.tracker = tracker
+                    label = label_of(state.attrs.get("label")) if state else None
+                    for tracker in trackers:
+                        tracker.decided(ts, alerted, label)
+        self.trackers = trackers
+        metrics.QUALITY.trackers = trackers
         log.info("quality tracker rebuilt from %d decisions in %.2fs", len(decisions), time.monotonic() - started)
         return len(decisions)

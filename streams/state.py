@@ -163,6 +163,7 @@ class Applied:
     touched: list[NodeState] = field(default_factory=list)  # fresh and replayed, in touch order
     replayed: int = 0  # nodes that had already applied this event
     transaction: ev.TransactionCreated | None = None  # set when the event is a new transaction to score
+    previous_label: str | None = None  # a fresh fraud report: the report kind it replaces, if any
 
 
 class _Touch:
@@ -232,7 +233,7 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
     lsn, ts = event.position.lsn, event.position.ts_ms
     touch = _Touch(store, source)
     one = fx.constant_features()
-    transaction = None
+    transaction, previous_label = None, None
 
     if isinstance(event, ev.CustomerUpserted):
         _upsert_row(touch.node("Customer", event.customer_id, fx.customer_features(event.kyc_level)), lsn,
@@ -308,6 +309,7 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
     elif isinstance(event, ev.FraudReported):
         tx, fresh = touch.node("Transaction", event.transaction_id, [0.0] * fx.FEATURE_WIDTHS["Transaction"])
         if fresh:
+            previous_label = tx.attrs.get("label")
             tx.attrs["label"] = event.kind
             tx.attrs["label_ts_ms"] = ts
         # Only on the report's first application: its replay must not mark anything again, and a
@@ -318,6 +320,7 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
 
     applied = touch.commit(lsn)
     applied.transaction = transaction
+    applied.previous_label = previous_label
     return applied
 
 

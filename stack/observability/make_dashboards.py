@@ -83,15 +83,26 @@ DECISIONS = dashboard("fraudgraph-decisions", "fraudgraph / decisions and qualit
         # `or vector(0)`: before the first review/block there is no such series, and the share is 0.
         ("(sum(rate(fraudgraph_decisions_total{decision!=\"approve\"}[5m])) or vector(0)) / sum(rate(fraudgraph_decisions_total[5m]))", "alerted")],
         "percentunit"),
-    panel("Precision, by event-time window", [("fraudgraph_quality_precision_ratio", "{{window}}")], "percentunit",
-          description="Alerted decisions later reported as fraud (chargeback, confirmed_fraud) / alerted decisions; unreported = legit"),
+    panel("Precision, by window", [("fraudgraph_quality_precision_ratio", "{{window}}")], "percentunit",
+          description="Alerted decisions later reported as fraud / alerted decisions (unreported = legit). Judge by "
+                      "the matured cohorts: the early windows are younger than most labels"),
     panel("Recall, by window", [("fraudgraph_quality_recall_ratio", "{{window}}")], "percentunit"),
     panel("False-positive rate, by window", [("fraudgraph_quality_false_positive_ratio", "{{window}}")], "percentunit"),
-    panel("Alert volume, by window", [("fraudgraph_quality_alerts", "{{window}}")], "short"),
-    panel("Labelled vs unlabelled decisions (1h window)", [
-        ("sum by (label) (fraudgraph_quality_decisions{window=\"1h\"})", "{{label}}")], "short"),
-    panel("Confusion counts (24h window)", [
-        ("fraudgraph_quality_decisions{window=\"24h\"}", "{{label}} alerted={{alerted}}")], "short", kind="table"),
+    panel("Precision among labelled alerts (what analysts confirm), by window", [
+        ("fraudgraph_quality_labelled_alert_precision_ratio", "{{window}}")], "percentunit"),
+    panel("Label coverage (decisions with a report yet), by window", [
+        ("fraudgraph_quality_label_coverage_ratio", "{{window}}")], "percentunit",
+          description="How far each window's precision and recall can be trusted"),
+    panel("Alert volume and alert rate, by window", [("fraudgraph_quality_alerts", "{{window}}"),
+                                                      ("fraudgraph_quality_alert_rate_ratio", "rate {{window}}")], "short"),
+    panel("Label lag: report time - payment time", [
+        ("histogram_quantile(0.5, sum by (le) (rate(fraudgraph_label_lag_seconds_bucket[1h])))", "p50"),
+        ("histogram_quantile(0.9, sum by (le) (rate(fraudgraph_label_lag_seconds_bucket[1h])))", "p90")], "s",
+          description="Choose the matured cohorts (quality_recent_cohort, quality_baseline_cohort) beyond this"),
+    panel("Confusion counts (matured recent cohort)", [
+        ("fraudgraph_quality_decisions{window=\"matured_recent\"}", "{{label}} alerted={{alerted}}")], "short", kind="table"),
+    panel("Cohort ages (days before the newest decision)", [
+        ("fraudgraph_quality_window_age_seconds / 86400", "{{window}} {{edge}}")], "short", kind="table"),
     panel("Fraud reports arriving, by kind", [("sum by (kind) (rate(fraudgraph_labels_total[5m]))", "{{kind}}"),
                                               ("sum by (result) (rate(fraudgraph_label_joins_total[5m]))", "join: {{result}}")], "ops"),
     panel("Quality watermark lag (wall time - newest decision event time)", [

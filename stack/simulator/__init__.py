@@ -55,7 +55,7 @@ class SimulationReport:
 def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka", customers: int = 1000,
              duration_s: float = 3600.0, rate: float | None = None, fraud_rate: float = 0.02, seed: int = 0,
              start: datetime | None = None, id_base: int | None = None, activity: float = 1.0,
-             report_delay_s: tuple[float, float] | None = None, batch_rows: int = 200,
+             report_delay_s: tuple[float, float] | None = None, stop_at_end: bool = False, batch_rows: int = 200,
              progress: Callable[[SinkReport], None] | None = None) -> SimulationReport:
     """Generate a workload and write it: ``postgres`` into the bank database (the real CDC path),
     ``kafka`` as Debezium events straight to ``<topic_prefix>.public.<table>`` (fast mode).
@@ -77,7 +77,7 @@ def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka"
         else:
             id_base = int(time.time()) * 1000
     config = SimConfig(customers=customers, duration_s=duration_s, start=start, fraud_rate=fraud_rate, seed=seed,
-                       id_base=id_base, activity=activity, report_delay_s=report_delay_s)
+                       id_base=id_base, activity=activity, report_delay_s=report_delay_s, stop_at_end=stop_at_end)
     workload = Workload(config)
     t0 = time.monotonic()
     if mode == "postgres":

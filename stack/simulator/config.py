@@ -27,6 +27,9 @@ class SimConfig:
     # (min, max) seconds from a fraudulent transaction to its report; None scales to the duration.
     report_delay_s: tuple[float, float] | None = None
     report_coverage: float = 1.0  # fraction of fraudulent transactions that ever get a report
+    # False: rows due after the end (status updates, late reports) are written too, so every fraud
+    # keeps its label. True: the log stops at the end, as a bank's log read at that moment does.
+    stop_at_end: bool = False
     false_positive_rate: float = 0.002  # fraction of legit transactions that get a false_positive report
     # Travel and recurring payments: a "day" of recurring cycles (salaries, bills) in simulated seconds.
     recurring_period_s: float = 86_400.0

@@ -51,7 +51,8 @@ class Workload:
             yield from tl.pop_until(w1)
         # What is still in flight: status updates and reports due after the end (every fraud keeps
         # its label), plus the tail of episodes that started just before the end.
-        yield from tl.pop_until(None)
+        if not cfg.stop_at_end:
+            yield from tl.pop_until(None)
 
 
 def generate(config: SimConfig) -> tuple[list[Row], GroundTruth]:

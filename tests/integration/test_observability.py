@@ -26,7 +26,7 @@ from fraudgraph.stack.services import Prometheus
 from fraudgraph.stack.simulator import simulate
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.quality import is_alert, label_of, window_counts
-from fraudgraph.streams.quality_join import BUCKET_S, WINDOWS_S
+from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
 
 from conftest import TopicReader, daytime_start, free_port, scrape
@@ -93,7 +93,8 @@ def observed(stack, tmp_path_factory):
     env = dict(os.environ, FRAUDGRAPH_TOPIC_PREFIX=f"obs{run}", FRAUDGRAPH_SCORES_TOPIC=f"test.scores.{run}",
                FRAUDGRAPH_WORKER_ID=f"test-obs-{run}", FRAUDGRAPH_WORKER_WEB_PORT=str(port),
                FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap, FRAUDGRAPH_WORKER_DATA_DIR=str(tmp / "worker-data"),
-               FRAUDGRAPH_MODEL_DIR=str(tmp / "models"), FRAUDGRAPH_MODEL_DEVICE="cpu")
+               FRAUDGRAPH_MODEL_DIR=str(tmp / "models"), FRAUDGRAPH_MODEL_DEVICE="cpu",
+               FRAUDGRAPH_QUALITY_RECENT_COHORT="7d-14d", FRAUDGRAPH_QUALITY_BASELINE_COHORT="14d-28d")
     register_untrained_model(tmp / "models")
     settings = stack.replace(topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"], scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
                              worker_id=env["FRAUDGRAPH_WORKER_ID"], worker_web_port=port)
@@ -113,11 +114,13 @@ def observed(stack, tmp_path_factory):
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
         producer.produce(settings.cdc_topic("transactions"), key=b"{}", value=b"\x00 not a change event")
         producer.flush(10)
-        # Report delays of 1-30 min of simulated time: the labels arrive within the 2-hour run.
-        report = simulate(settings, mode="kafka", customers=150, duration_s=2 * 3600, fraud_rate=0.2, seed=7,
-                          report_delay_s=(60, 1800), start=daytime_start())
+        # A simulated month whose fraud reports arrive 1-6 days after the payment, as a bank's do,
+        # read at its end: the reports still due are not in the log yet.
+        report = simulate(settings, mode="kafka", customers=20, duration_s=30 * 86_400, activity=0.25,
+                          fraud_rate=0.1, seed=7, report_delay_s=(86_400, 6 * 86_400), stop_at_end=True,
+                          start=daytime_start())
         n = report.rows["transactions"]["insert"]
-        reports = sum(report.fraud_reports.values())
+        reports = report.rows["fraud_reports"]["insert"]
         assert reports > 0
 
         def done():
@@ -223,24 +226,34 @@ def quality_metrics(port: int) -> dict[str, float]:
     return {k: v for k, v in scrape(port).items() if k.startswith("fraudgraph_quality_")}
 
 
-def assert_metrics_match_topics(metrics: dict[str, float], decisions, labels) -> None:
+COHORTS = cohorts("7d-14d", "14d-28d")  # as the fixture's worker is configured
+RATIOS = ("precision_ratio", "recall_ratio", "false_positive_ratio", "label_coverage_ratio", "alert_rate_ratio",
+          "labelled_alert_precision_ratio")
+
+
+def assert_metrics_match_topics(metrics: dict[str, float], decisions, labels) -> dict[str, dict]:
+    """Every window's exported figures equal the ones computed from the topics; returns them."""
     watermark = max(ts for _, ts, _ in decisions)
     assert metrics["fraudgraph_quality_watermark_timestamp_seconds"] == watermark / 1000
     triples = [(ts, alerted, label_of(labels.get(tx))) for tx, ts, alerted in decisions]
-    sizes = []
-    for window, seconds in WINDOWS_S.items():
-        expected = window_counts(triples, watermark, seconds, BUCKET_S)
-        sizes.append(expected.decisions)
-        got = {name: metrics[f'fraudgraph_quality_{name}{{window="{window}"}}']
-               for name in ("precision_ratio", "recall_ratio", "false_positive_ratio", "alerts")}
-        want = {"precision_ratio": expected.precision, "recall_ratio": expected.recall,
-                "false_positive_ratio": expected.false_positive_rate, "alerts": expected.alerts}
-        for name in got:
-            assert got[name] == pytest.approx(want[name], nan_ok=True), (window, name, got, want)
-        unlabelled = sum(v for k, v in metrics.items()
-                         if k.startswith("fraudgraph_quality_decisions{") and f'window="{window}"' in k and 'label="unlabelled"' in k)
-        assert unlabelled == expected.unlabelled, window
-    assert sizes[0] < sizes[-1]  # the short window really is a part of the run
+    shown = {}
+    for windows, bucket_s in ((EARLY, EARLY_BUCKET_S), (COHORTS, COHORT_BUCKET_S)):
+        for window, ages in windows.items():
+            expected = window_counts(triples, watermark, ages, bucket_s)
+            got = {name: metrics[f'fraudgraph_quality_{name}{{window="{window}"}}'] for name in (*RATIOS, "alerts")}
+            want = {name: getattr(expected, attr) for name, attr in (
+                ("precision_ratio", "precision"), ("recall_ratio", "recall"),
+                ("false_positive_ratio", "false_positive_rate"), ("label_coverage_ratio", "label_coverage"),
+                ("alert_rate_ratio", "alert_rate"), ("labelled_alert_precision_ratio", "labelled_alert_precision"),
+                ("alerts", "alerts"))}
+            for name in got:
+                assert got[name] == pytest.approx(want[name], nan_ok=True), (window, name, got, want)
+            unlabelled = sum(v for k, v in metrics.items() if k.startswith("fraudgraph_quality_decisions{")
+                             and f'window="{window}"' in k and 'label="unlabelled"' in k)
+            assert unlabelled == expected.unlabelled, window
+            shown[window] = {"decisions": expected.decisions, **got}
+    assert shown["early_15m"]["decisions"] < shown["early_24h"]["decisions"]  # the short window is a part
+    return shown
 
 
 def test_online_precision_recall_equal_the_topics_and_survive_a_restart(observed):
@@ -249,11 +262,19 @@ def test_online_precision_recall_equal_the_topics_and_survive_a_restart(observed
     assert len(decisions) == observed["report"].rows["transactions"]["insert"]
     assert any(label_of(k) == "fraud" for k in labels.values())
     before = quality_metrics(port)
-    assert_metrics_match_topics(before, decisions, labels)
-    assert before['fraudgraph_quality_alerts{window="24h"}'] > 0  # so precision is a number, not NaN
-    shown = {w: (before['fraudgraph_quality_precision_ratio{window="%s"}' % w],
-                 before['fraudgraph_quality_recall_ratio{window="%s"}' % w]) for w in WINDOWS_S}
-    print(f"\nquality over {len(decisions)} decisions, {len(labels)} labels (precision, recall): {shown}")
+    shown = assert_metrics_match_topics(before, decisions, labels)
+    # Labels 1-6 days late: the last day holds almost none, the matured cohorts most of theirs.
+    assert shown["early_24h"]["label_coverage_ratio"] < shown["matured_recent"]["label_coverage_ratio"]
+    recent = shown["matured_recent"]
+    assert recent["alerts"] > 0 and recent["recall_ratio"] == recent["recall_ratio"]  # a number, not NaN
+    print(f"\nquality at the end of a simulated month, {len(decisions)} decisions, {len(labels)} labels "
+          "(exported = computed from the topics):")
+    for window, figures in shown.items():
+        print(f"  {window:>16}: " + ", ".join(f"{k.removesuffix('_ratio')} {v:.3f}" if isinstance(v, float)
+                                              else f"{k} {v}" for k, v in figures.items()))
+    counters = scrape(port)
+    reports = sum(v for k, v in counters.items() if k.startswith("fraudgraph_labels_total"))
+    assert counters["fraudgraph_label_lag_seconds_count"] == reports >= len(labels)  # each joined once
 
     # Restart: same worker id, data dir and port. The tracker is rebuilt from the tables.
     stop_worker(observed["worker"])

@@ -104,6 +104,14 @@ def test_reports_come_late_and_only_for_fraud(run):
     assert reported == set(truth.labels)  # report_coverage defaults to 1: every fraud is labelled eventually
 
 
+def test_a_log_stopped_at_the_end_holds_only_what_was_due_by_then():
+    full, _ = small(seed=4)
+    stopped, _ = small(seed=4, stop_at_end=True)
+    end = START + timedelta(seconds=900)
+    assert stopped == [r for r in full if r.at < end]
+    assert len(stopped) < len(full) and any(r.table == "fraud_reports" for r in full if r.at >= end)
+
+
 def test_default_report_delay_scales_with_duration():
     assert SimConfig(duration_s=86_400).report_delay() == (600.0, 21_600.0)
     lo, hi = SimConfig(duration_s=600).report_delay()
