@@ -35,7 +35,7 @@ from common import delete_run_topics, machine, pct
 
 from fraudgraph.settings import load_settings
 from fraudgraph.stack import local
-from fraudgraph.stack.simulator import simulate
+from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
@@ -191,7 +191,7 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
                                          "-f", "raw", "-o", f"/tmp/fraudgraph-bench-{run}.collapsed"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         report = simulate(s, mode="kafka", customers=customers, duration_s=duration, rate=rate or None,
-                          fraud_rate=0.02, seed=3)
+                          fraud_rate=0.02, seed=3, start=daytime_start())
         n = report.rows["transactions"]["insert"]
         latencies, pairs, first_cdc, last_score = [], [], None, 0
         decisions: dict[int, str] = {}

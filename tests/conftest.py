@@ -17,7 +17,6 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
@@ -262,20 +261,9 @@ def secured_kafka(stack, tmp_path_factory):
     secured.broker.stop()
 
 
-def daytime_start() -> datetime:
-    """The latest 08:00 UTC that has passed: where a test's simulated run starts.
-
-    The simulator follows the hour of day (nights are quiet), so a run that starts "now" holds a third
-    as many transactions at 22:00 as at 08:00; tests that need a volume or a fraud mix must not depend
-    on the hour the suite runs."""
-    now = datetime.now(timezone.utc)
-    start = now.replace(hour=8, minute=0, second=0, microsecond=0)
-    return start if start <= now else start - timedelta(days=1)
-
-
 def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread, dict]:
     """Start about 60-90 s of transactions at 40/s, written by the fast-mode simulator in a thread."""
-    from fraudgraph.stack.simulator import simulate
+    from fraudgraph.stack.simulator import daytime_start, simulate
 
     out = {}
     thread = threading.Thread(target=lambda: out.setdefault("report", simulate(

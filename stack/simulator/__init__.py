@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Literal
 
 from fraudgraph.settings import Settings
@@ -50,6 +50,15 @@ class SimulationReport:
         out["total_rows"] = self.total_rows
         out["fraud_fraction"] = round(self.truth.fraud_fraction, 5)
         return out
+
+
+def daytime_start() -> datetime:
+    """The latest 08:00 UTC that has passed: a start for runs whose volume must not depend on the
+    hour they are made (activity follows the hour of day, so 4 simulated hours from 22:00 hold a
+    third of the transactions of 4 hours from 08:00). Tests and benchmarks start there."""
+    now = datetime.now(timezone.utc)
+    start = now.replace(hour=8, minute=0, second=0, microsecond=0)
+    return start if start <= now else start - timedelta(days=1)
 
 
 def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka", customers: int = 1000,

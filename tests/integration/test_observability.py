@@ -23,13 +23,13 @@ from fraudgraph.connectors.events import FraudReported
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.stack.prometheus_server import DASHBOARDS, RULES_FILE
 from fraudgraph.stack.services import Prometheus
-from fraudgraph.stack.simulator import simulate
+from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, daytime_start, free_port, scrape
+from conftest import TopicReader, free_port, scrape
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)")
 

@@ -28,7 +28,7 @@ from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.replay import decoded, replay_decisions, simulator_records
 from fraudgraph.connectors.events import TransactionCreated
 
-from conftest import TopicReader, cdc_topics, daytime_start, isolated_run, scrape
+from conftest import TopicReader, cdc_topics, isolated_run, scrape
 from test_observability import register_untrained_model
 
 pytestmark = pytest.mark.integration
@@ -178,7 +178,7 @@ def test_a_sigkill_in_the_middle_of_the_backlog_changes_no_decision(stack, worke
 def test_live_traffic_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
     """(a) The worker runs first and the simulator writes at a modest rate, in commit order, as
     Debezium would: events reach the partitions a few ms apart, within worker_max_idle_ms."""
-    from fraudgraph.stack.simulator import simulate
+    from fraudgraph.stack.simulator import daytime_start, simulate
 
     env, settings = isolated_run(stack, "paritylive")
     model_dir = tmp_path / "models"

@@ -15,12 +15,12 @@ from fraudgraph.connectors import events as ev
 from fraudgraph.models.recs_fit import fit_recommender
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_train import RecsConfig
-from fraudgraph.stack.simulator import simulate
+from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams import replay as rp
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, commit_group_offsets, daytime_start
+from conftest import TopicReader, cdc_topics, commit_group_offsets
 
 ID_SPAN = 10**9
 K = 5

@@ -13,11 +13,11 @@ import psycopg
 from confluent_kafka import Producer
 from neo4j import GraphDatabase
 
-from fraudgraph.stack.simulator import simulate
+from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, daytime_start, end_offset,
+from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, end_offset,
                       isolated_run, read_scores, scored_ids, scrape, wait_caught_up)
 
 GRAPH_QUERY = """
