@@ -7,7 +7,7 @@ Reading top to bottom is reading the wiring; ``pipeline.py`` is the hot path its
                -> apply to node state (table ``node-state``, replays skipped per node)
                -> a new transaction: score it -> table ``scores`` (its changelog IS fraud.scores)
                                                  + fraud.alerts unless approved
-    CDC topics -> graph sink (own consumer group) -> Neo4j
+    CDC topics -> graph sink (own process, own consumer group; graph_process.py) -> Neo4j
     fraud.score-requests -> answer from the tables -> fraud.score-replies
     recs.requests -> account state -> recommender (+ merchants' fraud risk) -> recs.replies
 
@@ -34,7 +34,7 @@ import socket
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.mapping import load_mapping
@@ -45,7 +45,7 @@ from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
-from fraudgraph.streams import metrics
+from fraudgraph.streams import graph_process, metrics
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.flow import OrderFlow
@@ -260,10 +260,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def graph_sink():
-        from fraudgraph.streams.graph_sink import run_graph_sink
-
         try:
-            await run_graph_sink(settings, mapping, list(cdc.topics))
+            await graph_process.supervise(settings)
         except asyncio.CancelledError:
             raise
         except BaseException as err:
@@ -274,6 +272,6 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def prometheus_metrics(web, request):
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return web.bytes(graph_process.exposition(settings), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app

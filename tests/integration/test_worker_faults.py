@@ -4,6 +4,7 @@ the state a clean run builds from the same events."""
 
 import time
 import uuid
+from pathlib import Path
 from collections import Counter
 
 import orjson
@@ -144,3 +145,46 @@ def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(stack, w
         assert a["proc"].poll() is None
     finally:
         scores.close()
+
+
+def graph_sink_pids(worker_pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields.get("PPid", 0)) == worker_pid and b"fraudgraph.streams.graph_process" in cmdline:
+            out.append(int(status.parent.name))
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:\t")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_the_graph_sink_process_reports_through_the_worker_and_ends_with_it(stack, worker_process):
+    """The graph sink runs as the worker's child: its lag and graph metrics are on the worker's
+    /metrics, and a SIGKILLed worker leaves no sink behind to consume beside its successor."""
+    worker = worker_process(from_now=True)
+
+    def lag_groups() -> set[str]:
+        return {k.split('group="')[1].split('"')[0] for k in scrape(worker["port"])
+                if k.startswith("fraudgraph_consumer_lag_messages{")}
+
+    deadline = time.monotonic() + 60
+    while lag_groups() != {"graph", "worker"} or not graph_sink_pids(worker["proc"].pid):
+        assert time.monotonic() < deadline, f"lag on the worker's /metrics only for {lag_groups()}"
+        time.sleep(0.5)
+    [sink] = graph_sink_pids(worker["proc"].pid)
+    assert "fraudgraph_graph_queue_depth" in scrape(worker["port"])
+    worker["proc"].kill()
+    worker["proc"].wait(10)
+    deadline = time.monotonic() + 30  # its graceful stop: flush and commit within the grace period
+    while pid_alive(sink):
+        assert time.monotonic() < deadline, "the graph sink outlived its worker"
+        time.sleep(0.2)
