@@ -69,6 +69,14 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (the worker's graph sink)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def quality(decisions: dict[int, str], fraud: set[int]) -> dict:
     """Recall, FPR and precision of "not approved" against the ground truth, at the policy's thresholds."""
     alerted = {tx for tx, d in decisions.items() if d != "approve"}
@@ -248,6 +256,7 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
             "graph_freshness_s": {"p50_le": histogram_quantile(m, fresh, 0.5), "p99_le": histogram_quantile(m, fresh, 0.99),
                                   "events": m.get(f"{fresh}_count", 0)},
             "worker_peak_rss_mib": peak_rss_mib(worker.pid),
+            "graph_sink_peak_rss_mib": sum(peak_rss_mib(c) for c in children(worker.pid)),
             "quality": quality(decisions, set(report.truth.labels)),
             "timeline": timeline(pairs, first_cdc),
             **({"profile": profile} if profile else {}),

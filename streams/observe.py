@@ -34,7 +34,7 @@ def attach_observability(app, *, scores, node_table, nodes, versions, topics, co
         # After a restart or rebalance the tables hold exactly what was durably decided and
         # labelled: derive the windows from them (quality.py says why not persist them).
         try:
-            join.rebuild(((k, v) for k, v in scores.items()), nodes.get)
+            join.rebuild(scores.items, nodes.get)
         except Exception:  # noqa: BLE001 -- quality metrics must never stop scoring
             log.exception("rebuilding the quality tracker failed; it starts empty")
 

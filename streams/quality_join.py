@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import orjson
 
 from fraudgraph.connectors.events import FraudReported
+from fraudgraph.settings import Settings
 from fraudgraph.streams import metrics
 from fraudgraph.streams.quality import QualityTracker, Window, is_alert, label_of
 from fraudgraph.streams.state import Applied, NodeState, node_key
@@ -51,15 +52,16 @@ def _decision_of(raw: bytes) -> tuple[int, bool]:
     return int(record["source"]["ts_ms"]), is_alert(record["decision"])
 
 
-def _observe_lag(label_ts_ms: int | None, decision_ts_ms: int) -> None:
-    if label_ts_ms is not None:
+def _observe_lag(label: str | None, label_ts_ms: int | None, decision_ts_ms: int) -> None:
+    if label is not None and label_ts_ms is not None:
         metrics.LABEL_LAG.observe(max(label_ts_ms - decision_ts_ms, 0) / 1000)
 
 
 class QualityJoin:
     def __init__(self, cohort_windows: dict[str, Window] | None = None):
         self.trackers = [QualityTracker(EARLY, EARLY_BUCKET_S),
-                         QualityTracker(cohort_windows or cohorts("7d-14d", "30d-60d"), COHORT_BUCKET_S)]
+                         QualityTracker(cohort_windows or cohorts(Settings.quality_recent_cohort,
+                                                                  Settings.quality_baseline_cohort), COHORT_BUCKET_S)]
         # transaction id -> (label, report ts_ms), reported before it was decided
         self.pending: dict[int, tuple[str | None, int]] = {}
 
@@ -71,7 +73,7 @@ class QualityJoin:
             tx = states.get(node_key("Transaction", transaction_id))
             label = label_of(tx.attrs.get("label")) if tx is not None else None
             label_ts = tx.attrs.get("label_ts_ms") if label is not None else None
-        _observe_lag(label_ts, ts_ms)
+        _observe_lag(label, label_ts, ts_ms)
         for tracker in self.trackers:
             tracker.decided(ts_ms, is_alert(decision), label)
 
@@ -90,37 +92,46 @@ class QualityJoin:
             return
         metrics.LABEL_JOINS.labels("decision_found").inc()
         ts_ms, alerted = _decision_of(raw)
-        _observe_lag(event.position.ts_ms, ts_ms)
+        _observe_lag(label_of(event.kind), event.position.ts_ms, ts_ms)
         for tracker in self.trackers:
             tracker.labelled(ts_ms, alerted, label_of(applied.previous_label), label_of(event.kind))
 
-    def rebuild(self, scores: Iterable[tuple[bytes, bytes]], node_of: Callable[[str], NodeState | None]) -> int:
+    def rebuild(self, scores: Callable[[], Iterable[tuple[bytes, bytes]]],
+                node_of: Callable[[str], NodeState | None]) -> int:
         """Start over from the tables: every score record and its transaction's label. Two passes
-        over the scores (the first finds the watermark) so only decisions within the horizon need
-        the node-state read. Returns the decisions counted."""
+        over ``scores()`` (the first finds the watermark), so memory stays that of the buckets
+        however large the table, and only decisions within the horizon need the node-state read.
+        Returns the decisions read."""
         started = time.monotonic()
-        decisions, unreadable = [], 0
-        for key, value in scores:
-            try:
-                decisions.append((int(key), *_decision_of(value)))
-            except (ValueError, TypeError, KeyError):  # e.g. written by another producer: skip, count, go on
-                unreadable += 1
-        if unreadable:
-            log.warning("quality rebuild skipped %d unreadable records of the scores table", unreadable)
+        decisions, unreadable, newest = 0, [0], None
+        for _, ts, _ in _readable(scores(), unreadable):
+            decisions += 1
+            newest = ts if newest is None else max(newest, ts)
         trackers = [QualityTracker(t.windows, t.bucket_s) for t in self.trackers]
-        if decisions:
-            newest = max(ts for _, ts, _ in decisions)
+        if newest is not None:
             oldest_ms = min((newest // (t.bucket_s * 1000) - t.horizon_buckets + 1) * t.bucket_s * 1000
                             for t in trackers)
             for tracker in trackers:
                 tracker.watermark_ms = newest
-            for tx, ts, alerted in decisions:
+            for tx, ts, alerted in _readable(scores(), [0]):
                 if ts >= oldest_ms:
                     state = node_of(node_key("Transaction", tx))
                     label = label_of(state.attrs.get("label")) if state else None
                     for tracker in trackers:
                         tracker.decided(ts, alerted, label)
+        if unreadable[0]:
+            log.warning("quality rebuild skipped %d unreadable records of the scores table", unreadable[0])
         self.trackers = trackers
         metrics.QUALITY.trackers = trackers
-        log.info("quality tracker rebuilt from %d decisions in %.2fs", len(decisions), time.monotonic() - started)
-        return len(decisions)
+        log.info("quality tracker rebuilt from %d decisions in %.2fs", decisions, time.monotonic() - started)
+        return decisions
+
+
+def _readable(scores: Iterable[tuple[bytes, bytes]], unreadable: list[int]) -> Iterator[tuple[int, int, bool]]:
+    """(transaction id, event ts_ms, alerted) of each score record; ``unreadable[0]`` counts the
+    records another producer may have left on the topic (skipped, not fatal)."""
+    for key, value in scores:
+        try:
+            yield (int(key), *_decision_of(value))
+        except (ValueError, TypeError, KeyError):
+            unreadable[0] += 1

@@ -62,7 +62,7 @@ def test_join_from_both_ends_and_rebuild_gives_the_same_windows():
     rebuilt = QualityJoin()
     # Records another producer left on the topic are skipped, not fatal: the rest still counts.
     foreign = [(b'"4"', score(4, T0, "block")), (b"5", b"not json"), (b"6", b'{"decision": "block"}')]
-    assert rebuilt.rebuild([*scores.items(), *foreign], nodes.get) == 3
+    assert rebuilt.rebuild(lambda: [*scores.items(), *foreign], nodes.get) == 3
     assert early(rebuilt) == w
     assert [t.watermark_ms for t in rebuilt.trackers] == [t.watermark_ms for t in join.trackers]
 
