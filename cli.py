@@ -160,6 +160,61 @@ def _demo(args, settings) -> int:
     return run_demo(settings)
 
 
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _score(args, settings) -> int:
+    from fraudgraph.streams import client
+
+    try:
+        reply = client.score(settings, transaction_id=args.transaction, account_id=args.account, timeout_s=args.timeout)
+    except client.NoReply as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    if args.json:
+        _print_json(reply)
+    elif reply["status"] == "ok":
+        print("\n".join(client.describe_score(s) for s in reply["scores"]))
+    else:
+        print(f"{reply['status']}: {reply.get('error', '')}", file=sys.stderr)
+    return 0 if reply["status"] == "ok" else 1
+
+
+def _recommend(args, settings) -> int:
+    from fraudgraph.streams import client
+
+    try:
+        reply = client.recommend(settings, args.account, args.k, timeout_s=args.timeout)
+    except client.NoReply as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    if args.json:
+        _print_json(reply)
+    elif reply["status"] == "ok":
+        print(client.describe_recommendations(reply))
+    else:
+        print(f"{reply['status']}: {reply.get('error', '')}", file=sys.stderr)
+    return 0 if reply["status"] == "ok" else 1
+
+
+def _alerts(args, settings) -> int:
+    from fraudgraph.streams import client
+
+    try:
+        for alert in client.alerts(settings, last=args.last, follow=args.follow):
+            if args.json:
+                print(json.dumps(alert, sort_keys=True), flush=True)
+            else:
+                print(client.describe_score(alert), flush=True)
+    except client.NoReply as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraudgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +266,22 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--seed", type=int, default=None, help="split/initialisation seed (yelpchi: default 0; aifb: runs seeds 0..N)")
     ev.add_argument("--out", default=None, help="JSON report path (default benchmarks/results/<dataset>.json or evaluate_<dataset>.json)")
     ev.set_defaults(func=_evaluate)
+
+    sc = sub.add_parser("score", help="ask the worker for a transaction's decision, or an account's latest ones (over the topics)")
+    which = sc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--transaction", type=int, metavar="ID")
+    which.add_argument("--account", type=int, metavar="ID")
+    rc = sub.add_parser("recommend", help="ask the worker for merchants to recommend to an account (over the topics)")
+    rc.add_argument("--account", type=int, metavar="ID", required=True)
+    rc.add_argument("--k", type=int, default=10, help="how many merchants")
+    for query in (sc, rc):
+        query.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (exit 3 after)")
+    al = sub.add_parser("alerts", help="print the latest alerts (review and block decisions), and with --follow the new ones")
+    al.add_argument("--last", type=int, default=20, help="how many of the newest alerts per partition to start with")
+    al.add_argument("--follow", action="store_true", help="keep printing alerts as they are published (Ctrl-C stops)")
+    for client_command, func in ((sc, _score), (rc, _recommend), (al, _alerts)):
+        client_command.add_argument("--json", action="store_true", help="the raw records, for scripts")
+        client_command.set_defaults(func=func)
 
     demo = sub.add_parser("demo", help="bring the stack up and follow a change from PostgreSQL through Debezium into Kafka")
     demo.set_defaults(func=_demo)
