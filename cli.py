@@ -48,11 +48,24 @@ def _worker(args, settings) -> int:
         return 2
 
 
+def _progress(**kwargs):
+    """A progress bar on stderr (tqdm), shown only when stdout is a terminal: scripts and logs
+    get the command's output alone."""
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, disable=not sys.stdout.isatty(), dynamic_ncols=True, **kwargs)
+
+
 def _simulate(args, settings) -> int:
     from fraudgraph.stack.simulator import simulate
 
-    report = simulate(settings, mode=args.mode, customers=args.customers, duration_s=args.duration,
-                      rate=args.rate, fraud_rate=args.fraud_rate, seed=args.seed)
+    with _progress(desc="rows written", unit="row") as bar:
+        def written(sink) -> None:
+            bar.update(sink.total - bar.n)
+            bar.set_postfix(transactions=sink.rows["transactions"]["insert"], refresh=False)
+
+        report = simulate(settings, mode=args.mode, customers=args.customers, duration_s=args.duration,
+                          rate=args.rate, fraud_rate=args.fraud_rate, seed=args.seed, progress=written)
     print(json.dumps(report.to_dict(), indent=2))
     return 0
 
@@ -100,11 +113,17 @@ def _train(args, settings) -> int:
         trained_on = {"source": "simulator", "customers": args.customers, "hours": args.hours, "seed": args.seed}
     if args.source != "csv":
         events = rp.event_time_order(rp.decoded(records, settings, skipped))
-    log = rp.replay(events)
+    with _progress(iterable=events, desc="replay", unit="event") as replaying:
+        log = rp.replay(replaying)
     examples = log.examples
     config = TrainConfig(epochs=args.epochs, hidden=args.hidden, target_fpr=args.target_fpr, seed=args.seed)
-    model, report = train([e.request for e in examples], [log.label(e.transaction_id) for e in examples],
-                          [e.ts_ms for e in examples], config)
+    with _progress(total=args.epochs, desc="train", unit="epoch") as bar:
+        def epoch_done(figures: dict) -> None:
+            bar.update(1)
+            bar.set_postfix(val_auc_pr=f"{figures['val_auc_pr']:.3f}")
+
+        model, report = train([e.request for e in examples], [log.label(e.transaction_id) for e in examples],
+                              [e.ts_ms for e in examples], config, on_epoch=epoch_done)
     report["replay"] = {"events": log.events, "undecodable": dict(skipped), "labels": len(log.labels)}
     trained_on["windows"] = report["windows"]
     metrics = {"validation": report["validation"], "test": report["test"]}
@@ -157,7 +176,7 @@ def _evaluate(args, settings) -> int:
 def _demo(args, settings) -> int:
     from fraudgraph.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, seconds=args.seconds, customers=args.customers, rate=args.rate)
 
 
 def _print_json(value) -> None:
@@ -283,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         client_command.add_argument("--json", action="store_true", help="the raw records, for scripts")
         client_command.set_defaults(func=func)
 
-    demo = sub.add_parser("demo", help="bring the stack up and follow a change from PostgreSQL through Debezium into Kafka")
+    demo = sub.add_parser("demo", help="the main job end to end: stack, model, worker, live payments through PostgreSQL, "
+                                       "alerts with reasons, a score and a recommendation query, recall and precision")
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long the simulated payments flow")
+    demo.add_argument("--rate", type=float, default=40.0, help="payments per second")
+    demo.add_argument("--customers", type=int, default=300)
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

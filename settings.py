@@ -177,6 +177,15 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def environ(self) -> dict[str, str]:
+        """This process's environment with every setting spelled out: a child process (the graph
+        sink, the demo's worker) started with it loads exactly these settings, however they were
+        given here (defaults, a config file, variables, overrides)."""
+        env = dict(os.environ)
+        for f in fields(self):
+            env[ENV_PREFIX + f.name.upper()] = str(getattr(self, f.name))
+        return env
+
 
 def _conninfo_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -19,7 +19,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -87,8 +87,10 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) 
 
 
 def train(requests: Sequence[ScoringRequest], labels: Sequence[int], ts_ms: Sequence[int],
-          config: TrainConfig = TrainConfig()) -> tuple[HeteroRGCN, dict[str, Any]]:
-    """Returns the best model (by validation AUC-PR) and a report: sizes, windows, metrics."""
+          config: TrainConfig = TrainConfig(),
+          on_epoch: Callable[[dict[str, float]], None] | None = None) -> tuple[HeteroRGCN, dict[str, Any]]:
+    """Returns the best model (by validation AUC-PR) and a report: sizes, windows, metrics.
+    ``on_epoch`` is told each epoch's figures (the CLI's progress bar)."""
     if not len(requests) == len(labels) == len(ts_ms):
         raise ValueError("requests, labels and timestamps must align")
     torch.manual_seed(config.seed)
@@ -121,6 +123,8 @@ def train(requests: Sequence[ScoringRequest], labels: Sequence[int], ts_ms: Sequ
             total += loss.item() * len(train_s.labels[i])
         val_ap = auc_pr(val_s.y, predict(model, val_s))
         history.append({"epoch": epoch, "train_loss": total / len(y_train), "val_auc_pr": val_ap})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if val_ap > best_ap:
             best, best_ap, stale = copy.deepcopy(model.state_dict()), val_ap, 0
         else:

@@ -22,13 +22,12 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraudgraph.settings import ENV_PREFIX, Settings, load_settings
+from fraudgraph.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +40,11 @@ def metrics_file(settings: Settings) -> Path:
     return settings.worker_data_dir / "graph-sink.prom"
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """The worker's environment with every setting spelled out, so the sink runs with exactly the
-    worker's settings however they were given (defaults, a config file, variables, overrides)."""
-    env = dict(os.environ)
-    for f in fields(Settings):
-        env[ENV_PREFIX + f.name.upper()] = str(getattr(settings, f.name))
-    return env
-
-
 async def supervise(settings: Settings) -> None:
     """Run the sink process until cancelled (then stop it gracefully); raise if it exits first."""
     metrics_file(settings).unlink(missing_ok=True)  # no samples of an earlier run
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fraudgraph.streams.graph_process",
-                                                env=child_env(settings))
+                                                env=settings.environ())
     log.info("graph sink started (pid %d)", proc.pid)
     try:
         code = await proc.wait()

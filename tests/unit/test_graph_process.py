@@ -34,4 +34,4 @@ def test_no_sink_file_yet_serves_the_workers_metrics_alone(tmp_path):
 def test_the_sink_gets_the_workers_settings_exactly(tmp_path):
     settings = Settings(worker_id="w7", worker_data_dir=tmp_path, kafka_ssl_check_hostname=False,
                         worker_max_idle_ms=12.5, neo4j_password="s3cret")
-    assert load_settings(graph_process.child_env(settings)) == settings
+    assert load_settings(settings.environ()) == settings
