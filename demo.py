@@ -248,7 +248,7 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
         say(f"""
 where to look (the stack stays up; the demo's worker is stopped):
   metrics      http://127.0.0.1:{settings.prometheus_port}  (Prometheus; dashboards: stack/observability/dashboards/)
-  graph        http://127.0.0.1:{settings.neo4j_http_port}  (Neo4j), e.g. the flagged payment's neighbourhood:
+  graph        http://127.0.0.1:{settings.neo4j_http_port}/browser/  (Neo4j Browser), e.g. the flagged payment's neighbourhood:
                MATCH (t:Transaction {{id: {example['transaction_id']}}})-[r*1..2]-(n) RETURN t, r, n
   a worker     fraudgraph worker      then: fraudgraph alerts --follow
   stop         fraudgraph stack down""")

@@ -34,3 +34,11 @@ def test_write_and_read_nodes_and_relationships(stack):
         records, _, _ = driver.execute_query("MATCH (n:TestAccount {run: $run}) RETURN count(n) AS n, collect(n.id) AS ids", run=run)
         assert records[0]["n"] == 4 and hostile in records[0]["ids"]
         driver.execute_query("MATCH (n:TestAccount {run: $run}) DETACH DELETE n", run=run)
+
+
+def test_neo4j_browser_is_served_for_analysts(stack):
+    """The local stack ships Neo4j Browser (from Maven Central) at the HTTP port."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.neo4j_http_port}/browser/", timeout=10) as resp:
+        assert resp.status == 200 and b"Neo4j Browser" in resp.read()
