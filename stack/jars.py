@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from fraudgraph.stack.supervisor import StackError
@@ -55,6 +56,7 @@ def fetch(cache_dir: Path, component: str, log=print) -> Path:
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     log(f"fetching {component} jars from Maven Central into {target} ...")
+    started = time.monotonic()
     cmd = [
         mvn, "-B", "-q", "-f", str(POMS / component / "pom.xml"),
         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
@@ -66,6 +68,9 @@ def fetch(cache_dir: Path, component: str, log=print) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(target)
+    jars = list(target.glob("*.jar"))
+    size_mb, seconds = sum(j.stat().st_size for j in jars) / 2**20, time.monotonic() - started
+    log(f"fetched {component}: {len(jars)} jars, {size_mb:.0f} MiB in {seconds:.0f} s ({size_mb / max(seconds, 0.1):.1f} MiB/s)")
     return target
 
 
