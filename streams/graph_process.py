@@ -61,17 +61,21 @@ async def supervise(settings: Settings) -> None:
 
 
 def exposition(settings: Settings) -> bytes:
-    """The worker's metrics with the graph sink's merged in (one family per name)."""
+    """The worker's metrics with the graph sink's merged in: one family per name, and where both
+    processes have a series (the worker's graph metrics exist at zero), the sink's."""
     families = {m.name: m for m in REGISTRY.collect()}
     try:
         text = metrics_file(settings).read_text()
     except OSError:  # not written yet
         text = ""
     for family in text_string_to_metric_families(text):
-        if family.name in families:
-            families[family.name].samples.extend(family.samples)
-        else:
+        mine = families.get(family.name)
+        if mine is None:
             families[family.name] = family
+            continue
+        theirs = {(s.name, tuple(sorted(s.labels.items()))) for s in family.samples}
+        mine.samples = [s for s in mine.samples if (s.name, tuple(sorted(s.labels.items()))) not in theirs]
+        mine.samples.extend(family.samples)
     return generate_latest(_Families(list(families.values())))
 
 

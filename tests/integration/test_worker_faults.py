@@ -3,6 +3,7 @@ group killed. Nothing may be lost or scored twice, and the state a crashed worke
 the state a clean run builds from the same events."""
 
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from collections import Counter
@@ -182,6 +183,9 @@ def test_the_graph_sink_process_reports_through_the_worker_and_ends_with_it(stac
         time.sleep(0.5)
     [sink] = graph_sink_pids(worker["proc"].pid)
     assert "fraudgraph_graph_queue_depth" in scrape(worker["port"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker['port']}/metrics", timeout=10) as resp:
+        series = [line.split(" ")[0] for line in resp.read().decode().splitlines() if line and line[0] != "#"]
+    assert len(series) == len(set(series)), "a series twice: Prometheus would reject the scrape"
     worker["proc"].kill()
     worker["proc"].wait(10)
     deadline = time.monotonic() + 30  # its graceful stop: flush and commit within the grace period

@@ -4,6 +4,7 @@ and its settings are the worker's however they were given."""
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fraudgraph.graph import metrics as graph_metrics
 from fraudgraph.settings import Settings, load_settings
 from fraudgraph.streams import graph_process, metrics
 
@@ -17,7 +18,11 @@ def test_the_sinks_samples_join_the_workers_families(tmp_path):
     Histogram("fraudgraph_graph_freshness_seconds", "f", registry=sink).observe(0.5)
     graph_process.metrics_file(settings).write_bytes(generate_latest(sink))
 
-    families = {f.name: f for f in text_string_to_metric_families(graph_process.exposition(settings).decode())}
+    graph_metrics.FRESHNESS_SECONDS.observe(9.0)  # the worker's own copy of a sink metric: replaced
+    text = graph_process.exposition(settings).decode()
+    series = [line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(series) == len(set(series))  # no series twice: Prometheus would reject the scrape
+    families = {f.name: f for f in text_string_to_metric_families(text)}
     lag = {s.labels["group"]: s.value for s in families[graph_process.LAG].samples
            if s.labels["topic"] == "bank.public.transactions"}
     assert lag == {"worker": 3, "graph": 7}
