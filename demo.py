@@ -74,13 +74,14 @@ def _commit_at_end(settings: Settings, group: str, topics: list[str]) -> None:
         consumer.close()
 
 
-def _ensure_model(settings: Settings, say: Callable[[str], None], hours: float, run_dir) -> None:
+def _ensure_model(settings: Settings, say: Callable[[str], None], hours: float, run_dir) -> bool:
+    """The registry's current model, or one trained now (True)."""
     from fraudgraph.models.registry import ModelRegistry
 
     current = ModelRegistry(settings.model_dir).current_version()
     if current is not None:
         say(f"model: reusing {current} from {settings.model_dir} (`fraudgraph train` makes a new one)")
-        return
+        return False
     say(f"model: none registered; training one on {hours:g} simulated hours (fraud model and recommender)...")
     started, report_path = time.monotonic(), run_dir / "train-report.json"
     done = subprocess.run([sys.executable, "-m", "fraudgraph.cli", "train", "--source", "simulator", "--customers", "300",
@@ -94,6 +95,7 @@ def _ensure_model(settings: Settings, say: Callable[[str], None], hours: float, 
     recall = test.get("recall_at_threshold")
     say(f"model: {report['version']} in {time.monotonic() - started:.0f} s; on its later test window {auc}"
         f"recall {recall if recall is None else format(recall, '.0%')} at FPR {test['fpr_at_threshold']:.1%}")
+    return True
 
 
 def _free_port() -> int:
@@ -184,7 +186,7 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
         local.up(settings, log=lambda line: None)
         run_dir = settings.stack_dir / "demo"
         run_dir.mkdir(parents=True, exist_ok=True)
-        _ensure_model(settings, say, 12, run_dir)
+        trained = _ensure_model(settings, say, 12, run_dir)
         worker_id = f"fraudgraph-demo-{uuid.uuid4().hex[:6]}"
         ensure_topics(settings, worker_topics(settings))
         cdc = [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
@@ -233,7 +235,9 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
         example = flagged[0] if flagged else next(iter(follower.decisions.values()))
         reply = client.score(settings, transaction_id=example["transaction_id"], timeout_s=20)
         say(client.describe_score(reply["scores"][0]) if reply["status"] == "ok" else f"{reply['status']}: {reply.get('error')}")
-        say("\n$ fraudgraph recommend --account ... --k 5   (over recs.requests)")
+        say("\n$ fraudgraph recommend --account ... --k 5   (over recs.requests)"
+            + ("\n(a demo-trained recommender knows the merchants of its own simulated history; a bank trains "
+               "on its own log: fraudgraph train --source kafka)" if trained else ""))
         recs = client.recommend(settings, example["account_id"], 5, timeout_s=20)
         say(client.describe_recommendations(recs) if recs["status"] == "ok" else f"{recs['status']}: {recs.get('error')}")
 
