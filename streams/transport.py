@@ -10,11 +10,12 @@ offset, which is what ``auto_offset_reset=earliest`` promises. What was already 
 committed first (Faust's own periodic commit, brought forward), so only the cleared messages are
 read again and nothing is processed twice.
 
-That seek is an explicit ``seek`` (the call Faust makes for committed partitions), not
-``seek_to_beginning``: Faust resumes the partitions before it seeks
+That seek is an explicit ``seek`` run on the consumer's own thread (what aiokafka does for
+committed partitions), not ``seek_to_beginning``: Faust resumes the partitions before it seeks
 (``Recovery.on_recovery_completed``), so they are being consumed while the seek runs, and an
 offset reset that aiokafka resolves in the background meanwhile can skip records for good (a
-worker restarted on an uncommitted backlog never received runs of consecutive offsets).
+worker restarted on an uncommitted backlog never received runs of consecutive offsets). Records
+handed over before the seek are still delivered; those read again are skipped as replays.
 
 Changelog partitions are left alone: Faust positions them itself during recovery and never
 commits offsets for them.
@@ -40,8 +41,7 @@ class Consumer(aiokafka_driver.Consumer):
         changelogs = self.app.tables.changelog_topics
         uncommitted = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
         if uncommitted:
-            for tp, offset in (await self._thread.earliest_offsets(*uncommitted)).items():
-                await self.seek(tp, offset)
+            await self.seek_wait(await self._thread.earliest_offsets(*uncommitted))
         return committed
 
 
