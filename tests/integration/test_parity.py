@@ -177,13 +177,16 @@ def test_a_sigkill_in_the_middle_of_the_backlog_changes_no_decision(stack, worke
 
 def test_live_traffic_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
     """(a) The worker runs first and the simulator writes at a modest rate, in commit order, as
-    Debezium would: events reach the partitions a few ms apart, within worker_max_idle_ms."""
+    Debezium would: events reach the partitions a few ms apart, within worker_max_idle_ms. The
+    bound is set to 500 ms here: on a loaded 2-core CI machine one partition's events reached the
+    worker more than the default 30 ms behind another's (66 late events, 3 of 1209 decisions saw a
+    state 1.4 s of event time ahead), which is the documented limit, not a parity failure."""
     from fraudgraph.stack.simulator import daytime_start, simulate
 
     env, settings = isolated_run(stack, "paritylive")
     model_dir = tmp_path / "models"
     version = register_untrained_model(model_dir)
-    worker = worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), **env)
+    worker = worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), FRAUDGRAPH_WORKER_MAX_IDLE_MS="500", **env)
     reader = TopicReader(settings, settings.scores_topic)
     try:
         report = simulate(settings, mode="kafka", customers=120, duration_s=4 * 3600, fraud_rate=0.06, seed=13,
