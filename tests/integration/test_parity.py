@@ -178,9 +178,9 @@ def test_a_sigkill_in_the_middle_of_the_backlog_changes_no_decision(stack, worke
 def test_live_traffic_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
     """(a) The worker runs first and the simulator writes at a modest rate, in commit order, as
     Debezium would: events reach the partitions a few ms apart, within worker_max_idle_ms. The
-    bound is set to 500 ms here: on a loaded 2-core CI machine one partition's events reached the
-    worker more than the default 30 ms behind another's (66 late events, 3 of 1209 decisions saw a
-    state 1.4 s of event time ahead), which is the documented limit, not a parity failure."""
+    bound is 500 ms here, not the default 30 ms: on a loaded 2-core CI machine one partition's
+    events can reach the worker more than 30 ms behind another's, beyond which live parity is
+    not promised (late events are decided on the state they find)."""
     from fraudgraph.stack.simulator import daytime_start, simulate
 
     env, settings = isolated_run(stack, "paritylive")
