@@ -73,10 +73,15 @@ def exposition(settings: Settings) -> bytes:
         if mine is None:
             families[family.name] = family
             continue
-        theirs = {(s.name, tuple(sorted(s.labels.items()))) for s in family.samples}
-        mine.samples = [s for s in mine.samples if (s.name, tuple(sorted(s.labels.items()))) not in theirs]
+        theirs = {_series(s) for s in family.samples}
+        mine.samples = [s for s in mine.samples if _series(s) not in theirs]
         mine.samples.extend(family.samples)
     return generate_latest(_Families(list(families.values())))
+
+
+def _series(sample) -> tuple:
+    """What identifies a time series in an exposition: its sample name and label set."""
+    return sample.name, tuple(sorted(sample.labels.items()))
 
 
 class _Families:
