@@ -23,7 +23,9 @@ def _stack(args, settings) -> int:
     elif args.action == "status":
         states = local.status(settings)
         for st in states:
-            print(f"{st.name:9s} {'running' if st.running else 'stopped':8s} pid={st.pid or '-':<8} {st.endpoint:45s} log {st.log}")
+            print(
+                f"{st.name:9s} {'running' if st.running else 'stopped':8s} pid={st.pid or '-':<8} {st.endpoint:45s} log {st.log}"
+            )
         return 0 if all(st.running for st in states) else 3
     elif args.action == "connector":
         print(json.dumps(register_connector(settings), indent=2))
@@ -60,12 +62,21 @@ def _simulate(args, settings) -> int:
     from fraudgraph.stack.simulator import simulate
 
     with _progress(desc="rows written", unit="row") as bar:
+
         def written(sink) -> None:
             bar.update(sink.total - bar.n)
             bar.set_postfix(transactions=sink.rows["transactions"]["insert"], refresh=False)
 
-        report = simulate(settings, mode=args.mode, customers=args.customers, duration_s=args.duration,
-                          rate=args.rate, fraud_rate=args.fraud_rate, seed=args.seed, progress=written)
+        report = simulate(
+            settings,
+            mode=args.mode,
+            customers=args.customers,
+            duration_s=args.duration,
+            rate=args.rate,
+            fraud_rate=args.fraud_rate,
+            seed=args.seed,
+            progress=written,
+        )
     print(json.dumps(report.to_dict(), indent=2))
     return 0
 
@@ -87,8 +98,12 @@ def _csv_log(args) -> tuple[list, dict]:
         events = list(read_csv_log(args.csv, mapping))
     except (OSError, ValueError) as exc:  # CsvLogError / CsvLogMappingError name the file, line and field
         raise SystemExit(f"error: {exc}") from None
-    return events, {"source": "csv", "csv": str(Path(args.csv).resolve()), "mapping": str(Path(args.mapping).resolve()),
-                    "rows": sum(isinstance(e, ev.TransactionCreated) for e in events)}
+    return events, {
+        "source": "csv",
+        "csv": str(Path(args.csv).resolve()),
+        "mapping": str(Path(args.mapping).resolve()),
+        "rows": sum(isinstance(e, ev.TransactionCreated) for e in events),
+    }
 
 
 def _train(args, settings) -> int:
@@ -108,7 +123,9 @@ def _train(args, settings) -> int:
     else:
         from fraudgraph.stack.simulator.config import SimConfig
 
-        sim = SimConfig(customers=args.customers, duration_s=args.hours * 3600, seed=args.seed, fraud_rate=args.fraud_rate)
+        sim = SimConfig(
+            customers=args.customers, duration_s=args.hours * 3600, seed=args.seed, fraud_rate=args.fraud_rate
+        )
         records = rp.simulator_records(sim, settings)
         trained_on = {"source": "simulator", "customers": args.customers, "hours": args.hours, "seed": args.seed}
     if args.source != "csv":
@@ -118,27 +135,49 @@ def _train(args, settings) -> int:
     examples = log.examples
     config = TrainConfig(epochs=args.epochs, hidden=args.hidden, target_fpr=args.target_fpr, seed=args.seed)
     with _progress(total=args.epochs, desc="train", unit="epoch") as bar:
+
         def epoch_done(figures: dict) -> None:
             bar.update(1)
             bar.set_postfix(val_auc_pr=f"{figures['val_auc_pr']:.3f}")
 
-        model, report = train([e.request for e in examples], [log.label(e.transaction_id) for e in examples],
-                              [e.ts_ms for e in examples], config, on_epoch=epoch_done)
+        model, report = train(
+            [e.request for e in examples],
+            [log.label(e.transaction_id) for e in examples],
+            [e.ts_ms for e in examples],
+            config,
+            on_epoch=epoch_done,
+        )
     report["replay"] = {"events": log.events, "undecodable": dict(skipped), "labels": len(log.labels)}
     trained_on["windows"] = report["windows"]
     metrics = {"validation": report["validation"], "test": report["test"]}
     if args.register:
         card = ModelRegistry(settings.model_dir).register(
-            model, card_for(model, threshold=report["threshold"], target_fpr=config.target_fpr, metrics=metrics,
-                            trained_on=trained_on), make_current=not args.no_promote)
+            model,
+            card_for(
+                model,
+                threshold=report["threshold"],
+                target_fpr=config.target_fpr,
+                metrics=metrics,
+                trained_on=trained_on,
+            ),
+            make_current=not args.no_promote,
+        )
         report["version"] = card.version
     if args.recs:
         report["recs"] = _train_recs(args, settings, events, model, examples, trained_on)
     if args.report:
         with open(args.report, "w") as fh:
             json.dump(report, fh, indent=2, default=str)
-    print(json.dumps({k: report.get(k) for k in ("version", "examples", "train_seconds", "threshold", "validation", "test", "recs")},
-                     indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                k: report.get(k)
+                for k in ("version", "examples", "train_seconds", "threshold", "validation", "test", "recs")
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 
@@ -154,13 +193,27 @@ def _train_recs(args, settings, events, fraud_model, examples, trained_on: dict)
         model, items, report = fit_recommender(events, config, scores=fraud_scores(fraud_model, examples))
     except ValueError as err:  # e.g. a transfer-only log (--source csv): nothing to recommend from
         return {"skipped": str(err)}
-    summary = {k: report.get(k) for k in ("payments", "fraudulent_payments_excluded", "merchants", "epochs",
-                                           "val_hit_rate_at_10", "train_seconds")}
+    summary = {
+        k: report.get(k)
+        for k in (
+            "payments",
+            "fraudulent_payments_excluded",
+            "merchants",
+            "epochs",
+            "val_hit_rate_at_10",
+            "train_seconds",
+        )
+    }
     if args.register:
         card = RecsRegistry(settings.recs_registry_dir()).register(
-            model, {"items": items, "metrics": {"validation": {"hit_rate_at_10": report.get("val_hit_rate_at_10")}},
-                    "trained_on": {**trained_on, "windows": report["windows"], "config": report["config"]}},
-            make_current=not args.no_promote)
+            model,
+            {
+                "items": items,
+                "metrics": {"validation": {"hit_rate_at_10": report.get("val_hit_rate_at_10")}},
+                "trained_on": {**trained_on, "windows": report["windows"], "config": report["config"]},
+            },
+            make_current=not args.no_promote,
+        )
         summary["version"] = card.version
     return summary
 
@@ -168,7 +221,11 @@ def _train_recs(args, settings, events, fraud_model, examples, trained_on: dict)
 def _evaluate(args, settings) -> int:
     from fraudgraph.models.evaluate import EVALUATORS
 
-    command = f"fraudgraph evaluate {args.dataset}" + (f" --seed {args.seed}" if args.seed is not None else "") + (f" --out {args.out}" if args.out else "")
+    command = (
+        f"fraudgraph evaluate {args.dataset}"
+        + (f" --seed {args.seed}" if args.seed is not None else "")
+        + (f" --out {args.out}" if args.out else "")
+    )
     EVALUATORS[args.dataset](args.seed, args.out, command)
     return 0
 
@@ -239,31 +296,53 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="the local stack without Docker: Kafka, Neo4j, PostgreSQL, Connect+Debezium")
-    stack.add_argument("action", choices=["fetch", "up", "down", "status", "connector", "watchdog"],
-                       help="fetch jars | start (idempotent) | stop what it started | show | (re)register the Debezium "
-                            "connector | run the CDC watchdog (restarts a failed or wedged Debezium task)")
+    stack.add_argument(
+        "action",
+        choices=["fetch", "up", "down", "status", "connector", "watchdog"],
+        help="fetch jars | start (idempotent) | stop what it started | show | (re)register the Debezium "
+        "connector | run the CDC watchdog (restarts a failed or wedged Debezium task)",
+    )
     stack.set_defaults(func=_stack)
 
-    worker = sub.add_parser("worker", help="run the streaming worker (Faust): decode CDC, dead-letter bad input, metrics on /metrics")
+    worker = sub.add_parser(
+        "worker", help="run the streaming worker (Faust): decode CDC, dead-letter bad input, metrics on /metrics"
+    )
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=_worker)
 
-    sim = sub.add_parser("simulate", help="write a seeded, realistic payment workload (with labelled fraud) into PostgreSQL or straight to Kafka")
-    sim.add_argument("--mode", choices=["postgres", "kafka"], default="postgres",
-                     help="postgres: through the real CDC path; kafka: Debezium-format events straight to Kafka (load tests)")
+    sim = sub.add_parser(
+        "simulate",
+        help="write a seeded, realistic payment workload (with labelled fraud) into PostgreSQL or straight to Kafka",
+    )
+    sim.add_argument(
+        "--mode",
+        choices=["postgres", "kafka"],
+        default="postgres",
+        help="postgres: through the real CDC path; kafka: Debezium-format events straight to Kafka (load tests)",
+    )
     sim.add_argument("--customers", type=int, default=1000, help="population size")
     sim.add_argument("--duration", type=float, default=3600.0, help="simulated seconds of activity")
-    sim.add_argument("--rate", type=float, default=None, help="wall-clock transactions/s cap (default: as fast as possible)")
+    sim.add_argument(
+        "--rate", type=float, default=None, help="wall-clock transactions/s cap (default: as fast as possible)"
+    )
     sim.add_argument("--fraud-rate", type=float, default=0.02, help="approximate fraction of fraudulent transactions")
     sim.add_argument("--seed", type=int, default=1)
     sim.set_defaults(func=_simulate)
 
-    tr = sub.add_parser("train", help="replay the CDC log point-in-time through the worker's state, train the R-GCN, register it")
-    tr.add_argument("--source", choices=["kafka", "simulator", "csv"], default="kafka",
-                    help="kafka: the CDC topics up to their current ends; simulator: a seeded run in process; "
-                         "csv: a transaction-log CSV with a label column (--csv, --mapping)")
+    tr = sub.add_parser(
+        "train", help="replay the CDC log point-in-time through the worker's state, train the R-GCN, register it"
+    )
+    tr.add_argument(
+        "--source",
+        choices=["kafka", "simulator", "csv"],
+        default="kafka",
+        help="kafka: the CDC topics up to their current ends; simulator: a seeded run in process; "
+        "csv: a transaction-log CSV with a label column (--csv, --mapping)",
+    )
     tr.add_argument("--csv", metavar="PATH", help="--source csv: the transaction log")
-    tr.add_argument("--mapping", metavar="MAPPING.toml", help="--source csv: its column mapping (connectors/csv_log_mapping.py)")
+    tr.add_argument(
+        "--mapping", metavar="MAPPING.toml", help="--source csv: its column mapping (connectors/csv_log_mapping.py)"
+    )
     tr.add_argument("--customers", type=int, default=1000, help="simulator population")
     tr.add_argument("--hours", type=float, default=24.0, help="simulated hours")
     tr.add_argument("--fraud-rate", type=float, default=0.02)
@@ -274,19 +353,33 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-register", dest="register", action="store_false", help="train and report only")
     tr.add_argument("--no-promote", action="store_true", help="register without making it CURRENT")
     tr.add_argument("--report", help="write the full training report (JSON) here")
-    tr.add_argument("--no-recs", dest="recs", action="store_false", help="train the fraud model only, not the recommender")
-    tr.add_argument("--recs-epochs", type=int, default=30, help="at most this many recommender epochs (chosen on validation)")
+    tr.add_argument(
+        "--no-recs", dest="recs", action="store_false", help="train the fraud model only, not the recommender"
+    )
+    tr.add_argument(
+        "--recs-epochs", type=int, default=30, help="at most this many recommender epochs (chosen on validation)"
+    )
     tr.set_defaults(func=_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate the R-GCN on a public dataset beside MLP and tree baselines, write a JSON report")
+    ev = sub.add_parser(
+        "evaluate", help="evaluate the R-GCN on a public dataset beside MLP and tree baselines, write a JSON report"
+    )
     from fraudgraph.models.evaluate import EVALUATORS  # light: the evaluators import torch lazily
 
     ev.add_argument("dataset", choices=sorted(EVALUATORS))
-    ev.add_argument("--seed", type=int, default=None, help="split/initialisation seed (yelpchi: default 0; aifb: runs seeds 0..N)")
-    ev.add_argument("--out", default=None, help="JSON report path (default benchmarks/results/<dataset>.json or evaluate_<dataset>.json)")
+    ev.add_argument(
+        "--seed", type=int, default=None, help="split/initialisation seed (yelpchi: default 0; aifb: runs seeds 0..N)"
+    )
+    ev.add_argument(
+        "--out",
+        default=None,
+        help="JSON report path (default benchmarks/results/<dataset>.json or evaluate_<dataset>.json)",
+    )
     ev.set_defaults(func=_evaluate)
 
-    sc = sub.add_parser("score", help="ask the worker for a transaction's decision, or an account's latest ones (over the topics)")
+    sc = sub.add_parser(
+        "score", help="ask the worker for a transaction's decision, or an account's latest ones (over the topics)"
+    )
     which = sc.add_mutually_exclusive_group(required=True)
     which.add_argument("--transaction", type=int, metavar="ID")
     which.add_argument("--account", type=int, metavar="ID")
@@ -295,15 +388,20 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--k", type=int, default=10, help="how many merchants")
     for query in (sc, rc):
         query.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (exit 3 after)")
-    al = sub.add_parser("alerts", help="print the latest alerts (review and block decisions), and with --follow the new ones")
+    al = sub.add_parser(
+        "alerts", help="print the latest alerts (review and block decisions), and with --follow the new ones"
+    )
     al.add_argument("--last", type=int, default=20, help="how many of the newest alerts per partition to start with")
     al.add_argument("--follow", action="store_true", help="keep printing alerts as they are published (Ctrl-C stops)")
     for client_command, func in ((sc, _score), (rc, _recommend), (al, _alerts)):
         client_command.add_argument("--json", action="store_true", help="the raw records, for scripts")
         client_command.set_defaults(func=func)
 
-    demo = sub.add_parser("demo", help="the main job end to end: stack, model, worker, live payments through PostgreSQL, "
-                                       "alerts with reasons, a score and a recommendation query, recall and precision")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job end to end: stack, model, worker, live payments through PostgreSQL, "
+        "alerts with reasons, a score and a recommendation query, recall and precision",
+    )
     demo.add_argument("--seconds", type=float, default=60.0, help="how long the simulated payments flow")
     demo.add_argument("--rate", type=float, default=40.0, help="payments per second")
     demo.add_argument("--customers", type=int, default=300)

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -84,17 +84,41 @@ def _ensure_model(settings: Settings, say: Callable[[str], None], hours: float, 
         return False
     say(f"model: none registered; training one on {hours:g} simulated hours (fraud model and recommender)...")
     started, report_path = time.monotonic(), run_dir / "train-report.json"
-    done = subprocess.run([sys.executable, "-m", "fraudgraph.cli", "train", "--source", "simulator", "--customers", "300",
-                           "--hours", str(hours), "--fraud-rate", "0.05", "--epochs", "15", "--recs-epochs", "8",
-                           "--report", str(report_path)], env=settings.environ(), capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fraudgraph.cli",
+            "train",
+            "--source",
+            "simulator",
+            "--customers",
+            "300",
+            "--hours",
+            str(hours),
+            "--fraud-rate",
+            "0.05",
+            "--epochs",
+            "15",
+            "--recs-epochs",
+            "8",
+            "--report",
+            str(report_path),
+        ],
+        env=settings.environ(),
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"training failed:\n{done.stderr[-2000:]}")
     report = json.loads(report_path.read_text())
     test = report["test"]
     auc = f"AUC {test['auc_roc']:.3f}, " if test.get("auc_roc") is not None else ""
     recall = test.get("recall_at_threshold")
-    say(f"model: {report['version']} in {time.monotonic() - started:.0f} s; on its later test window {auc}"
-        f"recall {recall if recall is None else format(recall, '.0%')} at FPR {test['fpr_at_threshold']:.1%}")
+    say(
+        f"model: {report['version']} in {time.monotonic() - started:.0f} s; on its later test window {auc}"
+        f"recall {recall if recall is None else format(recall, '.0%')} at FPR {test['fpr_at_threshold']:.1%}"
+    )
     return True
 
 
@@ -106,8 +130,13 @@ def _free_port() -> int:
 
 def _start_worker(settings: Settings, log_path) -> subprocess.Popen:
     """The demo's worker: its own group, port and data folder, beside any worker already running."""
-    proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=settings.environ(),
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudgraph.cli", "worker"],
+        env=settings.environ(),
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     url = f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics"
     while True:
@@ -136,8 +165,11 @@ class _Follower:
     """Reads the scores topic from where it ended before the run and keeps the run's decisions."""
 
     def __init__(self, settings: Settings):
-        self.consumer = Consumer(confluent_config(settings, **{"group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}",
-                                                                 "enable.auto.commit": False}))
+        self.consumer = Consumer(
+            confluent_config(
+                settings, **{"group.id": f"fraudgraph-demo-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+            )
+        )
         assign_at_end(self.consumer, settings.scores_topic)
         self.decisions: dict[int, dict] = {}
         self.latencies_ms: list[float] = []
@@ -169,8 +201,13 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, rate: float = 40.0,
-             say: Callable[[str], None] = print) -> int:
+def run_demo(
+    settings: Settings,
+    seconds: float = 60.0,
+    customers: int = 300,
+    rate: float = 40.0,
+    say: Callable[[str], None] = print,
+) -> int:
     from fraudgraph.connectors.mapping import load_mapping
     from fraudgraph.stack.simulator import daytime_start, simulate
     from fraudgraph.stack.simulator.postgres_sink import next_free_id_base
@@ -194,17 +231,35 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
         _commit_at_end(settings, f"{worker_id}-graph", cdc)
         mine = settings.replace(worker_id=worker_id, worker_web_port=_free_port(), worker_data_dir=run_dir / worker_id)
         worker = _start_worker(mine, run_dir / f"{worker_id}.log")
-        say(f"worker: {worker_id} running (log {run_dir / (worker_id + '.log')}), metrics on "
-            f"http://{mine.worker_web_host}:{mine.worker_web_port}/metrics")
+        say(
+            f"worker: {worker_id} running (log {run_dir / (worker_id + '.log')}), metrics on "
+            f"http://{mine.worker_web_host}:{mine.worker_web_port}/metrics"
+        )
 
         follower = _Follower(settings)
         first_id = next_free_id_base(settings.pg_dsn())
         simulated_s = max(3600.0, rate * seconds / (customers * 2.6) * 3600)  # ~2.6 payments per customer-hour
-        say(f"load: {customers} customers paying into PostgreSQL at {rate:g} payments/s for about {seconds:.0f} s, "
-            f"{FRAUD_RATE:.0%} of them fraudulent (card testing, account takeover, mule rings, ...)\n")
-        thread = threading.Thread(daemon=True, target=lambda: load.setdefault("report", simulate(
-            settings, mode="postgres", customers=customers, duration_s=simulated_s, rate=rate, fraud_rate=FRAUD_RATE,
-            seed=int(time.time()) % 1000, start=daytime_start(), id_base=first_id)))
+        say(
+            f"load: {customers} customers paying into PostgreSQL at {rate:g} payments/s for about {seconds:.0f} s, "
+            f"{FRAUD_RATE:.0%} of them fraudulent (card testing, account takeover, mule rings, ...)\n"
+        )
+        thread = threading.Thread(
+            daemon=True,
+            target=lambda: load.setdefault(
+                "report",
+                simulate(
+                    settings,
+                    mode="postgres",
+                    customers=customers,
+                    duration_s=simulated_s,
+                    rate=rate,
+                    fraud_rate=FRAUD_RATE,
+                    seed=int(time.time()) % 1000,
+                    start=daytime_start(),
+                    id_base=first_id,
+                ),
+            ),
+        )
         thread.start()
         shown = [0]
 
@@ -212,7 +267,9 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
             shown[0] += 1
             if shown[0] <= SHOWN_ALERTS:
                 reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in record["reasons"][:3])
-                say(f"  ALERT {record['decision'].upper():6} tx {record['transaction_id']} score {record['score']:.2f}  {reasons}")
+                say(
+                    f"  ALERT {record['decision'].upper():6} tx {record['transaction_id']} score {record['score']:.2f}  {reasons}"
+                )
             elif shown[0] == SHOWN_ALERTS + 1:
                 say("  (further alerts are counted, not printed: `fraudgraph alerts --follow` shows them all)")
 
@@ -224,8 +281,10 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
             if new:
                 last = time.monotonic()
             recent = follower.latencies_ms[-500:]
-            say(f"[{time.monotonic() - started:5.0f} s] {len(follower.decisions):6} decided ({new / 3:5.0f}/s), "
-                f"{shown[0]} alerts, latency p50 {_pct(recent, 0.5):.0f} ms p99 {_pct(recent, 0.99):.0f} ms")
+            say(
+                f"[{time.monotonic() - started:5.0f} s] {len(follower.decisions):6} decided ({new / 3:5.0f}/s), "
+                f"{shown[0]} alerts, latency p50 {_pct(recent, 0.5):.0f} ms p99 {_pct(recent, 0.99):.0f} ms"
+            )
         report = load.get("report")
         if report is None:
             raise RuntimeError("the simulated load failed; see the worker log")
@@ -234,26 +293,42 @@ def run_demo(settings: Settings, seconds: float = 60.0, customers: int = 300, ra
         flagged = [r for r in follower.decisions.values() if r["decision"] != "approve"]
         example = flagged[0] if flagged else next(iter(follower.decisions.values()))
         reply = client.score(settings, transaction_id=example["transaction_id"], timeout_s=20)
-        say(client.describe_score(reply["scores"][0]) if reply["status"] == "ok" else f"{reply['status']}: {reply.get('error')}")
-        say("\n$ fraudgraph recommend --account ... --k 5   (over recs.requests)"
-            + ("\n(a demo-trained recommender knows the merchants of its own simulated history; a bank trains "
-               "on its own log: fraudgraph train --source kafka)" if trained else ""))
+        say(
+            client.describe_score(reply["scores"][0])
+            if reply["status"] == "ok"
+            else f"{reply['status']}: {reply.get('error')}"
+        )
+        say(
+            "\n$ fraudgraph recommend --account ... --k 5   (over recs.requests)"
+            + (
+                "\n(a demo-trained recommender knows the merchants of its own simulated history; a bank trains "
+                "on its own log: fraudgraph train --source kafka)"
+                if trained
+                else ""
+            )
+        )
         recs = client.recommend(settings, example["account_id"], 5, timeout_s=20)
-        say(client.describe_recommendations(recs) if recs["status"] == "ok" else f"{recs['status']}: {recs.get('error')}")
+        say(
+            client.describe_recommendations(recs)
+            if recs["status"] == "ok"
+            else f"{recs['status']}: {recs.get('error')}"
+        )
 
         fraud = set(report.truth.labels) & follower.decisions.keys()
         alerted = {tx for tx, r in follower.decisions.items() if r["decision"] != "approve"}
         recall = len(fraud & alerted) / len(fraud) if fraud else float("nan")
         precision = len(fraud & alerted) / len(alerted) if alerted else float("nan")
         n = report.rows["transactions"]["insert"]
-        say(f"\nthis run: {len(follower.decisions)} of {n} payments decided, {len(fraud)} fraudulent, {len(alerted)} alerted: "
+        say(
+            f"\nthis run: {len(follower.decisions)} of {n} payments decided, {len(fraud)} fraudulent, {len(alerted)} alerted: "
             f"recall {recall:.0%}, precision {precision:.0%} (against the simulator's truth); "
-            f"latency p50 {_pct(follower.latencies_ms, 0.5):.0f} ms, p99 {_pct(follower.latencies_ms, 0.99):.0f} ms")
+            f"latency p50 {_pct(follower.latencies_ms, 0.5):.0f} ms, p99 {_pct(follower.latencies_ms, 0.99):.0f} ms"
+        )
         say(f"""
 where to look (the stack stays up; the demo's worker is stopped):
   metrics      http://127.0.0.1:{settings.prometheus_port}  (Prometheus; dashboards: stack/observability/dashboards/)
   graph        http://127.0.0.1:{settings.neo4j_http_port}/browser/  (Neo4j Browser), e.g. the flagged payment's neighbourhood:
-               MATCH (t:Transaction {{id: {example['transaction_id']}}})-[r*1..2]-(n) RETURN t, r, n
+               MATCH (t:Transaction {{id: {example["transaction_id"]}}})-[r*1..2]-(n) RETURN t, r, n
   a worker     fraudgraph worker      then: fraudgraph alerts --follow
   stop         fraudgraph stack down""")
         return 0 if len(follower.decisions) == n else 1

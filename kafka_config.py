@@ -42,10 +42,14 @@ def check(settings: Settings) -> None:
     problems = []
     protocol = settings.kafka_security_protocol.upper()
     if protocol not in PROTOCOLS:
-        problems.append(f"kafka_security_protocol {settings.kafka_security_protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        problems.append(
+            f"kafka_security_protocol {settings.kafka_security_protocol!r} is not one of {', '.join(PROTOCOLS)}"
+        )
     if uses_sasl(settings):
         if settings.kafka_sasl_mechanism.upper() not in MECHANISMS:
-            problems.append(f"kafka_sasl_mechanism {settings.kafka_sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}")
+            problems.append(
+                f"kafka_sasl_mechanism {settings.kafka_sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}"
+            )
         if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
             problems.append(f"kafka_sasl_username and kafka_sasl_password are required with {protocol}")
     if uses_tls(settings):
@@ -91,8 +95,9 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
     if settings.kafka_ssl_certfile:
-        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None,
-                                settings.kafka_ssl_key_password or None)
+        context.load_cert_chain(
+            settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None, settings.kafka_ssl_key_password or None
+        )
     context.check_hostname = settings.kafka_ssl_check_hostname
     return context
 
@@ -100,13 +105,17 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for an aiokafka client: the bootstrap servers and security."""
     check(settings)
-    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
-                               "security_protocol": settings.kafka_security_protocol.upper()}
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol.upper(),
+    }
     if uses_sasl(settings):
         # aiokafka takes SCRAM's user and password under the PLAIN-named arguments too.
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
-                       sasl_plain_username=settings.kafka_sasl_username,
-                       sasl_plain_password=settings.kafka_sasl_password)
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
     if uses_tls(settings):
         options["ssl_context"] = ssl_context(settings)
     return options
@@ -120,8 +129,12 @@ def faust_credentials(settings: Settings):
     check(settings)
     context = ssl_context(settings)
     if uses_sasl(settings):
-        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
-                                     ssl_context=context, mechanism=settings.kafka_sasl_mechanism.upper())
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism.upper(),
+        )
     if context is not None:
         return faust.SSLCredentials(context)
     return None

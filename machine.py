@@ -11,14 +11,21 @@ def machine(torch_device=None) -> dict:
     """CPU model, cores, memory, Python, platform and the 1/5/15-min load average now; with
     ``torch_device`` also torch's version and threads, the device and the GPU's name."""
     try:
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-                   platform.processor())
-        mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            platform.processor(),
+        )
+        mem = next((line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")), "0")
     except OSError:  # not Linux
         cpu, mem = platform.processor(), "0"
-    out = {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-           "python": platform.python_version(), "platform": platform.platform(),
-           "load_average": [round(v, 2) for v in os.getloadavg()]}
+    out = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(int(mem) / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
     if torch_device is not None:
         import torch
 

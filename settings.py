@@ -14,14 +14,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "FRAUDGRAPH_"
 # Masked wherever settings are shown (repr, logs); a test checks every *_password field is listed.
-SECRET_FIELDS = frozenset({"neo4j_password", "pg_password", "pg_superuser_password",
-                           "kafka_sasl_password", "kafka_ssl_key_password"})
+SECRET_FIELDS = frozenset(
+    {"neo4j_password", "pg_password", "pg_superuser_password", "kafka_sasl_password", "kafka_ssl_key_password"}
+)
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -120,7 +122,9 @@ class Settings:
     recs_max_risk: float = 0.2  # merchants at or above this fraud risk are never recommended
     recs_max_k: int = 100  # the largest k a request may ask for
     # The worker's local state store (Faust tables' data; rebuilt from changelogs when lost).
-    worker_data_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "worker")
+    worker_data_dir: Path = field(
+        default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "worker"
+    )
     # Where the local stack keeps data, logs and pid files, and where fetched jars are cached.
     stack_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "stack")
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "fraudgraph")
@@ -174,7 +178,7 @@ class Settings:
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         return f"Settings({self.redacted()})"
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def environ(self) -> dict[str, str]:

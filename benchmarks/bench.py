@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -39,25 +39,33 @@ from fraudgraph.stack import local
 
 HERE = Path(__file__).resolve().parent
 MICRO = {  # name -> arguments (each also gets --out); sized to finish in a few minutes on 2 cores
-    "decoder": [], "simulator": ["--repeats", "3"], "graph_writer": [],
-    "scorer": ["--repeats", "20"], "decisions": ["--repeats", "100"],
+    "decoder": [],
+    "simulator": ["--repeats", "3"],
+    "graph_writer": [],
+    "scorer": ["--repeats", "20"],
+    "decisions": ["--repeats", "100"],
 }
 
 
 def versions() -> dict[str, str]:
-    out = {p: version(p) for p in ("faust-streaming", "aiokafka", "confluent-kafka", "neo4j", "torch", "torch-geometric")}
+    out = {
+        p: version(p) for p in ("faust-streaming", "aiokafka", "confluent-kafka", "neo4j", "torch", "torch-geometric")
+    }
     poms = (HERE.parent / "stack" / "maven").glob("*/pom.xml")
     for pom in poms:
         text = pom.read_text()
-        for name, pattern in (("kafka", r"kafka_2\.13</artifactId><version>([^<]+)"),
-                              ("debezium", r"debezium-connector-postgres</artifactId><version>([^<]+)"),
-                              ("neo4j-server", r"<neo4j\.version>([^<]+)")):
+        for name, pattern in (
+            ("kafka", r"kafka_2\.13</artifactId><version>([^<]+)"),
+            ("debezium", r"debezium-connector-postgres</artifactId><version>([^<]+)"),
+            ("neo4j-server", r"<neo4j\.version>([^<]+)"),
+        ):
             if m := re.search(pattern, text):
                 out[name] = m.group(1)
     out["python"] = sys.version.split()[0]
     try:
-        out["fraudgraph"] = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                                           capture_output=True, text=True, check=True).stdout.strip()
+        out["fraudgraph"] = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         out["fraudgraph"] = version("fraudgraph")
     return out
@@ -71,20 +79,37 @@ def gpu() -> str | None:
 
 def train_model(model_dir: Path) -> dict:
     """A small simulator model, registered where the benchmark's workers look."""
-    cmd = [sys.executable, "-m", "fraudgraph.cli", "train", "--source", "simulator", "--customers", "300",
-           "--hours", "24", "--seed", "1"]
-    done = subprocess.run(cmd, env=dict(os.environ, FRAUDGRAPH_MODEL_DIR=str(model_dir)), capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "fraudgraph.cli",
+        "train",
+        "--source",
+        "simulator",
+        "--customers",
+        "300",
+        "--hours",
+        "24",
+        "--seed",
+        "1",
+    ]
+    done = subprocess.run(
+        cmd, env=dict(os.environ, FRAUDGRAPH_MODEL_DIR=str(model_dir)), capture_output=True, text=True
+    )
     if done.returncode:
         raise RuntimeError(f"training failed: {done.stderr[-2000:]}")
-    return {"command": " ".join(cmd[1:]), **json.loads(done.stdout[done.stdout.index("{"):])}
+    return {"command": " ".join(cmd[1:]), **json.loads(done.stdout[done.stdout.index("{") :])}
 
 
 def run_script(name: str, args: list[str], out: Path, timeout_s: float = 1800) -> dict:
     cmd = [sys.executable, str(HERE / f"{name}.py"), *args, "--out", str(out)]
     started = time.monotonic()
     done = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True, timeout=timeout_s)
-    entry = {"command": "python " + " ".join(cmd[1:]).replace(str(HERE.parent) + "/", ""), "file": out.name,
-             "seconds": round(time.monotonic() - started, 1)}
+    entry = {
+        "command": "python " + " ".join(cmd[1:]).replace(str(HERE.parent) + "/", ""),
+        "file": out.name,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if done.returncode:
         entry["error"] = done.stderr[-1500:]
     elif out.exists():
@@ -105,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": "fraudgraph bench", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine() | {"gpu": gpu()}, "loadavg_at_start": os.getloadavg()[0], "versions": versions()}
+    result = {
+        "benchmark": "fraudgraph bench",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine() | {"gpu": gpu()},
+        "loadavg_at_start": os.getloadavg()[0],
+        "versions": versions(),
+    }
     settings = load_settings()
     local.up(settings)
 
@@ -117,15 +147,26 @@ def main(argv: list[str] | None = None) -> int:
         print("model:", json.dumps({k: result["model"].get(k) for k in ("version", "threshold", "test")}), flush=True)
     runs = []
     for i, rate in enumerate(float(r) for r in args.rates.split(",") if r):
-        run = worker.run_once(settings, rate, args.seconds, args.customers, 6300 + i, None if args.no_model else str(model_dir),
-                              profile_s=20 if rate == 0 else 0)  # the saturated run shows where the time goes
+        run = worker.run_once(
+            settings,
+            rate,
+            args.seconds,
+            args.customers,
+            6300 + i,
+            None if args.no_model else str(model_dir),
+            profile_s=20 if rate == 0 else 0,
+        )  # the saturated run shows where the time goes
         print(json.dumps({k: v for k, v in run.items() if k != "timeline"}), flush=True)
         runs.append(run)
     result["load"] = {"seconds": args.seconds, "customers": args.customers, "runs": runs}
     if args.states:
         entry = run_script("recovery", ["--states", str(args.states)], out_dir / "recovery.json")
         result["recovery"] = entry.get("result") or {"error": entry.get("error")}
-        print("recovery:", json.dumps({k: result["recovery"].get(k) for k in ("cold_start_s", "restart_after_kill_s", "error")}), flush=True)
+        print(
+            "recovery:",
+            json.dumps({k: result["recovery"].get(k) for k in ("cold_start_s", "restart_after_kill_s", "error")}),
+            flush=True,
+        )
     result["micro"] = {}
     for name in filter(None, args.micro.split(",")):
         entry = run_script(name, MICRO[name], out_dir / f"{name}.json")

@@ -22,19 +22,18 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-
 from common import machine, pct
 
 from fraudgraph.models import features as fx
 from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.registry import ModelRegistry, card_for
 from fraudgraph.models.rgcn import HeteroRGCN
-from fraudgraph.models.train import TrainConfig
 from fraudgraph.models.serving import ModelServer
+from fraudgraph.models.train import TrainConfig
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.decider import Decider
@@ -45,8 +44,14 @@ from fraudgraph.streams.state import Source, apply_event
 
 
 def scoring_inputs(customers: int, hours: float) -> list[ScoringInput]:
-    config = SimConfig(customers=customers, duration_s=hours * 3600, start=datetime(2026, 11, 1, tzinfo=timezone.utc),
-                       fraud_rate=0.05, seed=3, id_base=10**12)
+    config = SimConfig(
+        customers=customers,
+        duration_s=hours * 3600,
+        start=datetime(2026, 11, 1, tzinfo=UTC),
+        fraud_rate=0.05,
+        seed=3,
+        id_base=10**12,
+    )
     settings = load_settings()
     store, inputs = _LiveStore(), []
     for offset, event in enumerate(event_time_order(decoded(simulator_records(config, settings), settings))):
@@ -62,7 +67,7 @@ async def measure(registry: Path, device: str, inputs: list[ScoringInput], size:
     await server.start()
     decider = Decider(server, PolicySource())
     try:
-        batches = [inputs[(i * size) % (len(inputs) - size):][:size] for i in range(repeats + 5)]
+        batches = [inputs[(i * size) % (len(inputs) - size) :][:size] for i in range(repeats + 5)]
         for batch in batches[:5]:  # warm-up: first-call allocations, lazy kernels
             await decider.decide(batch)
         seconds, rules, model = [], [], []
@@ -73,11 +78,19 @@ async def measure(registry: Path, device: str, inputs: list[ScoringInput], size:
             rules.append(decided[0].rules_s)
             model.append(decided[0].model_s)
         ms = [s * 1000 for s in seconds]
-        return {"batch": size, "repeats": repeats, "model_version": server.version or "none",
-                "batch_ms": {"p50": round(pct(ms, 0.5), 3), "p99": round(pct(ms, 0.99), 3),
-                             "mean": round(statistics.fmean(ms), 3)},
-                "per_tx_ms_p50": round(pct(ms, 0.5) / size, 4),
-                "rules_ms_p50": round(pct(rules, 0.5) * 1000, 3), "model_ms_p50": round(pct(model, 0.5) * 1000, 3)}
+        return {
+            "batch": size,
+            "repeats": repeats,
+            "model_version": server.version or "none",
+            "batch_ms": {
+                "p50": round(pct(ms, 0.5), 3),
+                "p99": round(pct(ms, 0.99), 3),
+                "mean": round(statistics.fmean(ms), 3),
+            },
+            "per_tx_ms_p50": round(pct(ms, 0.5) / size, 4),
+            "rules_ms_p50": round(pct(rules, 0.5) * 1000, 3),
+            "model_ms_p50": round(pct(model, 0.5) * 1000, 3),
+        }
     finally:
         await server.stop()
 
@@ -99,8 +112,9 @@ def main() -> None:
         empty, with_model = Path(tmp) / "empty", Path(tmp) / "models"
         torch.manual_seed(0)
         config = TrainConfig()  # the training defaults: the architecture a trained model has
-        model = HeteroRGCN(dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, config.hidden, out_channels=1,
-                           num_bases=config.num_bases).eval()
+        model = HeteroRGCN(
+            dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, config.hidden, out_channels=1, num_bases=config.num_bases
+        ).eval()
         version = ModelRegistry(with_model).register(model, card_for(model, threshold=0.5, target_fpr=0.01)).version
         runs = []
         for registry, label in ((empty, "without model"), (with_model, "with model")):
@@ -108,12 +122,21 @@ def main() -> None:
                 r = asyncio.run(measure(registry, args.device, inputs, size, args.repeats))
                 r["model"] = label
                 runs.append(r)
-                print(f"{label:>14}  batch {size:>4}: p50 {r['batch_ms']['p50']:8.3f} ms  p99 {r['batch_ms']['p99']:8.3f} ms"
-                      f"  ({r['per_tx_ms_p50']:.4f} ms/tx; rules {r['rules_ms_p50']:.3f} ms, model {r['model_ms_p50']:.3f} ms)")
-    report = {"benchmark": "Decider.decide latency per micro-batch, in process", "machine": machine(),
-              "command": "python " + " ".join(["benchmarks/decisions.py", *sys.argv[1:]]),
-              "device": args.device, "torch_threads": torch.get_num_threads(), "model": f"untrained HeteroRGCN ({version})",
-              "transactions": len(inputs), "load_avg_1m_after": round(__import__("os").getloadavg()[0], 2), "runs": runs}
+                print(
+                    f"{label:>14}  batch {size:>4}: p50 {r['batch_ms']['p50']:8.3f} ms  p99 {r['batch_ms']['p99']:8.3f} ms"
+                    f"  ({r['per_tx_ms_p50']:.4f} ms/tx; rules {r['rules_ms_p50']:.3f} ms, model {r['model_ms_p50']:.3f} ms)"
+                )
+    report = {
+        "benchmark": "Decider.decide latency per micro-batch, in process",
+        "machine": machine(),
+        "command": "python " + " ".join(["benchmarks/decisions.py", *sys.argv[1:]]),
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "model": f"untrained HeteroRGCN ({version})",
+        "transactions": len(inputs),
+        "load_avg_1m_after": round(__import__("os").getloadavg()[0], 2),
+        "runs": runs,
+    }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -28,8 +28,14 @@ def workload(variant: str) -> list[tuple[str, bytes, bytes | None, str]]:
     for path in sorted((FIXTURES / variant).glob("*.json")):
         fx = json.loads(path.read_text())
         if fx["value"] is not None:
-            out.append((fx["topic"], fx["value"].encode(), fx["key"].encode() if fx["key"] else None,
-                        fx["connector_config"]["decimal.handling.mode"]))
+            out.append(
+                (
+                    fx["topic"],
+                    fx["value"].encode(),
+                    fx["key"].encode() if fx["key"] else None,
+                    fx["connector_config"]["decimal.handling.mode"],
+                )
+            )
     return out
 
 
@@ -48,10 +54,17 @@ def run(seconds: float, repeats: int) -> dict:
                 n += len(events)
             rates.append(n / (time.perf_counter() - start))
         q = statistics.quantiles(rates, n=20) if len(rates) > 1 else rates * 19
-        results[variant] = {"events_per_s_median": round(statistics.median(rates)), "p5": round(q[0]), "p95": round(q[-1]),
-                            "us_per_event_median": round(1e6 / statistics.median(rates), 2), "mix": len(events)}
-        print(f"{variant:20s} {results[variant]['events_per_s_median']:>8} events/s (p5 {results[variant]['p5']}, "
-              f"p95 {results[variant]['p95']})  {results[variant]['us_per_event_median']} us/event")
+        results[variant] = {
+            "events_per_s_median": round(statistics.median(rates)),
+            "p5": round(q[0]),
+            "p95": round(q[-1]),
+            "us_per_event_median": round(1e6 / statistics.median(rates), 2),
+            "mix": len(events),
+        }
+        print(
+            f"{variant:20s} {results[variant]['events_per_s_median']:>8} events/s (p5 {results[variant]['p5']}, "
+            f"p95 {results[variant]['p95']})  {results[variant]['us_per_event_median']} us/event"
+        )
     return results
 
 
@@ -61,8 +74,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default="benchmarks/results/decoder.json")
     args = parser.parse_args()
-    report = {"benchmark": "decoder", "command": "python benchmarks/decoder.py", "machine": machine(),
-              "results": run(args.seconds, args.repeats)}
+    report = {
+        "benchmark": "decoder",
+        "command": "python benchmarks/decoder.py",
+        "machine": machine(),
+        "results": run(args.seconds, args.repeats),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")

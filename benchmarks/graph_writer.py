@@ -54,10 +54,14 @@ class TimedWriter(GraphWriter):
 def summary(writer: TimedWriter, n: int, seconds: float) -> dict:
     f = writer.freshness_ms
     return {
-        "events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds),
-        "freshness_ms_p50": round(pct(f, 0.50), 1), "freshness_ms_p99": round(pct(f, 0.99), 1),
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(n / seconds),
+        "freshness_ms_p50": round(pct(f, 0.50), 1),
+        "freshness_ms_p99": round(pct(f, 0.99), 1),
         "freshness_ms_max": round(max(f), 1) if f else None,
-        "batches": len(writer.batches), "mean_batch": round(statistics.mean(writer.batches), 1) if writer.batches else 0,
+        "batches": len(writer.batches),
+        "mean_batch": round(statistics.mean(writer.batches), 1) if writer.batches else 0,
     }
 
 
@@ -95,7 +99,11 @@ def cleanup(uri, auth, bases: list[int]) -> None:
                     "MATCH (n) WHERE ((n:Customer OR n:Account OR n:Merchant OR n:Transaction) AND n.id >= $lo AND n.id < $hi) "
                     "OR (n:Device AND n.id STARTS WITH $dev) OR (n:IP AND n.address ENDS WITH $ip) "
                     "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS",
-                    lo=base, hi=base + 10**8, dev=f"dev-{base}-", ip=f"|{base}").consume()
+                    lo=base,
+                    hi=base + 10**8,
+                    dev=f"dev-{base}-",
+                    ip=f"|{base}",
+                ).consume()
 
 
 def main() -> None:
@@ -115,22 +123,31 @@ def main() -> None:
     bases = [random.randrange(10**12, 9 * 10**12, 10**8) for _ in range(2)]
     try:
         sat = asyncio.run(saturated(settings.neo4j_uri, auth, EventFactory(bases[0]), args.events, kw))
-        print(f"saturated: {sat['events']} events in {sat['seconds']} s = {sat['events_per_s']} events/s "
-              f"(batches {sat['batches']}, mean {sat['mean_batch']}); freshness p50 {sat['freshness_ms_p50']} ms, "
-              f"p99 {sat['freshness_ms_p99']} ms (queueing under backpressure)")
+        print(
+            f"saturated: {sat['events']} events in {sat['seconds']} s = {sat['events_per_s']} events/s "
+            f"(batches {sat['batches']}, mean {sat['mean_batch']}); freshness p50 {sat['freshness_ms_p50']} ms, "
+            f"p99 {sat['freshness_ms_p99']} ms (queueing under backpressure)"
+        )
         pac = asyncio.run(paced(settings.neo4j_uri, auth, EventFactory(bases[1]), args.rate, args.paced_seconds, kw))
-        print(f"paced {args.rate:.0f}/s: {pac['events']} events, mean batch {pac['mean_batch']}; "
-              f"freshness p50 {pac['freshness_ms_p50']} ms, p99 {pac['freshness_ms_p99']} ms, max {pac['freshness_ms_max']} ms")
+        print(
+            f"paced {args.rate:.0f}/s: {pac['events']} events, mean batch {pac['mean_batch']}; "
+            f"freshness p50 {pac['freshness_ms_p50']} ms, p99 {pac['freshness_ms_p99']} ms, max {pac['freshness_ms_max']} ms"
+        )
     finally:
         if not args.keep:
             cleanup(settings.neo4j_uri, auth, bases)
     # neo4j-rust-ext (packstream in Rust) packs parameters ~5x faster than the pure-Python driver.
     rust = importlib.util.find_spec("neo4j._rust") is not None
-    report = {"benchmark": "graph_writer", "command": f"python benchmarks/graph_writer.py --events {args.events}",
-              "machine": machine(), "neo4j": settings.neo4j_uri, "neo4j_driver": neo4j.__version__,
-              "neo4j_rust_ext": rust,
-              "config": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
-              "results": {"saturated": sat, "paced": pac}}
+    report = {
+        "benchmark": "graph_writer",
+        "command": f"python benchmarks/graph_writer.py --events {args.events}",
+        "machine": machine(),
+        "neo4j": settings.neo4j_uri,
+        "neo4j_driver": neo4j.__version__,
+        "neo4j_rust_ext": rust,
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
+        "results": {"saturated": sat, "paced": pac},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")

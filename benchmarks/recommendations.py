@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import machine, pct
 
 from fraudgraph.models.recs_fit import new_bank_model
@@ -63,23 +62,36 @@ def main(argv: list[str] | None = None) -> dict:
                 times = []
                 for r in range(args.repeats + 5):
                     chosen = [accounts[(r * size + i) % len(accounts)] for i in range(size)]
-                    raws = [json.dumps({"request_id": f"b{r}-{i}", "account_id": a, "k": args.k}).encode()
-                            for i, a in enumerate(chosen)]
+                    raws = [
+                        json.dumps({"request_id": f"b{r}-{i}", "account_id": a, "k": args.k}).encode()
+                        for i, a in enumerate(chosen)
+                    ]
                     started = time.perf_counter()
                     replies = asyncio.run(answer_batch(raws, log.states, server, 100))
                     elapsed = time.perf_counter() - started
                     assert all(x["status"] == "ok" and len(x["merchants"]) == args.k for x in replies)
                     if r >= 5:  # warm-up
                         times.append(elapsed * 1000)
-                row = {"merchants": m, "batch": size, "p50_ms": round(pct(times, 0.5), 3),
-                       "p99_ms": round(pct(times, 0.99), 3), "per_request_p50_ms": round(pct(times, 0.5) / size, 3)}
+                row = {
+                    "merchants": m,
+                    "batch": size,
+                    "p50_ms": round(pct(times, 0.5), 3),
+                    "p99_ms": round(pct(times, 0.99), 3),
+                    "per_request_p50_ms": round(pct(times, 0.5) / size, 3),
+                }
                 print(json.dumps(row), flush=True)
                 results.append(row)
             server._executor.shutdown()
 
-    report = {"benchmark": "recommendations", "command": "python benchmarks/recommendations.py " + " ".join(sys.argv[1:]),
-              "machine": machine("cpu"),
-              "device": args.device, "k": args.k, "dim": 32, "results": results}
+    report = {
+        "benchmark": "recommendations",
+        "command": "python benchmarks/recommendations.py " + " ".join(sys.argv[1:]),
+        "machine": machine("cpu"),
+        "device": args.device,
+        "k": args.k,
+        "dim": 32,
+        "results": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

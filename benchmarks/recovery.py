@@ -34,9 +34,8 @@ from collections import Counter
 from pathlib import Path
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, Producer
-
 from common import delete_run_topics, machine
+from confluent_kafka import Consumer, Producer
 
 from fraudgraph.settings import load_settings
 from fraudgraph.stack import local
@@ -52,16 +51,28 @@ CLONE_ID_BASE = 10**12
 
 def real_states(settings, customers: int = 300, hours: float = 6.0) -> list:
     store = _LiveStore()
-    events = event_time_order(decoded(simulator_records(SimConfig(customers=customers, duration_s=hours * 3600, seed=5),
-                                                       settings), settings, Counter()))
+    events = event_time_order(
+        decoded(
+            simulator_records(SimConfig(customers=customers, duration_s=hours * 3600, seed=5), settings),
+            settings,
+            Counter(),
+        )
+    )
     for offset, event in enumerate(events):
         apply_event(event, Source("bench", 0, offset, event.position.ts_ms), store)
     return list(store.values())
 
 
 def write_changelog(settings, topic: str, templates: list, n: int) -> dict:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": 50,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
     started, size = time.monotonic(), 0
     for i in range(n):
         t = templates[i % len(templates)]
@@ -111,38 +122,62 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     s = settings.replace(topic_prefix=f"recov{run}", scores_topic=f"recov.scores.{run}", worker_id=f"recov-{run}")
     changelog = f"{s.worker_id}-node-state-changelog"
-    ensure_topics(s.kafka_bootstrap, {**worker_topics(s), changelog: PARTITIONS}, 1, {changelog: {"cleanup.policy": "compact"}})
+    ensure_topics(
+        s.kafka_bootstrap, {**worker_topics(s), changelog: PARTITIONS}, 1, {changelog: {"cleanup.policy": "compact"}}
+    )
 
     templates = real_states(s)
     written = write_changelog(s, changelog, templates, args.states)
     print(json.dumps(written), flush=True)
 
     data_dir = Path(f"/tmp/fraudgraph-bench/{run}")
-    env = dict(os.environ, FRAUDGRAPH_TOPIC_PREFIX=s.topic_prefix, FRAUDGRAPH_SCORES_TOPIC=s.scores_topic,
-               FRAUDGRAPH_WORKER_ID=s.worker_id, FRAUDGRAPH_WORKER_WEB_PORT=str(args.port),
-               FRAUDGRAPH_WORKER_DATA_DIR=str(data_dir), FRAUDGRAPH_MODEL_DIR=str(data_dir / "no-models"))
+    env = dict(
+        os.environ,
+        FRAUDGRAPH_TOPIC_PREFIX=s.topic_prefix,
+        FRAUDGRAPH_SCORES_TOPIC=s.scores_topic,
+        FRAUDGRAPH_WORKER_ID=s.worker_id,
+        FRAUDGRAPH_WORKER_WEB_PORT=str(args.port),
+        FRAUDGRAPH_WORKER_DATA_DIR=str(data_dir),
+        FRAUDGRAPH_MODEL_DIR=str(data_dir / "no-models"),
+    )
     log = open(f"/tmp/fraudgraph-bench-recovery-{run}.log", "ab")
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"recov-reader-{run}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": f"recov-reader-{run}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([s.scores_topic])
 
     # Background traffic for the whole run: new transactions keep arriving while the worker is down.
-    traffic = threading.Thread(target=simulate, args=(s,), daemon=True,
-                               kwargs=dict(mode="kafka", customers=300, duration_s=48 * 3600, rate=args.rate, seed=6))
+    traffic = threading.Thread(
+        target=simulate,
+        args=(s,),
+        daemon=True,
+        kwargs=dict(mode="kafka", customers=300, duration_s=48 * 3600, rate=args.rate, seed=6),
+    )
     traffic.start()
 
     start_ms = int(time.time() * 1000)
-    worker = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     cold = first_score_after(consumer, start_ms, 900)
     print(json.dumps({"cold_start_s": cold}), flush=True)
     time.sleep(10)  # steady scoring, local store flushed as it normally is
-    rss_mib = next(int(l.split()[1]) / 1024 for l in open(f"/proc/{worker.pid}/status") if l.startswith("VmRSS:"))
+    rss_mib = next(
+        int(line.split()[1]) / 1024 for line in open(f"/proc/{worker.pid}/status") if line.startswith("VmRSS:")
+    )
     local_store_mib = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file()) / 2**20
 
     kill_ms = int(time.time() * 1000)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    worker = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     process_start = wait_http(args.port, 120)
     restart = first_score_after(consumer, kill_ms, 900)
     worker.terminate()
@@ -150,11 +185,19 @@ def main() -> None:
     consumer.close()
     delete_run_topics(s)
 
-    result = {"benchmark": "worker recovery after SIGKILL", "machine": machine(), "command": "python " + " ".join(sys.argv),
-              "changelog": written, "traffic_tx_per_s": args.rate, "cold_start_s": cold,
-              "restart_after_kill_s": restart, "process_start_s": process_start,
-              "worker_rss_mib_before_kill": round(rss_mib, 1), "local_store_mib": round(local_store_mib, 1),
-              "log": log.name}
+    result = {
+        "benchmark": "worker recovery after SIGKILL",
+        "machine": machine(),
+        "command": "python " + " ".join(sys.argv),
+        "changelog": written,
+        "traffic_tx_per_s": args.rate,
+        "cold_start_s": cold,
+        "restart_after_kill_s": restart,
+        "process_start_s": process_start,
+        "worker_rss_mib_before_kill": round(rss_mib, 1),
+        "local_store_mib": round(local_store_mib, 1),
+        "log": log.name,
+    }
     print(json.dumps(result), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import machine, pct
+
 from fraudgraph.models.batch import encode, forward
 from fraudgraph.models.features import FEATURE_WIDTHS
 from fraudgraph.models.hetero import FRAUD_RELATIONS
@@ -86,7 +86,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     settings = load_settings({})
-    log = replay(event_time_order(decoded(simulator_records(SimConfig(customers=150, duration_s=6 * 3600, seed=2), settings), settings)))
+    log = replay(
+        event_time_order(
+            decoded(simulator_records(SimConfig(customers=150, duration_s=6 * 3600, seed=2), settings), settings)
+        )
+    )
     requests = [e.request for e in log.examples]
     torch.manual_seed(0)
     model = HeteroRGCN(FEATURE_WIDTHS, FRAUD_RELATIONS, hidden=32, out_channels=1, num_bases=4).eval()
@@ -100,21 +104,42 @@ def main(argv=None) -> int:
             on_device = host.to(device, torch.float32)
             repeats = max(5, args.repeats if size <= 256 else args.repeats // 3)
             with torch.no_grad():
-                enc = _timed(lambda: encode(reqs, m), torch.device("cpu"), repeats)
-                fwd = _timed(lambda: forward(m, on_device), device, repeats)
-                tot = _timed(lambda: forward(m, encode(reqs, m).to(device, torch.float32)), device, repeats)
+                enc = _timed(lambda reqs=reqs, m=m: encode(reqs, m), torch.device("cpu"), repeats)
+                fwd = _timed(lambda m=m, on_device=on_device: forward(m, on_device), device, repeats)
+                tot = _timed(
+                    lambda m=m, reqs=reqs, device=device: forward(m, encode(reqs, m).to(device, torch.float32)),
+                    device,
+                    repeats,
+                )
             raw = _timed(raw_ceiling(host, m, device), device, repeats)
-            row = {"device": device_name, "batch": size,
-                   "encode_ms_p50": pct(enc, 0.5), "forward_ms_p50": pct(fwd, 0.5), "forward_ms_p99": pct(fwd, 0.99),
-                   "total_ms_p50": pct(tot, 0.5), "total_ms_p99": pct(tot, 0.99), "raw_rgcnconv_ms_p50": pct(raw, 0.5),
-                   "targets_per_s_total": size / (pct(tot, 0.5) / 1000), "forward_vs_raw": pct(fwd, 0.5) / pct(raw, 0.5)}
+            row = {
+                "device": device_name,
+                "batch": size,
+                "encode_ms_p50": pct(enc, 0.5),
+                "forward_ms_p50": pct(fwd, 0.5),
+                "forward_ms_p99": pct(fwd, 0.99),
+                "total_ms_p50": pct(tot, 0.5),
+                "total_ms_p99": pct(tot, 0.99),
+                "raw_rgcnconv_ms_p50": pct(raw, 0.5),
+                "targets_per_s_total": size / (pct(tot, 0.5) / 1000),
+                "forward_vs_raw": pct(fwd, 0.5) / pct(raw, 0.5),
+            }
             rows.append(row)
-            print(f"{device_name:5s} batch {size:5d}: encode {row['encode_ms_p50']:8.3f} ms  forward {row['forward_ms_p50']:8.3f} ms"
-                  f"  total p50/p99 {row['total_ms_p50']:8.3f}/{row['total_ms_p99']:8.3f} ms  raw RGCNConv {row['raw_rgcnconv_ms_p50']:8.3f} ms"
-                  f"  forward/raw {row['forward_vs_raw']:5.2f}  {row['targets_per_s_total']:10.0f} targets/s", flush=True)
-    report = {"benchmark": "scorer", "command": "python benchmarks/scorer.py " + " ".join(argv or sys.argv[1:]),
-              "machine": machine(), "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-              "model": {"hidden": 32, "num_bases": 4, "relations": len(FRAUD_RELATIONS)}, "rows": rows}
+            print(
+                f"{device_name:5s} batch {size:5d}: encode {row['encode_ms_p50']:8.3f} ms  forward {row['forward_ms_p50']:8.3f} ms"
+                f"  total p50/p99 {row['total_ms_p50']:8.3f}/{row['total_ms_p99']:8.3f} ms  raw RGCNConv {row['raw_rgcnconv_ms_p50']:8.3f} ms"
+                f"  forward/raw {row['forward_vs_raw']:5.2f}  {row['targets_per_s_total']:10.0f} targets/s",
+                flush=True,
+            )
+    report = {
+        "benchmark": "scorer",
+        "command": "python benchmarks/scorer.py " + " ".join(argv or sys.argv[1:]),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "model": {"hidden": 32, "num_bases": 4, "relations": len(FRAUD_RELATIONS)},
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"report: {args.out}")

@@ -33,8 +33,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _summary(count: int, seconds: list[float]) -> dict:
     median, p95 = statistics.median(seconds), _percentile(seconds, 0.95)
-    return {"items": count, "repeats": len(seconds), "seconds_median": round(median, 4), "seconds_p95": round(p95, 4),
-            "per_s_median": round(count / median), "per_s_p95": round(count / p95)}  # p95: the slow runs' rate
+    return {
+        "items": count,
+        "repeats": len(seconds),
+        "seconds_median": round(median, 4),
+        "seconds_p95": round(p95, 4),
+        "per_s_median": round(count / median),
+        "per_s_p95": round(count / p95),
+    }  # p95: the slow runs' rate
 
 
 def bench(customers: int, duration_s: float, repeats: int, fraud_rate: float = 0.03) -> dict:
@@ -53,8 +59,11 @@ def bench(customers: int, duration_s: float, repeats: int, fraud_rate: float = 0
             if i % 200 == 199:
                 encoder.commit()
         enc_times.append(time.perf_counter() - t0)
-    return {"config": {"customers": customers, "duration_s": duration_s, "fraud_rate": fraud_rate, "seed": 7},
-            "generator_rows": _summary(len(rows), gen_times), "encoder_events": _summary(len(rows), enc_times)}
+    return {
+        "config": {"customers": customers, "duration_s": duration_s, "fraud_rate": fraud_rate, "seed": 7},
+        "generator_rows": _summary(len(rows), gen_times),
+        "encoder_events": _summary(len(rows), enc_times),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         pinned = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {pinned})
     result = bench(args.customers, args.duration, args.repeats)
-    result["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(),
-                         "processor": platform.processor() or platform.machine(), "pinned_cpu": pinned}
+    result["machine"] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "pinned_cpu": pinned,
+    }
     for name in ("generator_rows", "encoder_events"):
         r = result[name]
         print(f"{name:15s} {r['items']:>8d} items  median {r['per_s_median']:>9,d}/s  p95 {r['per_s_p95']:>9,d}/s")

@@ -29,9 +29,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer
-
 from common import delete_run_topics, machine, pct
+from confluent_kafka import Consumer
 
 from fraudgraph.settings import load_settings
 from fraudgraph.stack import local
@@ -54,8 +53,9 @@ def scrape(port: int) -> dict[str, float]:
 
 def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
     """The upper bound of the bucket holding the q-quantile (Prometheus' buckets, no interpolation)."""
-    buckets = sorted((float(k.split('le="')[1].split('"')[0]), v) for k, v in metrics.items()
-                     if k.startswith(f"{name}_bucket{{"))
+    buckets = sorted(
+        (float(k.split('le="')[1].split('"')[0]), v) for k, v in metrics.items() if k.startswith(f"{name}_bucket{{")
+    )
     if not buckets or buckets[-1][1] == 0:
         return None
     rank = q * buckets[-1][1]
@@ -83,10 +83,14 @@ def quality(decisions: dict[int, str], fraud: set[int]) -> dict:
     fraud_seen = fraud & decisions.keys()
     tp, fp = len(alerted & fraud_seen), len(alerted - fraud_seen)
     legit = len(decisions) - len(fraud_seen)
-    return {"fraud": len(fraud_seen), "legit": legit, "alerted": len(alerted),
-            "recall": round(tp / len(fraud_seen), 4) if fraud_seen else None,
-            "fpr": round(fp / legit, 5) if legit else None,
-            "precision": round(tp / len(alerted), 4) if alerted else None}
+    return {
+        "fraud": len(fraud_seen),
+        "legit": legit,
+        "alerted": len(alerted),
+        "recall": round(tp / len(fraud_seen), 4) if fraud_seen else None,
+        "fpr": round(fp / legit, 5) if legit else None,
+        "precision": round(tp / len(alerted), 4) if alerted else None,
+    }
 
 
 def timeline(pairs: list[tuple[int, int]], first_cdc: int) -> list[list[float]]:
@@ -111,21 +115,32 @@ def profile_summary(collapsed: str, top: int = 12) -> dict:
             if not module.startswith(FRAMING):
                 inclusive[module] = inclusive.get(module, 0) + n
         own[frames[-1]] = own.get(frames[-1], 0) + n
-    share = lambda d: {k: round(v / total, 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]}  # noqa: E731
+    share = lambda d: {k: round(v / total, 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]}
     return {"samples": total, "inclusive_by_module": share(inclusive), "self_by_frame": share(own)}
 
 
 REPO = Path(__file__).resolve().parents[1].name + "/"  # py-spy names repo files "<repo dir>/streams/app.py"
 # On every stack of the worker's main thread, or the event loop and thread plumbing: no information.
-FRAMING = ("<frozen", "asyncio/", "threading.py", "concurrent/", "selectors.py", "runpy.py", "cli.py",
-           "streams/worker.py", "mode/worker.py", "mode/services.py", "mode/utils/")
+FRAMING = (
+    "<frozen",
+    "asyncio/",
+    "threading.py",
+    "concurrent/",
+    "selectors.py",
+    "runpy.py",
+    "cli.py",
+    "streams/worker.py",
+    "mode/worker.py",
+    "mode/services.py",
+    "mode/utils/",
+)
 
 
 def _module(frame: str) -> str:
     """'func (path/to/pkg/mod.py:12)' -> 'pkg/mod.py' relative to the repo, site-packages or the stdlib."""
     path = frame.rsplit("(", 1)[-1].split(":")[0]
     if path.startswith(REPO):
-        return path[len(REPO):]
+        return path[len(REPO) :]
     for marker in ("site-packages/", "python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
@@ -173,19 +188,39 @@ def bare_loop(s, events: int, batch: int) -> dict:
     return {"events": seen, "tx_per_s": round(transactions / seconds, 1), "events_per_s": round(seen / seconds, 1)}
 
 
-def run_once(base_settings, rate: float, seconds: float, customers: int, port: int, model_dir: str | None = None,
-             profile_s: float = 0) -> dict:
+def run_once(
+    base_settings,
+    rate: float,
+    seconds: float,
+    customers: int,
+    port: int,
+    model_dir: str | None = None,
+    profile_s: float = 0,
+) -> dict:
     run = uuid.uuid4().hex[:8]
     s = base_settings.replace(topic_prefix=f"bench{run}", scores_topic=f"bench.scores.{run}", worker_id=f"bench-{run}")
     ensure_topics(s.kafka_bootstrap, worker_topics(s))
-    env = dict(os.environ, FRAUDGRAPH_TOPIC_PREFIX=s.topic_prefix, FRAUDGRAPH_SCORES_TOPIC=s.scores_topic,
-               FRAUDGRAPH_WORKER_ID=s.worker_id, FRAUDGRAPH_WORKER_WEB_PORT=str(port),
-               FRAUDGRAPH_WORKER_DATA_DIR=f"/tmp/fraudgraph-bench/{run}",
-               FRAUDGRAPH_MODEL_DIR=model_dir or f"/tmp/fraudgraph-bench/{run}/no-models")
+    env = dict(
+        os.environ,
+        FRAUDGRAPH_TOPIC_PREFIX=s.topic_prefix,
+        FRAUDGRAPH_SCORES_TOPIC=s.scores_topic,
+        FRAUDGRAPH_WORKER_ID=s.worker_id,
+        FRAUDGRAPH_WORKER_WEB_PORT=str(port),
+        FRAUDGRAPH_WORKER_DATA_DIR=f"/tmp/fraudgraph-bench/{run}",
+        FRAUDGRAPH_MODEL_DIR=model_dir or f"/tmp/fraudgraph-bench/{run}/no-models",
+    )
     log = open(f"/tmp/fraudgraph-bench-{run}.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-reader-{run}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": f"bench-reader-{run}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([s.scores_topic])
     try:
         time.sleep(15)  # worker start-up, model load and group join (not part of the measurement)
@@ -195,11 +230,34 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
         duration = max(600.0, target / (customers * 2.6) * 3600)
         profiler = None
         if profile_s:  # sampled while the simulator writes (and the worker works), not while it idles after
-            profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(worker.pid), "-d", str(int(profile_s)), "-r", "50",
-                                         "-f", "raw", "-o", f"/tmp/fraudgraph-bench-{run}.collapsed"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        report = simulate(s, mode="kafka", customers=customers, duration_s=duration, rate=rate or None,
-                          fraud_rate=0.02, seed=3, start=daytime_start())
+            profiler = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(worker.pid),
+                    "-d",
+                    str(int(profile_s)),
+                    "-r",
+                    "50",
+                    "-f",
+                    "raw",
+                    "-o",
+                    f"/tmp/fraudgraph-bench-{run}.collapsed",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        report = simulate(
+            s,
+            mode="kafka",
+            customers=customers,
+            duration_s=duration,
+            rate=rate or None,
+            fraud_rate=0.02,
+            seed=3,
+            start=daytime_start(),
+        )
         n = report.rows["transactions"]["insert"]
         latencies, pairs, first_cdc, last_score = [], [], None, 0
         decisions: dict[int, str] = {}
@@ -227,12 +285,17 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
         if profiler is not None:
             profiler.wait(profile_s + 60)
             collapsed = Path(f"/tmp/fraudgraph-bench-{run}.collapsed")
-            profile = profile_summary(collapsed.read_text()) if collapsed.exists() else {"error": "py-spy wrote nothing"}
+            profile = (
+                profile_summary(collapsed.read_text()) if collapsed.exists() else {"error": "py-spy wrote nothing"}
+            )
         # The graph stage has its own consumer group: wait (bounded) until it has committed every event.
         graph_deadline = time.monotonic() + 60
         while True:
             m = scrape(port)
-            if m.get("fraudgraph_graph_append_to_commit_seconds_count", 0) >= report.total_rows or time.monotonic() > graph_deadline:
+            if (
+                m.get("fraudgraph_graph_append_to_commit_seconds_count", 0) >= report.total_rows
+                or time.monotonic() > graph_deadline
+            ):
                 break
             time.sleep(1)
         # The run opens with every customer, account, merchant and device row at once; the second
@@ -243,18 +306,37 @@ def run_once(base_settings, rate: float, seconds: float, customers: int, port: i
         ceiling = bare_loop(s, report.total_rows, base_settings.worker_batch_max)
         throughput = round(len(decisions) / span, 1)
         return {
-            "offered_tx_per_s": rate or "max", "transactions": n, "cdc_events": report.total_rows,
-            "scored": len(decisions), "unscored_after_drain": n - len(decisions), "simulator_tx_per_s": round(report.transactions_per_s, 1),
-            "throughput_tx_per_s": throughput, "throughput_events_per_s": round(report.total_rows / span, 1),
-            "bare_loop": ceiling, "engine_share_of_bare_loop": round(throughput / ceiling["tx_per_s"], 4),
-            "latency_ms": {"p50": pct(latencies, 0.50), "p95": pct(latencies, 0.95), "p99": pct(latencies, 0.99),
-                           "max": max(latencies), "mean": round(statistics.fmean(latencies), 1)},
-            "steady_latency_ms": {"p50": pct(steady, 0.50), "p95": pct(steady, 0.95), "p99": pct(steady, 0.99), "max": max(steady)},
+            "offered_tx_per_s": rate or "max",
+            "transactions": n,
+            "cdc_events": report.total_rows,
+            "scored": len(decisions),
+            "unscored_after_drain": n - len(decisions),
+            "simulator_tx_per_s": round(report.transactions_per_s, 1),
+            "throughput_tx_per_s": throughput,
+            "throughput_events_per_s": round(report.total_rows / span, 1),
+            "bare_loop": ceiling,
+            "engine_share_of_bare_loop": round(throughput / ceiling["tx_per_s"], 4),
+            "latency_ms": {
+                "p50": pct(latencies, 0.50),
+                "p95": pct(latencies, 0.95),
+                "p99": pct(latencies, 0.99),
+                "max": max(latencies),
+                "mean": round(statistics.fmean(latencies), 1),
+            },
+            "steady_latency_ms": {
+                "p50": pct(steady, 0.50),
+                "p95": pct(steady, 0.95),
+                "p99": pct(steady, 0.99),
+                "max": max(steady),
+            },
             # Where a transaction's time goes inside the worker (medians/p99 over transactions);
             # the rest of its latency is waiting: in Kafka, in the consumer's buffer, for its batch.
             "stages_ms": {k: {"p50": pct(v, 0.5), "p99": pct(v, 0.99)} for k, v in stages.items()},
-            "graph_freshness_s": {"p50_le": histogram_quantile(m, fresh, 0.5), "p99_le": histogram_quantile(m, fresh, 0.99),
-                                  "events": m.get(f"{fresh}_count", 0)},
+            "graph_freshness_s": {
+                "p50_le": histogram_quantile(m, fresh, 0.5),
+                "p99_le": histogram_quantile(m, fresh, 0.99),
+                "events": m.get(f"{fresh}_count", 0),
+            },
             "worker_peak_rss_mib": peak_rss_mib(worker.pid),
             "graph_sink_peak_rss_mib": sum(peak_rss_mib(c) for c in children(worker.pid)),
             "quality": quality(decisions, set(report.truth.labels)),
@@ -283,8 +365,13 @@ def main() -> None:
         r = run_once(settings, rate, args.seconds, args.customers, 6300 + i, args.model_dir)
         print(json.dumps({k: v for k, v in r.items() if k != "timeline"}), flush=True)
         results.append(r)
-    out = {"benchmark": "worker end to end (CDC append -> score append)", "machine": machine(),
-           "command": "python " + " ".join(sys.argv), "model_dir": args.model_dir, "runs": results}
+    out = {
+        "benchmark": "worker end to end (CDC append -> score append)",
+        "machine": machine(),
+        "command": "python " + " ".join(sys.argv),
+        "model_dir": args.model_dir,
+        "runs": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

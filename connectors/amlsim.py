@@ -64,7 +64,9 @@ def load_laundering_accounts(nodes_csv: Path | str) -> LaunderingAccounts:
                 if int(row["isFraud"]):
                     fraud_step[int(row["nodeid"])] = int(row["fraudStep"])
             except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{nodes_csv}:{reader.line_num}: expected integer nodeid,isFraud,fraudStep, got {row}") from None
+                raise ValueError(
+                    f"{nodes_csv}:{reader.line_num}: expected integer nodeid,isFraud,fraudStep, got {row}"
+                ) from None
     return LaunderingAccounts(fraud_step)
 
 
@@ -76,11 +78,17 @@ def transfer_labels(accounts: LaunderingAccounts, mapping: CsvLogMapping) -> Lab
 
     def label_of(row: dict[str, str]) -> bool:
         return accounts.is_laundering(int(row[source]), int(row[target]), int(row[time]))
+
     return label_of
 
 
-def read_amlsim(directory: Path | str = DEFAULT_AMLSIM_DIR, mapping: CsvLogMapping | None = None, *,
-                rejected: list[RejectedRow] | None = None, ids: IdMap | None = None) -> Iterator[DomainEvent]:
+def read_amlsim(
+    directory: Path | str = DEFAULT_AMLSIM_DIR,
+    mapping: CsvLogMapping | None = None,
+    *,
+    rejected: list[RejectedRow] | None = None,
+    ids: IdMap | None = None,
+) -> Iterator[DomainEvent]:
     """The sample's transfers, with a late ``FraudReported`` for each laundering one, in time order."""
     directory = Path(directory)
     mapping = mapping or load_csv_log_mapping(AMLSIM_MAPPING)

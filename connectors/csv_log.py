@@ -37,7 +37,7 @@ import csv
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
 
@@ -98,12 +98,18 @@ class _Pending:
     cls: type[DomainEvent]
     values: dict
 
-    def __lt__(self, other: "_Pending") -> bool:
+    def __lt__(self, other: _Pending) -> bool:
         return self.key < other.key
 
 
-def read_csv_log(path: Path | str, mapping: CsvLogMapping, *, rejected: list[RejectedRow] | None = None,
-                 ids: IdMap | None = None, label_of: LabelOf | None = None) -> Iterator[DomainEvent]:
+def read_csv_log(
+    path: Path | str,
+    mapping: CsvLogMapping,
+    *,
+    rejected: list[RejectedRow] | None = None,
+    ids: IdMap | None = None,
+    label_of: LabelOf | None = None,
+) -> Iterator[DomainEvent]:
     """The log's transactions and label reports as domain events, in event-time order.
 
     ``label_of`` labels rows from data outside the file (``amlsim.py`` joins per-account labels);
@@ -138,8 +144,9 @@ def _event(pending: _Pending, lsn: int) -> DomainEvent:
     return pending.cls(SourcePosition(lsn=lsn, tx_id=None, ts_ms=pending.key[0]), **pending.values)
 
 
-def _parsed_rows(path: Path, mapping: CsvLogMapping, rejected: list[RejectedRow] | None, ids: IdMap,
-                 label_of: LabelOf | None) -> Iterator[tuple[_Pending, _Pending | None]]:
+def _parsed_rows(
+    path: Path, mapping: CsvLogMapping, rejected: list[RejectedRow] | None, ids: IdMap, label_of: LabelOf | None
+) -> Iterator[tuple[_Pending, _Pending | None]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=mapping.delimiter)
         header = [name.strip() for name in next(reader, [])]
@@ -171,13 +178,19 @@ def _parsed_rows(path: Path, mapping: CsvLogMapping, rejected: list[RejectedRow]
                 continue
             ts = transaction.key[0]
             if mapping.time_ordered and last_ts is not None and ts < last_ts:
-                raise CsvLogError(path, reader.line_num, f"time {_iso(ts)} is before the previous row's {_iso(last_ts)}: "
-                                                         "the file is not in time order (set time_ordered = false to sort in memory)")
+                raise CsvLogError(
+                    path,
+                    reader.line_num,
+                    f"time {_iso(ts)} is before the previous row's {_iso(last_ts)}: "
+                    "the file is not in time order (set time_ordered = false to sort in memory)",
+                )
             last_ts = ts
             report = None
             if label or (label is False and mapping.report_negatives):
                 report_id += 1
-                report = row_parser.report(transaction, report_id, mapping.fraud_report_kind if label else FALSE_POSITIVE)
+                report = row_parser.report(
+                    transaction, report_id, mapping.fraud_report_kind if label else FALSE_POSITIVE
+                )
             yield transaction, report
 
 
@@ -236,19 +249,29 @@ class _RowParser:
             target_id = self.ids.id_for(target_is, target)
             transaction_id = seq if raw_tx is None else self.ids.id_for("transaction", raw_tx)
         values = {
-            "transaction_id": transaction_id, "account_id": source_id, "kind": kind, "amount": amount,
+            "transaction_id": transaction_id,
+            "account_id": source_id,
+            "kind": kind,
+            "amount": amount,
             "currency": m.currency,
             "merchant_id": target_id if target_is == "merchant" else None,
             "counterparty_account_id": target_id if target_is == "account" else None,
-            "device_id": self.text(fields, "device", required=False), "ip": self.text(fields, "ip", required=False),
-            "status": m.status, "created_at": at, "updated_at": at,
+            "device_id": self.text(fields, "device", required=False),
+            "ip": self.text(fields, "ip", required=False),
+            "status": m.status,
+            "created_at": at,
+            "updated_at": at,
         }
         return _Pending((ts_ms, 0, seq), TransactionCreated, values), label
 
     def report(self, transaction: _Pending, report_id: int, kind: str) -> _Pending:
         ts_ms, _, seq = transaction.key
-        values = {"report_id": report_id, "transaction_id": transaction.values["transaction_id"], "kind": kind,
-                  "reported_at": transaction.values["created_at"] + self.delay_ms * MILLISECOND}
+        values = {
+            "report_id": report_id,
+            "transaction_id": transaction.values["transaction_id"],
+            "kind": kind,
+            "reported_at": transaction.values["created_at"] + self.delay_ms * MILLISECOND,
+        }
         return _Pending((ts_ms + self.delay_ms, 1, seq), FraudReported, values)
 
     def _target_kind(self, value: str) -> str:
@@ -273,7 +296,9 @@ def _integer(name: str, text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise _Malformed(f'columns.{name}: {text[:40]!r} is not an integer (ids = "first_seen" maps text ids)') from None
+        raise _Malformed(
+            f'columns.{name}: {text[:40]!r} is not an integer (ids = "first_seen" maps text ids)'
+        ) from None
 
 
 def _amount(text: str) -> Decimal:
@@ -288,6 +313,7 @@ def _amount(text: str) -> Decimal:
 
 # ---- time formats: text -> (epoch ms, datetime) ----
 
+
 def _from_ms(ts_ms: int, text: str) -> tuple[int, datetime]:
     try:
         return ts_ms, EPOCH + ts_ms * MILLISECOND
@@ -301,8 +327,9 @@ def _iso_time(mapping: CsvLogMapping) -> Callable[[str], tuple[int, datetime]]:
             at = datetime.fromisoformat(text)
         except ValueError:
             raise _Malformed(f"columns.time: {text[:40]!r} is not an ISO datetime") from None
-        at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)  # keeps its own zone: the hour feature is local
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)  # keeps its own zone: the hour feature is local
         return (at - EPOCH) // MILLISECOND, at
+
     return parse
 
 
@@ -315,6 +342,7 @@ def _epoch_s_time(mapping: CsvLogMapping) -> Callable[[str], tuple[int, datetime
         except InvalidOperation:
             raise _Malformed(f"columns.time: {text[:40]!r} is not epoch seconds") from None
         return _from_ms(int((seconds * 1000).to_integral_value(ROUND_FLOOR)), text)
+
     return parse
 
 
@@ -325,6 +353,7 @@ def _epoch_ms_time(mapping: CsvLogMapping) -> Callable[[str], tuple[int, datetim
         except ValueError:
             raise _Malformed(f"columns.time: {text[:40]!r} is not integer epoch milliseconds") from None
         return _from_ms(ms, text)
+
     return parse
 
 
@@ -338,6 +367,7 @@ def _step_time(mapping: CsvLogMapping) -> Callable[[str], tuple[int, datetime]]:
         except ValueError:
             raise _Malformed(f"columns.time: {text[:40]!r} is not an integer step") from None
         return _from_ms(origin_ms + step * step_ms, text)
+
     return parse
 
 

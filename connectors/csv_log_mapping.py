@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "step")
 TARGET_KINDS = ("account", "merchant", "column")
 ID_MODES = ("integer", "first_seen")
@@ -96,9 +96,13 @@ class CsvLogMapping:
             if not self.merchant_values or not self.account_values:
                 raise CsvLogMappingError('target_is = "column" needs merchant_values and account_values')
             if self.merchant_values & self.account_values:
-                raise CsvLogMappingError(f"merchant_values and account_values overlap: {sorted(self.merchant_values & self.account_values)}")
+                raise CsvLogMappingError(
+                    f"merchant_values and account_values overlap: {sorted(self.merchant_values & self.account_values)}"
+                )
         elif self.columns.target_kind is not None:
-            raise CsvLogMappingError(f'columns.target_kind is only read with target_is = "column", not {self.target_is!r}')
+            raise CsvLogMappingError(
+                f'columns.target_kind is only read with target_is = "column", not {self.target_is!r}'
+            )
         if self.columns.label is not None:
             if not self.fraud_values:
                 raise CsvLogMappingError("fraud_values is empty: no label value would mean fraud")
@@ -123,15 +127,28 @@ def _folded(values) -> frozenset[str]:
 _REQUIRED_COLUMNS = tuple(f.name for f in fields(CsvColumns) if f.default is not None)
 _COLUMN_KEYS = {f.name for f in fields(CsvColumns)}
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "time_format": (str,), "step_seconds": (int, float), "step_origin": (str, datetime), "time_ordered": (bool,),
-    "target_is": (str,), "merchant_values": (list,), "account_values": (list,), "ids": (str,),
-    "default_kind": (str,), "kind_values": (dict,), "currency": (str,), "status": (str,),
-    "fraud_values": (list,), "non_fraud_values": (list,), "label_delay_s": (int, float),
-    "fraud_report_kind": (str,), "report_negatives": (bool,), "delimiter": (str,),
+    "time_format": (str,),
+    "step_seconds": (int, float),
+    "step_origin": (str, datetime),
+    "time_ordered": (bool,),
+    "target_is": (str,),
+    "merchant_values": (list,),
+    "account_values": (list,),
+    "ids": (str,),
+    "default_kind": (str,),
+    "kind_values": (dict,),
+    "currency": (str,),
+    "status": (str,),
+    "fraud_values": (list,),
+    "non_fraud_values": (list,),
+    "label_delay_s": (int, float),
+    "fraud_report_kind": (str,),
+    "report_negatives": (bool,),
+    "delimiter": (str,),
 }
 _NOT_SUPPORTED = {
     "location": "the domain events (connectors/events.py TransactionCreated) have no location field, so a "
-                "location column would be read and dropped; leave it unmapped",
+    "location column would be read and dropped; leave it unmapped",
 }
 
 
@@ -159,7 +176,9 @@ def parse_csv_log_mapping(data: dict) -> CsvLogMapping:
         if key == "columns":
             continue
         if not isinstance(value, _OPTION_TYPES[key]) or (isinstance(value, bool) and bool not in _OPTION_TYPES[key]):
-            raise CsvLogMappingError(f"{key}: expected {' or '.join(t.__name__ for t in _OPTION_TYPES[key])}, got {value!r}")
+            raise CsvLogMappingError(
+                f"{key}: expected {' or '.join(t.__name__ for t in _OPTION_TYPES[key])}, got {value!r}"
+            )
         options[key] = value
     for key in ("merchant_values", "account_values", "fraud_values", "non_fraud_values"):
         if key in options:
@@ -171,7 +190,7 @@ def parse_csv_log_mapping(data: dict) -> CsvLogMapping:
     if isinstance(options.get("step_origin"), str):
         options["step_origin"] = _origin(options["step_origin"])
     if isinstance(options.get("step_origin"), datetime) and options["step_origin"].tzinfo is None:
-        options["step_origin"] = options["step_origin"].replace(tzinfo=timezone.utc)
+        options["step_origin"] = options["step_origin"].replace(tzinfo=UTC)
     return CsvLogMapping(columns=CsvColumns(**columns), **options)
 
 
@@ -180,7 +199,7 @@ def _origin(text: str) -> datetime:
         origin = datetime.fromisoformat(text)
     except ValueError:
         raise CsvLogMappingError(f"step_origin: not an ISO datetime: {text!r}") from None
-    return origin if origin.tzinfo else origin.replace(tzinfo=timezone.utc)
+    return origin if origin.tzinfo else origin.replace(tzinfo=UTC)
 
 
 def load_csv_log_mapping(path: Path | str) -> CsvLogMapping:

@@ -32,7 +32,9 @@ class DeadLetter:
         ]
 
     @classmethod
-    def from_headers(cls, key: bytes | None, value: bytes | None, headers) -> "DeadLetter":
+    def from_headers(cls, key: bytes | None, value: bytes | None, headers) -> DeadLetter:
         h = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (headers or [])}
         p = HEADER_PREFIX
-        return cls(key, value, h[p + "reason"], h[p + "detail"], h[p + "topic"], int(h[p + "partition"]), int(h[p + "offset"]))
+        return cls(
+            key, value, h[p + "reason"], h[p + "detail"], h[p + "topic"], int(h[p + "partition"]), int(h[p + "offset"])
+        )

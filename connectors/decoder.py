@@ -19,9 +19,9 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache
 
 import orjson
 
@@ -36,11 +36,17 @@ MAX_AMOUNT = Decimal("1e16")
 # larger; orjson reads integers up to 2**64-1. A bigger one would be decoded and then fail the graph
 # stage (which stops the worker), so it is rejected here, with the message kept.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 REASONS = (
-    "too_large", "not_json", "not_an_envelope", "unknown_table", "unsupported_op",
-    "missing_field", "bad_value", "absurd_value",
+    "too_large",
+    "not_json",
+    "not_an_envelope",
+    "unknown_table",
+    "unsupported_op",
+    "missing_field",
+    "bad_value",
+    "absurd_value",
 )
 # Not raised by decode(): the worker's label for an unexpected exception inside the decoder.
 DECODER_BUG = "decoder_error"
@@ -68,7 +74,9 @@ def table_of(topic: str) -> str:
     return topic.rsplit(".", 1)[-1]
 
 
-def decode(topic: str, value: bytes | None, mapping: Mapping, decimal_handling_mode: str = "precise", key: bytes | None = None) -> Decoded:
+def decode(
+    topic: str, value: bytes | None, mapping: Mapping, decimal_handling_mode: str = "precise", key: bytes | None = None
+) -> Decoded:
     if value is None:
         return Tombstone(topic)
     if len(value) > MAX_MESSAGE_BYTES:
@@ -115,8 +123,15 @@ def decode(topic: str, value: bytes | None, mapping: Mapping, decimal_handling_m
         src = tm.fields[name]
         row = before if src.from_before else after
         raw = row.get(src.column) if row else None
-        values[name] = _coerce(expected, raw, column_schemas.get(src.column), src.scale, decimal_handling_mode,
-                               f"{table}.{src.column}", optional=src.from_before)
+        values[name] = _coerce(
+            expected,
+            raw,
+            column_schemas.get(src.column),
+            src.scale,
+            decimal_handling_mode,
+            f"{table}.{src.column}",
+            optional=src.from_before,
+        )
     return cls(position, **values)
 
 
@@ -132,7 +147,9 @@ def _position(source: dict, envelope: dict) -> SourcePosition:
     if not INT64_MIN <= ts_ms <= INT64_MAX:
         raise DecodeError("absurd_value", f"source.ts_ms {ts_ms} is beyond a 64-bit signed integer")
     tx_id = source.get("txId")
-    tx_id = tx_id if isinstance(tx_id, int) and not isinstance(tx_id, bool) and INT64_MIN <= tx_id <= INT64_MAX else None
+    tx_id = (
+        tx_id if isinstance(tx_id, int) and not isinstance(tx_id, bool) and INT64_MIN <= tx_id <= INT64_MAX else None
+    )
     snapshot = source.get("snapshot") not in (None, False, "false")
     return SourcePosition(lsn=lsn, tx_id=tx_id, ts_ms=ts_ms, snapshot=snapshot)
 
@@ -174,12 +191,21 @@ def _row_key(raw, where: str) -> str:
         return str(raw)
     if isinstance(raw, str) and 0 < len(raw) <= MAX_STRING_CHARS:
         return raw
-    shown = f"string of {len(raw)} chars" if isinstance(raw, str) else str(raw) if isinstance(raw, int) else type(raw).__name__
-    raise DecodeError("bad_value", f"{where}: a key must be a 64-bit integer or a non-empty string of at most "
-                                   f"{MAX_STRING_CHARS} chars, got {shown}")
+    shown = (
+        f"string of {len(raw)} chars"
+        if isinstance(raw, str)
+        else str(raw)
+        if isinstance(raw, int)
+        else type(raw).__name__
+    )
+    raise DecodeError(
+        "bad_value",
+        f"{where}: a key must be a 64-bit integer or a non-empty string of at most "
+        f"{MAX_STRING_CHARS} chars, got {shown}",
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unwrap_optional(tp) -> tuple[object, bool]:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -187,7 +213,9 @@ def _unwrap_optional(tp) -> tuple[object, bool]:
     return tp, False
 
 
-def _coerce(tp, raw, column_schema: dict | None, scale: int | None, decimal_mode: str, where: str, optional: bool = False):
+def _coerce(
+    tp, raw, column_schema: dict | None, scale: int | None, decimal_mode: str, where: str, optional: bool = False
+):
     base, nullable = _unwrap_optional(tp)
     if raw is None:
         if nullable or optional:
@@ -275,9 +303,9 @@ def _timestamp(raw, column_schema: dict | None, where: str) -> datetime:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise DecodeError("bad_value", f"{where}: not an ISO timestamp ({raw[:40]!r})") from None
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         try:  # 0001-01-01T00:00+14:00 parses, but lies before year 1 in UTC: every later comparison would overflow
-            parsed.astimezone(timezone.utc)
+            parsed.astimezone(UTC)
         except OverflowError:
             raise DecodeError("absurd_value", f"{where}: {raw[:40]!r} is outside years 1..9999 in UTC") from None
         return parsed

@@ -37,6 +37,7 @@ class DomainEvent:
 
 # ---- entities: upserted by create/update/snapshot, removed by delete ----
 
+
 @dataclass(frozen=True, slots=True)
 class CustomerUpserted(DomainEvent):
     customer_id: int
@@ -91,6 +92,7 @@ class TableTruncated(DomainEvent):
 
 
 # ---- facts: things that happened ----
+
 
 @dataclass(frozen=True, slots=True)
 class LoginRecorded(DomainEvent):
@@ -153,7 +155,16 @@ class FraudReported(DomainEvent):
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
-        CustomerUpserted, AccountUpserted, MerchantUpserted, DeviceUpserted, EntityDeleted, TableTruncated,
-        LoginRecorded, ProfileChanged, TransactionCreated, TransactionUpdated, FraudReported,
+        CustomerUpserted,
+        AccountUpserted,
+        MerchantUpserted,
+        DeviceUpserted,
+        EntityDeleted,
+        TableTruncated,
+        LoginRecorded,
+        ProfileChanged,
+        TransactionCreated,
+        TransactionUpdated,
+        FraudReported,
     )
 }

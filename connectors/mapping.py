@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tomllib
 import typing
-from functools import lru_cache
 from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 
 from fraudgraph.connectors.events import EVENT_TYPES, DomainEvent
@@ -42,7 +42,7 @@ class Mapping:
         return self.tables.get(table)
 
 
-@lru_cache(maxsize=None)
+@cache
 def event_field_types(cls: type[DomainEvent]) -> dict[str, object]:
     """The payload fields of an event type (everything but ``position``) with their types."""
     hints = typing.get_type_hints(cls)

@@ -34,14 +34,25 @@ Why it is shaped this way:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from fraudgraph.connectors.events import (
-    AccountUpserted, CustomerUpserted, DeviceUpserted, DomainEvent, EntityDeleted, FraudReported, LoginRecorded,
-    MerchantUpserted, ProfileChanged, TableTruncated, TransactionCreated, TransactionUpdated,
+    AccountUpserted,
+    CustomerUpserted,
+    DeviceUpserted,
+    DomainEvent,
+    EntityDeleted,
+    FraudReported,
+    LoginRecorded,
+    MerchantUpserted,
+    ProfileChanged,
+    TableTruncated,
+    TransactionCreated,
+    TransactionUpdated,
 )
 from fraudgraph.graph import model as m
 
@@ -68,19 +79,21 @@ class Plan:
 # Cypher text, generated once from the model
 # ---------------------------------------------------------------------------------------------
 
+
 def _set_timestamps(var: str, props) -> str:
     """``, x.p = datetime(row.t.p)`` for each timestamp property (see model.TIMESTAMP_PROPS)."""
     return "".join(f", {var}.{p} = datetime(row.t.{p})" for p in props if p in m.TIMESTAMP_PROPS)
 
 
 def _min_first_ts(var: str) -> str:
-    return (f"{var}.{m.FIRST_TS_MS} = CASE WHEN {var}.{m.FIRST_TS_MS} <= row.ts_ms "
-            f"THEN {var}.{m.FIRST_TS_MS} ELSE row.ts_ms END")
+    return (
+        f"{var}.{m.FIRST_TS_MS} = CASE WHEN {var}.{m.FIRST_TS_MS} <= row.ts_ms "
+        f"THEN {var}.{m.FIRST_TS_MS} ELSE row.ts_ms END"
+    )
 
 
 def _merge_node(var: str, node: m.NodeType, key_expr: str) -> str:
-    return (f"MERGE ({var}:{node.label} {{{node.key}: {key_expr}}}) "
-            f"ON CREATE SET {var}.{m.FIRST_TS_MS} = row.ts_ms")
+    return f"MERGE ({var}:{node.label} {{{node.key}: {key_expr}}}) ON CREATE SET {var}.{m.FIRST_TS_MS} = row.ts_ms"
 
 
 def _arrow(a: str, rel: str, b: str, outgoing: bool) -> str:
@@ -102,12 +115,14 @@ def _node_upsert(node: m.NodeType) -> str:
         # The row's edge of this type now points elsewhere (or nowhere): drop the stale one.
         lines.append(
             f"CALL (n, row) {{ MATCH {_arrow('n', 'old:' + link.rel, 'x:' + other.label, link.outgoing)} "
-            f"WHERE row.{link.field} IS NULL OR x.{other.key} <> row.{link.field} DELETE old }}")
+            f"WHERE row.{link.field} IS NULL OR x.{other.key} <> row.{link.field} DELETE old }}"
+        )
         lines.append(
             f"FOREACH (k IN CASE WHEN row.{link.field} IS NULL THEN [] ELSE [row.{link.field}] END | "
             f"{_merge_node(o, other, 'k')} "
             f"MERGE {_arrow('n', r + ':' + link.rel, o, link.outgoing)} ON CREATE SET {r}.{m.FIRST_TS_MS} = row.ts_ms "
-            f"SET {r}.{m.VERSION} = row.version, {r}.{m.TS_MS} = row.ts_ms, {r}.{m.DELETED} = false)")
+            f"SET {r}.{m.VERSION} = row.version, {r}.{m.TS_MS} = row.ts_ms, {r}.{m.DELETED} = false)"
+        )
         lines.append("WITH n, row")
     lines.append("RETURN count(*) AS applied")
     return "\n".join(lines)
@@ -124,7 +139,9 @@ def _node_delete(node: m.NodeType) -> str:
         "WITH n, row",
     ]
     for link in m.NODE_LINKS.get(node.label, ()):
-        lines.append(f"CALL (n) {{ MATCH {_arrow('n', 'old:' + link.rel, 'x:' + link.other.label, link.outgoing)} DELETE old }}")
+        lines.append(
+            f"CALL (n) {{ MATCH {_arrow('n', 'old:' + link.rel, 'x:' + link.other.label, link.outgoing)} DELETE old }}"
+        )
     lines.append("RETURN count(*) AS applied")
     return "\n".join(lines)
 
@@ -144,16 +161,20 @@ def _fact_upsert(fact: m.FactType) -> str:
     ]
     for i, e in enumerate(fact.edges):
         s, t, r = f"s{i}", f"t{i}", f"r{i}"
-        set_rel = (f"SET {r} += row.props{_set_timestamps(r, fact.props)}, {r}.{fact.key} = row.key, {r}.{m.VERSION} = row.version, "
-                   f"{r}.{m.TS_MS} = row.ts_ms, {r}.{m.FIRST_TS_MS} = first, {r}.{m.DELETED} = false")
+        set_rel = (
+            f"SET {r} += row.props{_set_timestamps(r, fact.props)}, {r}.{fact.key} = row.key, {r}.{m.VERSION} = row.version, "
+            f"{r}.{m.TS_MS} = row.ts_ms, {r}.{m.FIRST_TS_MS} = first, {r}.{m.DELETED} = false"
+        )
         src = _merge_node(s, e.source, f"row.{e.source_field}")
         lines.append(
             f"FOREACH (k IN CASE WHEN row.{e.target_field} IS NULL THEN [] ELSE [row.{e.target_field}] END | "
-            f"{src} {_merge_node(t, e.target, 'k')} CREATE ({s})-[{r}:{e.rel}]->({t}) {set_rel})")
+            f"{src} {_merge_node(t, e.target, 'k')} CREATE ({s})-[{r}:{e.rel}]->({t}) {set_rel})"
+        )
         if e.self_if_missing:
             lines.append(
                 f"FOREACH (k IN CASE WHEN row.{e.target_field} IS NULL THEN [1] ELSE [] END | "
-                f"{src} CREATE ({s})-[{r}:{e.rel}]->({s}) {set_rel})")
+                f"{src} CREATE ({s})-[{r}:{e.rel}]->({s}) {set_rel})"
+            )
     lines.append("RETURN count(*) AS applied")
     return "\n".join(lines)
 
@@ -165,36 +186,43 @@ def _fact_delete(fact: m.FactType) -> str:
         lines.append(
             f"CALL (row) {{ MATCH ()-[r:{e.rel} {{{fact.key}: row.key}}]->() "
             f"WHERE r.{m.VERSION} IS NULL OR r.{m.VERSION} < row.version "
-            f"SET {clear}r.{m.VERSION} = row.version, r.{m.TS_MS} = row.ts_ms, r.{m.DELETED} = true }}")
+            f"SET {clear}r.{m.VERSION} = row.version, r.{m.TS_MS} = row.ts_ms, r.{m.DELETED} = true }}"
+        )
     lines.append("RETURN count(*) AS applied")
     return "\n".join(lines)
 
 
 _T = m.TRANSACTION.label
-_FR_TOMBSTONE = (f"{{v}}.{m.FRAUD_REPORT_KIND} = null, {{v}}.{m.FRAUD_REPORTED_AT} = null, "
-                 f"{{v}}.{m.FRAUD_REPORT_DELETED} = true, {{v}}.{m.FRAUD_REPORT_VERSION} = row.version, "
-                 f"{{v}}.{m.FRAUD_REPORT_TS_MS} = row.ts_ms")
+_FR_TOMBSTONE = (
+    f"{{v}}.{m.FRAUD_REPORT_KIND} = null, {{v}}.{m.FRAUD_REPORTED_AT} = null, "
+    f"{{v}}.{m.FRAUD_REPORT_DELETED} = true, {{v}}.{m.FRAUD_REPORT_VERSION} = row.version, "
+    f"{{v}}.{m.FRAUD_REPORT_TS_MS} = row.ts_ms"
+)
 
-FRAUD_REPORT_UPSERT = "\n".join([
-    "UNWIND $rows AS row",
-    _merge_node("t", m.TRANSACTION, "row.transaction_id"),
-    "WITH t, row",
-    f"WHERE t.{m.FRAUD_REPORT_VERSION} IS NULL OR t.{m.FRAUD_REPORT_VERSION} < row.version",
-    # A report that moved to another transaction leaves a tombstone on the old one.
-    f"CALL (t, row) {{ MATCH (o:{_T} {{{m.FRAUD_REPORT_ID}: row.key}}) WHERE o <> t AND o.{m.FRAUD_REPORT_VERSION} < row.version "
-    f"SET {_FR_TOMBSTONE.format(v='o')} }}",
-    f"SET t.{m.FRAUD_REPORT_ID} = row.key, t.{m.FRAUD_REPORT_KIND} = row.kind, t.{m.FRAUD_REPORTED_AT} = datetime(row.reported_at), "
-    f"t.{m.FRAUD_REPORT_VERSION} = row.version, t.{m.FRAUD_REPORT_TS_MS} = row.ts_ms, t.{m.FRAUD_REPORT_DELETED} = false",
-    "RETURN count(*) AS applied",
-])
+FRAUD_REPORT_UPSERT = "\n".join(
+    [
+        "UNWIND $rows AS row",
+        _merge_node("t", m.TRANSACTION, "row.transaction_id"),
+        "WITH t, row",
+        f"WHERE t.{m.FRAUD_REPORT_VERSION} IS NULL OR t.{m.FRAUD_REPORT_VERSION} < row.version",
+        # A report that moved to another transaction leaves a tombstone on the old one.
+        f"CALL (t, row) {{ MATCH (o:{_T} {{{m.FRAUD_REPORT_ID}: row.key}}) WHERE o <> t AND o.{m.FRAUD_REPORT_VERSION} < row.version "
+        f"SET {_FR_TOMBSTONE.format(v='o')} }}",
+        f"SET t.{m.FRAUD_REPORT_ID} = row.key, t.{m.FRAUD_REPORT_KIND} = row.kind, t.{m.FRAUD_REPORTED_AT} = datetime(row.reported_at), "
+        f"t.{m.FRAUD_REPORT_VERSION} = row.version, t.{m.FRAUD_REPORT_TS_MS} = row.ts_ms, t.{m.FRAUD_REPORT_DELETED} = false",
+        "RETURN count(*) AS applied",
+    ]
+)
 
-FRAUD_REPORT_DELETE = "\n".join([
-    "UNWIND $rows AS row",
-    f"MATCH (t:{_T} {{{m.FRAUD_REPORT_ID}: row.key}})",
-    f"WHERE t.{m.FRAUD_REPORT_VERSION} < row.version",
-    f"SET {_FR_TOMBSTONE.format(v='t')}",
-    "RETURN count(*) AS applied",
-])
+FRAUD_REPORT_DELETE = "\n".join(
+    [
+        "UNWIND $rows AS row",
+        f"MATCH (t:{_T} {{{m.FRAUD_REPORT_ID}: row.key}})",
+        f"WHERE t.{m.FRAUD_REPORT_VERSION} < row.version",
+        f"SET {_FR_TOMBSTONE.format(v='t')}",
+        "RETURN count(*) AS applied",
+    ]
+)
 
 # kind -> Cypher, in the order statements run.
 CYPHER: dict[str, str] = {}
@@ -222,16 +250,19 @@ def schema_statements() -> list[str]:
     ]
     out += [
         f"CREATE INDEX fraudgraph_{e.rel.lower()}_{f.key} IF NOT EXISTS FOR ()-[r:{e.rel}]-() ON (r.{f.key})"
-        for f in m.FACT_TYPES for e in f.edges
+        for f in m.FACT_TYPES
+        for e in f.edges
     ]
-    out.append(f"CREATE INDEX fraudgraph_transaction_{m.FRAUD_REPORT_ID} IF NOT EXISTS "
-               f"FOR (n:{_T}) ON (n.{m.FRAUD_REPORT_ID})")
+    out.append(
+        f"CREATE INDEX fraudgraph_transaction_{m.FRAUD_REPORT_ID} IF NOT EXISTS FOR (n:{_T}) ON (n.{m.FRAUD_REPORT_ID})"
+    )
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Events -> rows
 # ---------------------------------------------------------------------------------------------
+
 
 def _value(v: Any) -> Any:
     # Neo4j has no decimal type; amounts get a float twin plus exact text (see model.TRANSACTION).
@@ -242,7 +273,7 @@ def _iso(v: datetime | None) -> str | None:
     """A timestamp as ISO-8601 text for Cypher's datetime() (naive values are UTC, as the source's are)."""
     if v is None:
         return None
-    return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).isoformat()
+    return (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
 
 
 def _split_props(event: DomainEvent, names) -> tuple[dict[str, Any], dict[str, str | None]]:

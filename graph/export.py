@@ -72,14 +72,14 @@ class Subgraph:
 
 
 def _visible(var: str) -> str:
-    return (f"coalesce({var}.{m.DELETED}, false) = false "
-            f"AND ($until IS NULL OR {var}.{m.FIRST_TS_MS} <= $until)")
+    return f"coalesce({var}.{m.DELETED}, false) = false AND ($until IS NULL OR {var}.{m.FIRST_TS_MS} <= $until)"
 
 
 def _clean_node(props: dict[str, Any], key: str, until_ms: int | None) -> dict[str, Any]:
     report_ts = props.get(m.FRAUD_REPORT_TS_MS)
-    label_visible = (props.get(m.FRAUD_REPORT_DELETED) is False
-                     and (until_ms is None or (report_ts is not None and report_ts <= until_ms)))
+    label_visible = props.get(m.FRAUD_REPORT_DELETED) is False and (
+        until_ms is None or (report_ts is not None and report_ts <= until_ms)
+    )
     out = {}
     for name, value in props.items():
         if name == key or name in m.BOOKKEEPING or (name in m.FRAUD_REPORT_PROPS and name not in FRAUD_LABEL_PROPS):
@@ -90,8 +90,13 @@ def _clean_node(props: dict[str, Any], key: str, until_ms: int | None) -> dict[s
     return out
 
 
-def export_subgraph(driver: neo4j.Driver, *, until_ms: int | None = None, database: str | None = None,
-                    labels: tuple[str, ...] | None = None) -> Subgraph:
+def export_subgraph(
+    driver: neo4j.Driver,
+    *,
+    until_ms: int | None = None,
+    database: str | None = None,
+    labels: tuple[str, ...] | None = None,
+) -> Subgraph:
     """Nodes and edges visible at source time ``until_ms`` (None: now). ``labels`` restricts the
     node labels (edges are kept only between exported labels)."""
     wanted = {n.label for n in m.NODE_TYPES} if labels is None else set(labels)
@@ -102,7 +107,9 @@ def export_subgraph(driver: neo4j.Driver, *, until_ms: int | None = None, databa
         records, _, _ = driver.execute_query(
             f"MATCH (n:{node.label}) WHERE {_visible('n')} "
             f"RETURN n.{node.key} AS key, properties(n) AS props ORDER BY key",
-            until=until_ms, database_=database, routing_=neo4j.RoutingControl.READ,
+            until=until_ms,
+            database_=database,
+            routing_=neo4j.RoutingControl.READ,
         )
         sub.node_keys[node.label] = [r["key"] for r in records]
         sub.node_props[node.label] = [_clean_node(r["props"], node.key, until_ms) for r in records]
@@ -114,7 +121,9 @@ def export_subgraph(driver: neo4j.Driver, *, until_ms: int | None = None, databa
         records, _, _ = driver.execute_query(
             f"MATCH (a:{src})-[r:{rel}]->(b:{dst}) WHERE {_visible('r')} AND {_visible('a')} AND {_visible('b')} "
             f"RETURN a.{keys[src]} AS src, b.{keys[dst]} AS dst, properties(r) AS props ORDER BY src, dst",
-            until=until_ms, database_=database, routing_=neo4j.RoutingControl.READ,
+            until=until_ms,
+            database_=database,
+            routing_=neo4j.RoutingControl.READ,
         )
         sub.edges[etype] = [(r["src"], r["dst"]) for r in records]
         sub.edge_props[etype] = [{k: v for k, v in r["props"].items() if k not in m.BOOKKEEPING} for r in records]

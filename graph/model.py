@@ -62,13 +62,18 @@ class NodeType:
     props: tuple[str, ...] = ()  # properties the entity's own row writes (and its delete clears)
 
 
-CUSTOMER = NodeType("Customer", "id", int, "customer", ("full_name", "email", "phone", "country", "kyc_level", "created_at"))
+CUSTOMER = NodeType(
+    "Customer", "id", int, "customer", ("full_name", "email", "phone", "country", "kyc_level", "created_at")
+)
 ACCOUNT = NodeType("Account", "id", int, "account", ("kind", "currency", "status", "opened_at"))
 MERCHANT = NodeType("Merchant", "id", int, "merchant", ("name", "mcc", "country", "created_at"))
 DEVICE = NodeType("Device", "id", str, "device", ("os", "user_agent", "first_seen"))
 IP = NodeType("IP", "address", str, None)
 TRANSACTION = NodeType(
-    "Transaction", "id", int, "transaction",
+    "Transaction",
+    "id",
+    int,
+    "transaction",
     # amount is a float for features and queries; amount_text keeps the exact decimal.
     ("kind", "amount", "amount_text", "currency", "status", "created_at", "updated_at"),
 )
@@ -125,35 +130,60 @@ class FactType:
     edges: tuple[FactEdge, ...]
 
 
-LOGIN = FactType("login", "login_id", ("at", "success"), (
-    FactEdge("LOGGED_IN", CUSTOMER, "customer_id", DEVICE, "device_id"),
-    FactEdge("LOGIN_FROM", CUSTOMER, "customer_id", IP, "ip"),
-))
-PROFILE_CHANGE = FactType("profile_change", "change_id", ("field", "at", "ip"), (
-    FactEdge("CHANGED_PROFILE", CUSTOMER, "customer_id", DEVICE, "device_id", self_if_missing=True),
-))
+LOGIN = FactType(
+    "login",
+    "login_id",
+    ("at", "success"),
+    (
+        FactEdge("LOGGED_IN", CUSTOMER, "customer_id", DEVICE, "device_id"),
+        FactEdge("LOGIN_FROM", CUSTOMER, "customer_id", IP, "ip"),
+    ),
+)
+PROFILE_CHANGE = FactType(
+    "profile_change",
+    "change_id",
+    ("field", "at", "ip"),
+    (FactEdge("CHANGED_PROFILE", CUSTOMER, "customer_id", DEVICE, "device_id", self_if_missing=True),),
+)
 FACT_TYPES = (LOGIN, PROFILE_CHANGE)
 
 # Fraud reports: label properties on the Transaction, with their own version and time.
 FRAUD_REPORT_ENTITY = "fraud_report"
 FRAUD_REPORT_ID, FRAUD_REPORT_KIND, FRAUD_REPORTED_AT = "fraud_report_id", "fraud_report_kind", "reported_at"
 FRAUD_REPORT_VERSION, FRAUD_REPORT_TS_MS, FRAUD_REPORT_DELETED = (
-    "fraud_report_version", "fraud_report_ts_ms", "fraud_report_deleted")
-FRAUD_REPORT_PROPS = (FRAUD_REPORT_ID, FRAUD_REPORT_KIND, FRAUD_REPORTED_AT,
-                      FRAUD_REPORT_VERSION, FRAUD_REPORT_TS_MS, FRAUD_REPORT_DELETED)
+    "fraud_report_version",
+    "fraud_report_ts_ms",
+    "fraud_report_deleted",
+)
+FRAUD_REPORT_PROPS = (
+    FRAUD_REPORT_ID,
+    FRAUD_REPORT_KIND,
+    FRAUD_REPORTED_AT,
+    FRAUD_REPORT_VERSION,
+    FRAUD_REPORT_TS_MS,
+    FRAUD_REPORT_DELETED,
+)
 
 NODE_BY_ENTITY = {n.entity: n for n in NODE_TYPES if n.entity}
 FACT_BY_ENTITY = {f.entity: f for f in FACT_TYPES}
-REL_TYPES = tuple(dict.fromkeys(
-    [l.rel for links in NODE_LINKS.values() for l in links] + [e.rel for f in FACT_TYPES for e in f.edges]))
+REL_TYPES = tuple(
+    dict.fromkeys(
+        [link.rel for links in NODE_LINKS.values() for link in links] + [e.rel for f in FACT_TYPES for e in f.edges]
+    )
+)
 
 # Every name above is spliced into Cypher text, so each must be a plain identifier: checked once here
 # rather than trusted, so a typo'd constant fails at import instead of producing odd Cypher.
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 for _name in (
-    *(n.label for n in NODE_TYPES), *(n.key for n in NODE_TYPES), *(p for n in NODE_TYPES for p in n.props),
-    *REL_TYPES, *(f.key for f in FACT_TYPES), *(p for f in FACT_TYPES for p in f.props),
-    *FRAUD_REPORT_PROPS, *BOOKKEEPING,
+    *(n.label for n in NODE_TYPES),
+    *(n.key for n in NODE_TYPES),
+    *(p for n in NODE_TYPES for p in n.props),
+    *REL_TYPES,
+    *(f.key for f in FACT_TYPES),
+    *(p for f in FACT_TYPES for p in f.props),
+    *FRAUD_REPORT_PROPS,
+    *BOOKKEEPING,
 ):
     if not _IDENT.match(_name):
         raise ValueError(f"graph model name {_name!r} is not a plain identifier")

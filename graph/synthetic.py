@@ -10,17 +10,28 @@ in step with ``connectors/events.py``; one factory keeps that in one place. Ids 
 from __future__ import annotations
 
 import random
-from itertools import islice
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Iterator
+from itertools import islice
 
 from fraudgraph.connectors.events import (
-    AccountUpserted, CustomerUpserted, DeviceUpserted, DomainEvent, EntityDeleted, FraudReported, LoginRecorded,
-    MerchantUpserted, ProfileChanged, SourcePosition, TableTruncated, TransactionCreated, TransactionUpdated,
+    AccountUpserted,
+    CustomerUpserted,
+    DeviceUpserted,
+    DomainEvent,
+    EntityDeleted,
+    FraudReported,
+    LoginRecorded,
+    MerchantUpserted,
+    ProfileChanged,
+    SourcePosition,
+    TableTruncated,
+    TransactionCreated,
+    TransactionUpdated,
 )
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 class EventFactory:
@@ -52,55 +63,131 @@ class EventFactory:
         return f"10.{(self.base // 65536) % 256}.{(self.base // 256) % 256}.{n % 256}|{self.base}"
 
     # ---- entities ----
-    def customer(self, n: int, *, name: str | None = None, position: SourcePosition | None = None, **kw) -> CustomerUpserted:
-        return CustomerUpserted(position or self.pos(), self.id(n), name or f"Customer {n}", f"c{n}@example.test",
-                                kw.get("phone"), kw.get("country", "GB"), kw.get("kyc_level", 1), T0)
+    def customer(
+        self, n: int, *, name: str | None = None, position: SourcePosition | None = None, **kw
+    ) -> CustomerUpserted:
+        return CustomerUpserted(
+            position or self.pos(),
+            self.id(n),
+            name or f"Customer {n}",
+            f"c{n}@example.test",
+            kw.get("phone"),
+            kw.get("country", "GB"),
+            kw.get("kyc_level", 1),
+            T0,
+        )
 
-    def account(self, n: int, customer: int, *, status: str = "active", position: SourcePosition | None = None) -> AccountUpserted:
+    def account(
+        self, n: int, customer: int, *, status: str = "active", position: SourcePosition | None = None
+    ) -> AccountUpserted:
         return AccountUpserted(position or self.pos(), self.id(n), self.id(customer), "checking", "EUR", status, T0)
 
     def merchant(self, n: int, *, name: str | None = None, position: SourcePosition | None = None) -> MerchantUpserted:
         return MerchantUpserted(position or self.pos(), self.id(n), name or f"Merchant {n}", "5411", "FR", T0)
 
-    def device(self, n: int | str, *, os: str | None = "android", position: SourcePosition | None = None) -> DeviceUpserted:
+    def device(
+        self, n: int | str, *, os: str | None = "android", position: SourcePosition | None = None
+    ) -> DeviceUpserted:
         did = n if isinstance(n, str) else self.device_id(n)
         return DeviceUpserted(position or self.pos(), did, os, "Mozilla/5.0", T0)
 
     # ---- facts ----
-    def login(self, n: int, customer: int, device: int | None, ip: int, *, success: bool = True,
-              position: SourcePosition | None = None) -> LoginRecorded:
-        return LoginRecorded(position or self.pos(), self.id(n), self.id(customer),
-                             None if device is None else self.device_id(device), self.ip(ip), success, T0)
+    def login(
+        self,
+        n: int,
+        customer: int,
+        device: int | None,
+        ip: int,
+        *,
+        success: bool = True,
+        position: SourcePosition | None = None,
+    ) -> LoginRecorded:
+        return LoginRecorded(
+            position or self.pos(),
+            self.id(n),
+            self.id(customer),
+            None if device is None else self.device_id(device),
+            self.ip(ip),
+            success,
+            T0,
+        )
 
-    def profile_change(self, n: int, customer: int, device: int | None, *, field: str = "email", ip: int | None = None,
-                       position: SourcePosition | None = None) -> ProfileChanged:
-        return ProfileChanged(position or self.pos(), self.id(n), self.id(customer), field,
-                              None if device is None else self.device_id(device),
-                              None if ip is None else self.ip(ip), T0)
+    def profile_change(
+        self,
+        n: int,
+        customer: int,
+        device: int | None,
+        *,
+        field: str = "email",
+        ip: int | None = None,
+        position: SourcePosition | None = None,
+    ) -> ProfileChanged:
+        return ProfileChanged(
+            position or self.pos(),
+            self.id(n),
+            self.id(customer),
+            field,
+            None if device is None else self.device_id(device),
+            None if ip is None else self.ip(ip),
+            T0,
+        )
 
-    def card_payment(self, n: int, account: int, merchant: int, *, device: int | None = None, ip: int | None = None,
-                     amount: str = "12.34", status: str = "authorized", position: SourcePosition | None = None,
-                     updated: bool = False) -> TransactionCreated | TransactionUpdated:
-        return self._tx(n, account, "card_payment", amount, self.id(merchant), None, device, ip, status, position, updated)
+    def card_payment(
+        self,
+        n: int,
+        account: int,
+        merchant: int,
+        *,
+        device: int | None = None,
+        ip: int | None = None,
+        amount: str = "12.34",
+        status: str = "authorized",
+        position: SourcePosition | None = None,
+        updated: bool = False,
+    ) -> TransactionCreated | TransactionUpdated:
+        return self._tx(
+            n, account, "card_payment", amount, self.id(merchant), None, device, ip, status, position, updated
+        )
 
-    def transfer(self, n: int, account: int, counterparty: int, *, device: int | None = None, ip: int | None = None,
-                 amount: str = "250.00", status: str = "pending", position: SourcePosition | None = None,
-                 updated: bool = False) -> TransactionCreated | TransactionUpdated:
-        return self._tx(n, account, "transfer", amount, None, self.id(counterparty), device, ip, status, position, updated)
+    def transfer(
+        self,
+        n: int,
+        account: int,
+        counterparty: int,
+        *,
+        device: int | None = None,
+        ip: int | None = None,
+        amount: str = "250.00",
+        status: str = "pending",
+        position: SourcePosition | None = None,
+        updated: bool = False,
+    ) -> TransactionCreated | TransactionUpdated:
+        return self._tx(
+            n, account, "transfer", amount, None, self.id(counterparty), device, ip, status, position, updated
+        )
 
     def _tx(self, n, account, kind, amount, merchant_id, counterparty_id, device, ip, status, position, updated):
         common = dict(
-            transaction_id=self.id(n), account_id=self.id(account), kind=kind, amount=Decimal(amount), currency="EUR",
-            merchant_id=merchant_id, counterparty_account_id=counterparty_id,
-            device_id=None if device is None else self.device_id(device), ip=None if ip is None else self.ip(ip),
-            status=status, created_at=T0, updated_at=T0,
+            transaction_id=self.id(n),
+            account_id=self.id(account),
+            kind=kind,
+            amount=Decimal(amount),
+            currency="EUR",
+            merchant_id=merchant_id,
+            counterparty_account_id=counterparty_id,
+            device_id=None if device is None else self.device_id(device),
+            ip=None if ip is None else self.ip(ip),
+            status=status,
+            created_at=T0,
+            updated_at=T0,
         )
         if updated:
             return TransactionUpdated(position or self.pos(), previous_status="pending", **common)
         return TransactionCreated(position or self.pos(), **common)
 
-    def fraud_report(self, n: int, transaction: int, *, kind: str = "confirmed_fraud",
-                     position: SourcePosition | None = None) -> FraudReported:
+    def fraud_report(
+        self, n: int, transaction: int, *, kind: str = "confirmed_fraud", position: SourcePosition | None = None
+    ) -> FraudReported:
         return FraudReported(position or self.pos(), self.id(n), self.id(transaction), kind, T0)
 
     def delete(self, entity: str, key: int | str, *, position: SourcePosition | None = None) -> EntityDeleted:
@@ -111,8 +198,17 @@ class EventFactory:
         return TableTruncated(self.pos(), entity)
 
 
-def stream(factory: EventFactory, n_events: int, *, seed: int = 7, customers: int = 2_000, merchants: int = 300,
-           devices: int = 3_000, ips: int = 2_000, now_ms=None) -> Iterator[DomainEvent]:
+def stream(
+    factory: EventFactory,
+    n_events: int,
+    *,
+    seed: int = 7,
+    customers: int = 2_000,
+    merchants: int = 300,
+    devices: int = 3_000,
+    ips: int = 2_000,
+    now_ms=None,
+) -> Iterator[DomainEvent]:
     """``n_events`` of a bank-like mix: reference rows first (customers with an account each,
     merchants, devices), then mostly transactions (card payments and transfers, some later settled),
     logins, profile changes and fraud reports. ``now_ms`` (a callable) stamps each event's source time
@@ -142,12 +238,25 @@ def _stream(f: EventFactory, n_events, rnd, customers, merchants, devices, ips, 
         if r < 0.55:
             tx += 1
             payments.append((tx, 100_000 + c, 200_000 + rnd.randrange(n_merch)))
-            yield f.card_payment(tx, payments[-1][1], payments[-1][2], device=rnd.randrange(n_dev),
-                                 ip=rnd.randrange(ips), amount=f"{rnd.uniform(1, 500):.2f}", position=pos())
+            yield f.card_payment(
+                tx,
+                payments[-1][1],
+                payments[-1][2],
+                device=rnd.randrange(n_dev),
+                ip=rnd.randrange(ips),
+                amount=f"{rnd.uniform(1, 500):.2f}",
+                position=pos(),
+            )
         elif r < 0.70:
             tx += 1
-            yield f.transfer(tx, 100_000 + c, 100_000 + rnd.randrange(n_cust), device=rnd.randrange(n_dev),
-                             ip=rnd.randrange(ips), position=pos())
+            yield f.transfer(
+                tx,
+                100_000 + c,
+                100_000 + rnd.randrange(n_cust),
+                device=rnd.randrange(n_dev),
+                ip=rnd.randrange(ips),
+                position=pos(),
+            )
         elif r < 0.78 and payments:
             t, a, mch = rnd.choice(payments)
             yield f.card_payment(t, a, mch, status="settled", position=pos(), updated=True)

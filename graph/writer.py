@@ -49,7 +49,7 @@ def is_retryable(exc: BaseException) -> bool:
     check = getattr(exc, "is_retryable", None)  # neo4j 5.x/6.x errors classify themselves
     try:
         return bool(check and check())
-    except Exception:  # pragma: no cover - a driver quirk must not mask the original error
+    except Exception:  # noqa: BLE001 pragma: no cover - a driver quirk must not mask the original error
         return False
 
 
@@ -71,7 +71,8 @@ class GraphWriter:
             raise ValueError("queue_size and batch_size must be positive")
         self._owns_driver = driver is None
         self._driver = driver or neo4j.AsyncGraphDatabase.driver(
-            uri, auth=auth,
+            uri,
+            auth=auth,
             # The guards make Neo4j warn about properties not seen yet on an empty graph: noise.
             notifications_min_severity="OFF",
             connection_acquisition_timeout=10.0,
@@ -91,7 +92,7 @@ class GraphWriter:
         self._flush_waiters = 0
 
     @classmethod
-    def from_settings(cls, settings, **kwargs) -> "GraphWriter":
+    def from_settings(cls, settings, **kwargs) -> GraphWriter:
         return cls(settings.neo4j_uri, settings.neo4j_auth, **kwargs)
 
     @property
@@ -103,14 +104,14 @@ class GraphWriter:
 
     # ---- lifecycle ----
 
-    async def start(self, ensure_schema: bool = True) -> "GraphWriter":
+    async def start(self, ensure_schema: bool = True) -> GraphWriter:
         if ensure_schema:
             await self.ensure_schema()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="fraudgraph-graph-writer")
         return self
 
-    async def __aenter__(self) -> "GraphWriter":
+    async def __aenter__(self) -> GraphWriter:
         return await self.start()
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
@@ -132,8 +133,13 @@ class GraphWriter:
         self._flush_waiters += 1
         try:
             async with self._progress:
-                await self._progress.wait_for(lambda: self._done >= target or self._error is not None
-                                              or (self._task is not None and self._task.done()))
+                await self._progress.wait_for(
+                    lambda: (
+                        self._done >= target
+                        or self._error is not None
+                        or (self._task is not None and self._task.done())
+                    )
+                )
         finally:
             self._flush_waiters -= 1
         self._raise_if_failed()
@@ -183,7 +189,7 @@ class GraphWriter:
                     put.cancel()
             if put.cancelled() or not put.done():
                 self._raise_if_failed()
-                raise GraphWriterError("graph writer stopped while waiting for queue space")
+                raise GraphWriterError("graph writer stopped while waiting for queue space") from None
         self._submitted += 1
 
     def _raise_if_failed(self) -> None:
@@ -249,8 +255,13 @@ class GraphWriter:
                     raise
                 metrics.WRITE_RETRIES.inc()
                 if attempt == 1 or attempt % 20 == 0:
-                    log.warning("graph write failed (attempt %d, retrying in <=%.2fs, %d queued): %r",
-                                attempt, delay, self._queue.qsize(), exc)
+                    log.warning(
+                        "graph write failed (attempt %d, retrying in <=%.2fs, %d queued): %r",
+                        attempt,
+                        delay,
+                        self._queue.qsize(),
+                        exc,
+                    )
                 metrics.QUEUE_DEPTH.set(self._queue.qsize())
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._retry_max_s)

@@ -15,8 +15,8 @@ metrics in one place for all models.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -60,9 +60,20 @@ class MLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def train_mlp(x: Tensor, y: Tensor, split: Split, seed: int = 0, hidden: int = 64, layers: int = 2,
-              dropout: float = 0.2, lr: float = 3e-3, weight_decay: float = 1e-5, batch_size: int = 1024,
-              max_epochs: int = 300, patience: int = 30) -> ModelRun:
+def train_mlp(
+    x: Tensor,
+    y: Tensor,
+    split: Split,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    dropout: float = 0.2,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-5,
+    batch_size: int = 1024,
+    max_epochs: int = 300,
+    patience: int = 30,
+) -> ModelRun:
     """Mini-batch Adam with class-weighted BCE; weights of the best validation AUC."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -88,14 +99,34 @@ def train_mlp(x: Tensor, y: Tensor, split: Split, seed: int = 0, hidden: int = 6
     stopper.restore(model).eval()
     with torch.no_grad():
         scores = torch.sigmoid(model(x)).numpy()
-    return ModelRun("mlp", scores, time.perf_counter() - start,
-                    {"hidden": hidden, "layers": layers, "dropout": dropout, "lr": lr, "epochs_run": epoch + 1,
-                     "best_epoch": stopper.best_epoch, "val_auc_roc": round(stopper.best_score, 4)})
+    return ModelRun(
+        "mlp",
+        scores,
+        time.perf_counter() - start,
+        {
+            "hidden": hidden,
+            "layers": layers,
+            "dropout": dropout,
+            "lr": lr,
+            "epochs_run": epoch + 1,
+            "best_epoch": stopper.best_epoch,
+            "val_auc_roc": round(stopper.best_score, 4),
+        },
+    )
 
 
-def train_gbt(x: Tensor, edge_indices: Mapping[str, Tensor], y: Tensor, split: Split, seed: int = 0,
-              feature_names: list[str] | None = None, max_iter: int = 1000, learning_rate: float = 0.05,
-              max_leaf_nodes: int = 63, known_labels: bool = False) -> ModelRun:
+def train_gbt(
+    x: Tensor,
+    edge_indices: Mapping[str, Tensor],
+    y: Tensor,
+    split: Split,
+    seed: int = 0,
+    feature_names: list[str] | None = None,
+    max_iter: int = 1000,
+    learning_rate: float = 0.05,
+    max_leaf_nodes: int = 63,
+    known_labels: bool = False,
+) -> ModelRun:
     """Gradient-boosted trees on [own features | neighbour mean, max, log degree per relation].
 
     ``known_labels=True`` adds the same aggregates of the training nodes' label columns
@@ -112,20 +143,37 @@ def train_gbt(x: Tensor, edge_indices: Mapping[str, Tensor], y: Tensor, split: S
     agg, agg_names = neighbour_aggregates(x, edge_indices, feature_names)
     blocks = [x, agg]
     if known_labels:
-        label_agg, label_names = neighbour_aggregates(known_label_columns(y, split.train, x.size(0)).to(x.dtype),
-                                                      edge_indices, ["known", "known_fraud"])
+        label_agg, label_names = neighbour_aggregates(
+            known_label_columns(y, split.train, x.size(0)).to(x.dtype), edge_indices, ["known", "known_fraud"]
+        )
         blocks.append(label_agg)
         agg_names = agg_names + label_names
     features = torch.cat(blocks, dim=1).numpy()
     labels = y.numpy()
     tr, va = split.train.numpy(), split.val.numpy()
-    clf = HistGradientBoostingClassifier(learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
-                                         early_stopping=True, n_iter_no_change=30, random_state=seed)
+    clf = HistGradientBoostingClassifier(
+        learning_rate=learning_rate,
+        max_iter=max_iter,
+        max_leaf_nodes=max_leaf_nodes,
+        early_stopping=True,
+        n_iter_no_change=30,
+        random_state=seed,
+    )
     clf.fit(features[tr], labels[tr], X_val=features[va], y_val=labels[va])
     scores = clf.predict_proba(features)[:, 1]
     seconds = time.perf_counter() - start
     val_auc = auc_roc(labels[va], scores[va])
-    return ModelRun("gbt", scores, seconds,
-                    {"features": features.shape[1], "aggregate_columns": len(agg_names), "iterations": int(clf.n_iter_),
-                     "learning_rate": learning_rate, "max_leaf_nodes": max_leaf_nodes, "known_labels": known_labels,
-                     "val_auc_roc": round(val_auc, 4)})
+    return ModelRun(
+        "gbt",
+        scores,
+        seconds,
+        {
+            "features": features.shape[1],
+            "aggregate_columns": len(agg_names),
+            "iterations": int(clf.n_iter_),
+            "learning_rate": learning_rate,
+            "max_leaf_nodes": max_leaf_nodes,
+            "known_labels": known_labels,
+            "val_auc_roc": round(val_auc, 4),
+        },
+    )

@@ -23,8 +23,9 @@ Two steps, so the host work and the device work can be timed and placed separate
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -72,12 +73,19 @@ class EncodedBatch:
     def size(self) -> int:
         return int(self.targets.numel())
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "EncodedBatch":
-        f = lambda t: t.to(device=device, dtype=dtype, non_blocking=True)  # noqa: E731
-        i = lambda t: t.to(device=device, non_blocking=True)  # noqa: E731
-        return EncodedBatch({k: f(v) for k, v in self.x.items()}, {k: f(v) for k, v in self.means.items()},
-                            {k: f(v) for k, v in self.has.items()}, i(self.targets), i(self.edge_target),
-                            i(self.edge_node), i(self.edge_relation), f(self.edge_norm))
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> EncodedBatch:
+        f = lambda t: t.to(device=device, dtype=dtype, non_blocking=True)
+        i = lambda t: t.to(device=device, non_blocking=True)
+        return EncodedBatch(
+            {k: f(v) for k, v in self.x.items()},
+            {k: f(v) for k, v in self.means.items()},
+            {k: f(v) for k, v in self.has.items()},
+            i(self.targets),
+            i(self.edge_target),
+            i(self.edge_node),
+            i(self.edge_relation),
+            f(self.edge_norm),
+        )
 
 
 def _incoming(model: HeteroRGCN) -> dict[str, list[tuple[int, Relation]]]:
@@ -155,8 +163,9 @@ def encode(requests: Sequence[ScoringRequest], model: HeteroRGCN) -> EncodedBatc
             states = neighbours.get(key, ())
             want = target_counts.get(key, 0)
             if len(states) != want:
-                raise ValueError(f"{key}: {len(states)} neighbour states but the target's sums count {want} "
-                                 "(stale or missing state)")
+                raise ValueError(
+                    f"{key}: {len(states)} neighbour states but the target's sums count {want} (stale or missing state)"
+                )
             src = index[key][1]
             for s in states:
                 if s.node_type != src:

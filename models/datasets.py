@@ -50,9 +50,16 @@ class EntityGraph:
     test_idx: Tensor
     test_y: Tensor
 
-    def to(self, device: str | torch.device) -> "EntityGraph":
-        return EntityGraph(self.num_nodes, self.num_relations, self.num_classes,
-                           *(getattr(self, f).to(device) for f in ("edge_index", "edge_type", "train_idx", "train_y", "test_idx", "test_y")))
+    def to(self, device: str | torch.device) -> EntityGraph:
+        return EntityGraph(
+            self.num_nodes,
+            self.num_relations,
+            self.num_classes,
+            *(
+                getattr(self, f).to(device)
+                for f in ("edge_index", "edge_type", "train_idx", "train_y", "test_idx", "test_y")
+            ),
+        )
 
 
 def _stage_raw(source: Path, root: Path) -> Path:
@@ -105,7 +112,9 @@ def _parse(raw: Path) -> EntityGraph:
 
     train_idx, train_y = split("trainingSet.tsv")
     test_idx, test_y = split("testSet.tsv")
-    return EntityGraph(n, R, len(classes), edge[:2].contiguous(), edge[2].contiguous(), train_idx, train_y, test_idx, test_y)
+    return EntityGraph(
+        n, R, len(classes), edge[:2].contiguous(), edge[2].contiguous(), train_idx, train_y, test_idx, test_y
+    )
 
 
 def load_aifb(source: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> EntityGraph:

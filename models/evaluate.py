@@ -7,7 +7,7 @@ Each evaluator takes ``(seed, out, command)`` and returns its JSON report (also 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def _aifb(seed: int | None, out: str | None, command: str) -> dict:

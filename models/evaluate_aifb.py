@@ -42,19 +42,32 @@ CONFIGS = {
 }
 
 
-def train_one(graph: EntityGraph, seed: int, device: str | torch.device = "cpu", epochs: int = 50, hidden: int = 16,
-              num_bases: int | None = None, lr: float = 0.01, weight_decay: float = 0.0) -> dict:
+def train_one(
+    graph: EntityGraph,
+    seed: int,
+    device: str | torch.device = "cpu",
+    epochs: int = 50,
+    hidden: int = 16,
+    num_bases: int | None = None,
+    lr: float = 0.01,
+    weight_decay: float = 0.0,
+) -> dict:
     """Train from scratch with ``seed``; returns final train/test accuracy and the wall time."""
     device = resolve_device(device)
     torch.manual_seed(seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(seed)
     g = graph.to(device)
-    model = RGCN(None, hidden, graph.num_classes, graph.num_relations, num_nodes=graph.num_nodes, num_bases=num_bases).to(device)
-    opt = torch.optim.Adam([
-        {"params": model.conv1.parameters(), "weight_decay": weight_decay},
-        {"params": model.conv2.parameters(), "weight_decay": 0.0},
-    ], lr=lr)
+    model = RGCN(
+        None, hidden, graph.num_classes, graph.num_relations, num_nodes=graph.num_nodes, num_bases=num_bases
+    ).to(device)
+    opt = torch.optim.Adam(
+        [
+            {"params": model.conv1.parameters(), "weight_decay": weight_decay},
+            {"params": model.conv2.parameters(), "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -72,8 +85,13 @@ def train_one(graph: EntityGraph, seed: int, device: str | torch.device = "cpu",
     test_acc = float((pred[g.test_idx] == g.test_y).float().mean())
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {"seed": seed, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
-            "final_loss": round(float(loss.detach()), 4), "train_seconds": round(time.perf_counter() - start, 3)}
+    return {
+        "seed": seed,
+        "train_acc": round(train_acc, 4),
+        "test_acc": round(test_acc, 4),
+        "final_loss": round(float(loss.detach()), 4),
+        "train_seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,9 +99,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--configs", default="paper,bases30", help=f"comma-separated, of {sorted(CONFIGS)}; the first is the headline")
-    p.add_argument("--data-dir", default=None, help="raw AIFB files (default $FRAUDGRAPH_AIFB_DIR or ../shared/datasets/aifb beside the clone)")
-    p.add_argument("--cache-dir", default=None, help="where raw files are staged and the parse cached (default ~/.cache/fraudgraph/datasets)")
+    p.add_argument(
+        "--configs", default="paper,bases30", help=f"comma-separated, of {sorted(CONFIGS)}; the first is the headline"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="raw AIFB files (default $FRAUDGRAPH_AIFB_DIR or ../shared/datasets/aifb beside the clone)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where raw files are staged and the parse cached (default ~/.cache/fraudgraph/datasets)",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -103,22 +131,40 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(args.seeds):
             r = train_one(graph, seed, device, epochs=args.epochs, **cfg)
             runs.append(r)
-            print(f"{name} seed {seed}: test {r['test_acc']:.4f} train {r['train_acc']:.4f} loss {r['final_loss']:.4f} "
-                  f"({r['train_seconds']:.1f} s)", flush=True)
+            print(
+                f"{name} seed {seed}: test {r['test_acc']:.4f} train {r['train_acc']:.4f} loss {r['final_loss']:.4f} "
+                f"({r['train_seconds']:.1f} s)",
+                flush=True,
+            )
         accs = [r["test_acc"] for r in runs]
         mean, std = statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
         print(f"{name}: AIFB test accuracy {mean:.4f} +- {std:.4f} over {len(accs)} seeds (paper: 0.9583)", flush=True)
-        results[name] = {"num_bases": cfg["num_bases"], "weight_decay_first_layer": cfg["weight_decay"],
-                         "test_acc_mean": round(mean, 4), "test_acc_std": round(std, 4), "runs": runs,
-                         "train_seconds_total": round(sum(r["train_seconds"] for r in runs), 2)}
+        results[name] = {
+            "num_bases": cfg["num_bases"],
+            "weight_decay_first_layer": cfg["weight_decay"],
+            "test_acc_mean": round(mean, 4),
+            "test_acc_std": round(std, 4),
+            "runs": runs,
+            "train_seconds_total": round(sum(r["train_seconds"] for r in runs), 2),
+        }
     report = {
         "benchmark": "aifb",
         "command": "python -m fraudgraph.models.evaluate_aifb " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(device),
-        "setup": {"layers": 2, "hidden": 16, "epochs": args.epochs, "lr": 0.01, "optimizer": "Adam, full batch",
-                  "featureless": True, "nodes": graph.num_nodes, "relations": graph.num_relations,
-                  "train": int(graph.train_idx.numel()), "test": int(graph.test_idx.numel()), "seeds": list(range(args.seeds)),
-                  "std": "sample standard deviation over seeds"},
+        "setup": {
+            "layers": 2,
+            "hidden": 16,
+            "epochs": args.epochs,
+            "lr": 0.01,
+            "optimizer": "Adam, full batch",
+            "featureless": True,
+            "nodes": graph.num_nodes,
+            "relations": graph.num_relations,
+            "train": int(graph.train_idx.numel()),
+            "test": int(graph.test_idx.numel()),
+            "seeds": list(range(args.seeds)),
+            "std": "sample standard deviation over seeds",
+        },
         "paper_test_acc": 0.9583,
         "headline": names[0],
         "results": results,

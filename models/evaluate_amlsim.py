@@ -49,10 +49,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,9 +61,9 @@ from torch import Tensor
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.amlsim import AMLSIM_MAPPING, DEFAULT_AMLSIM_DIR, read_amlsim
 from fraudgraph.connectors.csv_log_mapping import EPOCH, load_csv_log_mapping
+from fraudgraph.machine import machine
 from fraudgraph.models.baselines import ModelRun, train_gbt, train_mlp
 from fraudgraph.models.batch import ScoringRequest, encode, forward
-from fraudgraph.machine import machine
 from fraudgraph.models.evaluate_yelpchi import format_table, split_metrics
 from fraudgraph.models.features import ACCOUNT_KINDS, FEATURE_WIDTHS, TRANSACTION_KINDS
 from fraudgraph.models.hetero import FRAUD_NODE_TYPES, FRAUD_RELATIONS
@@ -71,9 +71,8 @@ from fraudgraph.models.incremental import NeighbourSums, NodeState
 from fraudgraph.models.rgcn import HeteroRGCN
 from fraudgraph.models.scoring_metrics import auc_roc, threshold_for_fpr
 from fraudgraph.models.splits import Split
-from fraudgraph.models.train import TrainConfig
+from fraudgraph.models.train import TrainConfig, train
 from fraudgraph.models.train import evaluate as at_threshold
-from fraudgraph.models.train import train
 from fraudgraph.streams.replay import replay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +86,9 @@ RAW_FEATURE_NAMES = {
     "Transaction": ["log_amount", *(f"kind_{k}" for k in (*TRANSACTION_KINDS, "other")), "hour_sin", "hour_cos"],
     "Account": [f"kind_{k}" for k in (*ACCOUNT_KINDS, "other")],
     "Customer": ["one", "kyc_level"],
-    "Merchant": ["one"], "Device": ["one"], "IP": ["one"],
+    "Merchant": ["one"],
+    "Device": ["one"],
+    "IP": ["one"],
 }
 assert all(len(RAW_FEATURE_NAMES[t]) == w for t, w in FEATURE_WIDTHS.items())
 # Budgets: the full evaluation, and a quick one for tests and smoke runs on a slice.
@@ -96,6 +97,7 @@ QUICK = {"rgcn": {"epochs": 4, "patience": 2}, "mlp": {"max_epochs": 20, "patien
 
 
 # ---- the log ----
+
 
 def load_events(directory: Path | str = DEFAULT_AMLSIM_DIR, max_step: int | None = None) -> list[ev.DomainEvent]:
     """The sample's events in event-time order; with ``max_step``, only the transfers of steps
@@ -141,6 +143,7 @@ def step_of(ts_ms: int) -> int:
 
 # ---- the split ----
 
+
 def time_split(ts_ms: Sequence[int], train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC) -> tuple[int, int]:
     """Cut points ``a``, ``b`` (train ``[0, a)``, validation ``[a, b)``, test ``[b, n)``) of a
     time-sorted sequence, each at the boundary between two distinct times nearest to its target
@@ -169,6 +172,7 @@ def train_config_for(n: int, a: int, b: int, **overrides) -> TrainConfig:
 
 # ---- removing the amount ----
 
+
 def without_amount(requests: Sequence[ScoringRequest]) -> list[ScoringRequest]:
     """The requests as a replay of the same log with every amount 0 would build them: the
     log-amount column is zeroed in every transaction's own features and in every neighbour sum
@@ -185,10 +189,13 @@ def without_amount(requests: Sequence[ScoringRequest]) -> list[ScoringRequest]:
         own = strip(s.features) if s.node_type == "Transaction" else list(s.features)
         return NodeState(s.node_type, own, NeighbourSums(dict(s.neighbours.counts), sums))
 
-    return [ScoringRequest(state(r.target), {k: [state(s) for s in v] for k, v in r.neighbours.items()}) for r in requests]
+    return [
+        ScoringRequest(state(r.target), {k: [state(s) for s in v] for k, v in r.neighbours.items()}) for r in requests
+    ]
 
 
 # ---- the baselines' inputs ----
+
 
 def _incoming() -> dict[str, list]:
     out: dict[str, list] = {t: [] for t in FRAUD_NODE_TYPES}
@@ -201,7 +208,9 @@ def state_rows(node_type: str) -> list[str]:
     """Column names of ``state_row`` for one node type."""
     names = [f"{node_type}.{c}" for c in RAW_FEATURE_NAMES[node_type]]
     for rel in _incoming()[node_type]:
-        names += [f"{node_type}<{rel.name}.mean_{c}" for c in RAW_FEATURE_NAMES[rel.src]] + [f"{node_type}<{rel.name}.log_count"]
+        names += [f"{node_type}<{rel.name}.mean_{c}" for c in RAW_FEATURE_NAMES[rel.src]] + [
+            f"{node_type}<{rel.name}.log_count"
+        ]
     return names
 
 
@@ -226,8 +235,11 @@ def point_in_time_graph(requests: Sequence[ScoringRequest]) -> tuple[Tensor, dic
     versions), with an edge snapshot -> target under the relation's key. Rows share one layout of
     per-type column blocks (``state_row``; zeros in other types' blocks); columns constant over all
     rows are dropped (their aggregates would say nothing the log-degree column does not)."""
-    types = sorted({r.target.node_type for r in requests} | {s.node_type for r in requests for v in r.neighbours.values() for s in v},
-                   key=FRAUD_NODE_TYPES.index)
+    types = sorted(
+        {r.target.node_type for r in requests}
+        | {s.node_type for r in requests for v in r.neighbours.values() for s in v},
+        key=FRAUD_NODE_TYPES.index,
+    )
     offsets, width = {}, 0
     for t in types:
         offsets[t], width = width, width + len(state_rows(t))
@@ -236,7 +248,7 @@ def point_in_time_graph(requests: Sequence[ScoringRequest]) -> tuple[Tensor, dic
     def add(s) -> int:
         row = [0.0] * width
         values = state_row(s)
-        row[offsets[s.node_type]:offsets[s.node_type] + len(values)] = values
+        row[offsets[s.node_type] : offsets[s.node_type] + len(values)] = values
         rows.append(row)
         return len(rows) - 1
 
@@ -256,13 +268,18 @@ def point_in_time_graph(requests: Sequence[ScoringRequest]) -> tuple[Tensor, dic
 
 # ---- the models ----
 
+
 @torch.no_grad()
 def rgcn_scores(model: HeteroRGCN, requests: Sequence[ScoringRequest], batch_size: int = 4096) -> np.ndarray:
     """Probabilities from the served forward in float32 (as ``train`` trains and selects); the
     sigmoid in float64, so confident scores do not all round to 1.0 and tie."""
     model.eval()
-    out = [torch.sigmoid(forward(model, encode(requests[i:i + batch_size], model).to("cpu", torch.float32))[0][:, 0].double()).numpy()
-           for i in range(0, len(requests), batch_size)]
+    out = [
+        torch.sigmoid(
+            forward(model, encode(requests[i : i + batch_size], model).to("cpu", torch.float32))[0][:, 0].double()
+        ).numpy()
+        for i in range(0, len(requests), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -272,9 +289,13 @@ def run_rgcn(requests, labels, ts, a: int, b: int, seed: int, overrides: dict) -
     if report["validation"]["n"] != b - a or report["test"]["n"] != len(requests) - b:
         raise AssertionError("train() cut the windows elsewhere than time_split")
     seconds = time.perf_counter() - started
-    info = {"config": report["config"], "epochs_run": report["epochs_run"],
-            "best_val_auc_pr": round(max(h["val_auc_pr"] for h in report["history"]), 4),
-            "encode_seconds": report["encode_seconds"], "train_report_test": report["test"]}
+    info = {
+        "config": report["config"],
+        "epochs_run": report["epochs_run"],
+        "best_val_auc_pr": round(max(h["val_auc_pr"] for h in report["history"]), 4),
+        "encode_seconds": report["encode_seconds"],
+        "train_report_test": report["test"],
+    }
     return ModelRun("rgcn", rgcn_scores(model, requests), seconds, info)
 
 
@@ -293,16 +314,27 @@ def run_gbt(requests, labels, split: Split, seed: int, overrides: dict) -> Model
     build_s = time.perf_counter() - started
     n = len(requests)
     run = train_gbt(x, edge_indices, torch.tensor(labels), split, seed, feature_names=names, **overrides)
-    run.info.update(own_columns=names, relations=sorted(edge_indices), snapshot_rows=int(x.size(0) - n),
-                    build_seconds=round(build_s, 2))
+    run.info.update(
+        own_columns=names,
+        relations=sorted(edge_indices),
+        snapshot_rows=int(x.size(0) - n),
+        build_seconds=round(build_s, 2),
+    )
     return replace(run, scores=run.scores[:n], train_seconds=run.train_seconds + build_s)
 
 
 def _windows(y: np.ndarray, ts: Sequence[int], a: int, b: int) -> dict:
     out = {}
     for name, (i, j) in (("train", (0, a)), ("validation", (a, b)), ("test", (b, len(ts)))):
-        out[name] = {"n": j - i, "positives": int(y[i:j].sum()), "first_step": step_of(ts[i]), "last_step": step_of(ts[j - 1]),
-                     "first_ts_ms": int(ts[i]), "last_ts_ms": int(ts[j - 1]), "fraction": round((j - i) / len(ts), 4)}
+        out[name] = {
+            "n": j - i,
+            "positives": int(y[i:j].sum()),
+            "first_step": step_of(ts[i]),
+            "last_step": step_of(ts[j - 1]),
+            "first_ts_ms": int(ts[i]),
+            "last_ts_ms": int(ts[j - 1]),
+            "fraction": round((j - i) / len(ts), 4),
+        }
     return out
 
 
@@ -315,20 +347,31 @@ def _measure(y: np.ndarray, run: ModelRun, split: Split, groups: dict[str, np.nd
     threshold = threshold_for_fpr(y[val], run.scores[val], TARGET_FPR)
     at = at_threshold(y[test], run.scores[test], threshold, TARGET_FPR)
     caught = (run.scores[test] >= threshold) & (y[test] == 1)
-    by_size = {name: round(float(caught[g[test]].sum() / ((y[test] == 1) & g[test]).sum()), 4)
-               for name, g in groups.items() if ((y[test] == 1) & g[test]).any()}
-    return dict(split_metrics(y, run, test), val_auc_roc=round(auc_roc(y[val], run.scores[val]), 4), threshold=threshold,
-                recall_at_val_threshold=at["recall_at_threshold"], fpr_at_val_threshold=at["fpr_at_threshold"],
-                recall_at_val_threshold_by_size=by_size)
+    by_size = {
+        name: round(float(caught[g[test]].sum() / ((y[test] == 1) & g[test]).sum()), 4)
+        for name, g in groups.items()
+        if ((y[test] == 1) & g[test]).any()
+    }
+    return dict(
+        split_metrics(y, run, test),
+        val_auc_roc=round(auc_roc(y[val], run.scores[val]), 4),
+        threshold=threshold,
+        recall_at_val_threshold=at["recall_at_threshold"],
+        fpr_at_val_threshold=at["fpr_at_threshold"],
+        recall_at_val_threshold_by_size=by_size,
+    )
 
 
-def _compare(requests, labels, ts, split: Split, a: int, b: int, seed: int, budget: dict,
-             groups: dict[str, np.ndarray]) -> tuple[dict, dict, dict]:
+def _compare(
+    requests, labels, ts, split: Split, a: int, b: int, seed: int, budget: dict, groups: dict[str, np.ndarray]
+) -> tuple[dict, dict, dict]:
     y = np.asarray(labels)
     runs, seconds = [], {}
-    for name, fit in (("mlp", lambda: run_mlp(requests, labels, split, seed, budget["mlp"])),
-                      ("gbt", lambda: run_gbt(requests, labels, split, seed, budget["gbt"])),
-                      ("rgcn", lambda: run_rgcn(requests, labels, ts, a, b, seed, budget["rgcn"]))):
+    for name, fit in (
+        ("mlp", lambda: run_mlp(requests, labels, split, seed, budget["mlp"])),
+        ("gbt", lambda: run_gbt(requests, labels, split, seed, budget["gbt"])),
+        ("rgcn", lambda: run_rgcn(requests, labels, ts, a, b, seed, budget["rgcn"])),
+    ):
         started = time.perf_counter()
         runs.append(fit())
         seconds[name] = round(time.perf_counter() - started, 1)
@@ -337,8 +380,14 @@ def _compare(requests, labels, ts, split: Split, a: int, b: int, seed: int, budg
     return results, {r.name: r.info for r in runs}, seconds
 
 
-def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, command: str | None = None,
-             max_step: int | None = None, quick: bool = False) -> dict:
+def evaluate(
+    seed: int = 0,
+    out: str | None = None,
+    source: str | None = None,
+    command: str | None = None,
+    max_step: int | None = None,
+    quick: bool = False,
+) -> dict:
     t0 = time.perf_counter()
     budget = QUICK if quick else FULL
     events = load_events(source or DEFAULT_AMLSIM_DIR, max_step)
@@ -371,28 +420,42 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
         print(f"{variant}:", flush=True)
         if variant == "without_amount":
             requests = without_amount(requests)
-        variants[variant], info[variant], seconds[variant] = _compare(requests, labels, ts, split, a, b, seed, budget, groups)
+        variants[variant], info[variant], seconds[variant] = _compare(
+            requests, labels, ts, split, a, b, seed, budget, groups
+        )
         print(format_table(variants[variant]), flush=True)
 
     report = {
         "benchmark": "amlsim",
         "command": command or "python -m fraudgraph.models.evaluate_amlsim " + " ".join(sys.argv[1:]),
         "machine": machine("cpu"),
-        "data": {"source": "IBM AMLSim fan-in sample (../shared/datasets/amlsim_fanin200)", "max_step": max_step,
-                 "transfers": n, "laundering": int(y.sum()),
-                 "test_laundering_by_size": {k: int((y[test] == 1)[g[test]].sum()) for k, g in groups.items()},
-                 "label": "connectors/amlsim.py: both ends laundering accounts, "
-                 "at or after the sender's fraudStep; labels only from the replayed FraudReported events"},
-        "split": {"by": "time", "whole_steps": True, "target_fractions": [TRAIN_FRAC, VAL_FRAC, round(1 - TRAIN_FRAC - VAL_FRAC, 4)],
-                  "windows": _windows(y, ts, a, b)},
+        "data": {
+            "source": "IBM AMLSim fan-in sample (../shared/datasets/amlsim_fanin200)",
+            "max_step": max_step,
+            "transfers": n,
+            "laundering": int(y.sum()),
+            "test_laundering_by_size": {k: int((y[test] == 1)[g[test]].sum()) for k, g in groups.items()},
+            "label": "connectors/amlsim.py: both ends laundering accounts, "
+            "at or after the sender's fraudStep; labels only from the replayed FraudReported events",
+        },
+        "split": {
+            "by": "time",
+            "whole_steps": True,
+            "target_fractions": [TRAIN_FRAC, VAL_FRAC, round(1 - TRAIN_FRAC - VAL_FRAC, 4)],
+            "windows": _windows(y, ts, a, b),
+        },
         "target_fpr": TARGET_FPR,
         "budget": "quick" if quick else "full",
         "seed": seed,
         "results_test": variants,
         "amount_rule_test": {k: v for k, v in _measure(y, amount_rule, split, groups).items() if k != "train_seconds"},
         "model_info": info,
-        "seconds": {"load": round(load_s, 1), "replay": round(replay_s, 1), "models": seconds,
-                    "wall": round(time.perf_counter() - t0, 1)},
+        "seconds": {
+            "load": round(load_s, 1),
+            "replay": round(replay_s, 1),
+            "models": seconds,
+            "wall": round(time.perf_counter() - t0, 1),
+        },
     }
     path = Path(out) if out else DEFAULT_OUT
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,8 +468,14 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
-    p.add_argument("--data-dir", default=None, help="folder with nodes.csv and transactions.csv (default ../shared/datasets/amlsim_fanin200)")
-    p.add_argument("--max-step", type=int, default=None, help="only the transfers of steps <= N (a slice, for smoke runs)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with nodes.csv and transactions.csv (default ../shared/datasets/amlsim_fanin200)",
+    )
+    p.add_argument(
+        "--max-step", type=int, default=None, help="only the transfers of steps <= N (a slice, for smoke runs)"
+    )
     p.add_argument("--quick", action="store_true", help="small training budgets (tests, smoke runs)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)

@@ -42,8 +42,14 @@ import numpy as np
 import torch
 
 from fraudgraph.machine import machine
-from fraudgraph.models.recommend import (ACCOUNT_TRANSACTIONS, MERCHANT_TRANSACTIONS, PAID, RecsModel, UserInput,
-                                         encode_users)
+from fraudgraph.models.recommend import (
+    ACCOUNT_TRANSACTIONS,
+    MERCHANT_TRANSACTIONS,
+    PAID,
+    RecsModel,
+    UserInput,
+    encode_users,
+)
 from fraudgraph.models.recs_baselines import popularity, train_mf
 from fraudgraph.models.recs_train import RecsConfig, train_recs
 
@@ -78,8 +84,9 @@ class RecsData:
     info: dict = field(default_factory=dict)
 
 
-def ranking_metrics(scores: np.ndarray, targets: list[set[int]], exclude: list[set[int]] | None,
-                    k: int = K) -> dict[str, float]:
+def ranking_metrics(
+    scores: np.ndarray, targets: list[set[int]], exclude: list[set[int]] | None, k: int = K
+) -> dict[str, float]:
     """Mean Recall@k and NDCG@k over users; ``targets``/``exclude`` are item indices per user."""
     recalls, ndcgs = [], []
     for row, t, ex in zip(scores, targets, exclude or [set()] * len(targets)):
@@ -95,13 +102,17 @@ def ranking_metrics(scores: np.ndarray, targets: list[set[int]], exclude: list[s
         ideal = sum(1 / math.log2(r + 2) for r in range(min(k, len(t))))
         ndcgs.append(dcg / ideal)
     n = len(recalls)
-    return {f"recall_at_{k}": round(float(np.mean(recalls)), 4) if n else None,
-            f"ndcg_at_{k}": round(float(np.mean(ndcgs)), 4) if n else None, "users": n}
+    return {
+        f"recall_at_{k}": round(float(np.mean(recalls)), 4) if n else None,
+        f"ndcg_at_{k}": round(float(np.mean(ndcgs)), 4) if n else None,
+        "users": n,
+    }
 
 
 def new_model(data: RecsData, dim: int) -> RecsModel:
-    model = RecsModel(len(data.items), data.user_width, data.history_relations, data.user_mean_widths,
-                      data.item_mean_widths, dim)
+    model = RecsModel(
+        len(data.items), data.user_width, data.history_relations, data.user_mean_widths, data.item_mean_widths, dim
+    )
     for rel, rows in data.item_means.items():
         model.set_item_means(rel, rows)
     return model
@@ -110,7 +121,7 @@ def new_model(data: RecsData, dim: int) -> RecsModel:
 @torch.no_grad()
 def rgcn_scores(model: RecsModel, inputs: list[UserInput], index: dict, batch: int = 1024) -> np.ndarray:
     model.eval()
-    out = [model(encode_users(inputs[i:i + batch], model, index)).numpy() for i in range(0, len(inputs), batch)]
+    out = [model(encode_users(inputs[i : i + batch], model, index)).numpy() for i in range(0, len(inputs), batch)]
     return np.concatenate(out) if out else np.zeros((0, model.num_items))
 
 
@@ -127,8 +138,10 @@ def compare(data: RecsData, config: RecsConfig = RecsConfig()) -> dict[str, Any]
     pop = popularity([i for _, i in [*data.pairs_train, *data.pairs_val]], index, len(data.items))
 
     users = data.test
-    scores = {"popularity": np.tile(pop, (len(users), 1)),
-              "rgcn_distmult": rgcn_scores(model, [u.input for u in users], index)}
+    scores = {
+        "popularity": np.tile(pop, (len(users), 1)),
+        "rgcn_distmult": rgcn_scores(model, [u.input for u in users], index),
+    }
     with torch.no_grad():
         mf_rows = np.tile(pop, (len(users), 1)).astype(np.float64)  # cold users: popularity
         known = [(n, mf_users[u.user]) for n, u in enumerate(users) if u.user in mf_users]
@@ -144,15 +157,24 @@ def compare(data: RecsData, config: RecsConfig = RecsConfig()) -> dict[str, Any]
     results = {}
     for name, s in scores.items():
         results[name] = {"all": ranking_metrics(s, all_targets, None), "new": ranking_metrics(s, new_targets, history)}
-    return {"results_test": results, "train_seconds": timings,
-            "model_info": {"rgcn_distmult": {k: v for k, v in rgcn_report.items() if k != "history"},
-                           "rgcn_history": rgcn_report["history"], "matrix_factorisation": mf_report},
-            "config": asdict(config)}
+    return {
+        "results_test": results,
+        "train_seconds": timings,
+        "model_info": {
+            "rgcn_distmult": {k: v for k, v in rgcn_report.items() if k != "history"},
+            "rgcn_history": rgcn_report["history"],
+            "matrix_factorisation": mf_report,
+        },
+        "config": asdict(config),
+    }
 
 
 def _targets_in(users: list[TestUser]) -> dict[str, Any]:
-    return {"test_users": len(users), "test_targets": sum(len(u.targets) for u in users),
-            "mean_history_items": round(float(np.mean([len(u.history) for u in users])), 2) if users else None}
+    return {
+        "test_users": len(users),
+        "test_targets": sum(len(u.targets) for u in users),
+        "mean_history_items": round(float(np.mean([len(u.history) for u in users])), 2) if users else None,
+    }
 
 
 # --------------------------------------------------------------------------------------- simulator
@@ -170,14 +192,21 @@ def simulator_data(customers: int = 400, hours: float = 48.0, seed: int = 3, fra
     settings = Settings()
     sim = SimConfig(customers=customers, duration_s=hours * 3600, seed=seed, fraud_rate=fraud_rate)
     events = rp.event_time_order(rp.decoded(rp.simulator_records(sim, settings), settings))
-    times = sorted(e.position.ts_ms for e in events if isinstance(e, ev.TransactionCreated) and e.merchant_id is not None)
+    times = sorted(
+        e.position.ts_ms for e in events if isinstance(e, ev.TransactionCreated) and e.merchant_id is not None
+    )
     t70, t80 = times[int(0.7 * len(times))], times[int(0.8 * len(times))]
     log = recs_replay(events, snapshot_at_ms=t80)
     items = [m for m in log.merchants if m in log.merchant_means_at]
-    data = RecsData("simulator", items, fx.FEATURE_WIDTHS["Account"], [PAID],
-                    {ACCOUNT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
-                    {MERCHANT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
-                    {MERCHANT_TRANSACTIONS: [log.merchant_means_at[m] for m in items]})
+    data = RecsData(
+        "simulator",
+        items,
+        fx.FEATURE_WIDTHS["Account"],
+        [PAID],
+        {ACCOUNT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
+        {MERCHANT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
+        {MERCHANT_TRANSACTIONS: [log.merchant_means_at[m] for m in items]},
+    )
     targets, fraud = defaultdict(set), 0
     for p in log.payments:
         if log.fraud(p.transaction_id):
@@ -195,9 +224,15 @@ def simulator_data(customers: int = 400, hours: float = 48.0, seed: int = 3, fra
         user = log.accounts_at.get(account, new_account_input())
         if user.items():  # warm users only
             data.test.append(TestUser(account, user, t, user.items()))
-    data.info = {"simulator": {"customers": customers, "hours": hours, "seed": seed, "fraud_rate": fraud_rate},
-                 "payments": len(log.payments), "fraudulent_payments_excluded": fraud, "merchants": len(items),
-                 "accounts": len(log.accounts_at), "cut_ms": {"t70": t70, "t80": t80}, **_targets_in(data.test)}
+    data.info = {
+        "simulator": {"customers": customers, "hours": hours, "seed": seed, "fraud_rate": fraud_rate},
+        "payments": len(log.payments),
+        "fraudulent_payments_excluded": fraud,
+        "merchants": len(items),
+        "accounts": len(log.accounts_at),
+        "cut_ms": {"t70": t70, "t80": t80},
+        **_targets_in(data.test),
+    }
     return data
 
 
@@ -258,8 +293,14 @@ def yelpchi_data(source: str | None = None) -> RecsData:
         ordered = sorted(timed[window], key=lambda e: e[0])  # time order, as the simulator's windows
         getattr(data, window).extend((u, product) for _, u, product, _ in ordered)
         getattr(data, pairs).extend((user, product) for _, _, product, user in ordered)
-    data.info = {"reviews": len(rows), "users": len(by_user), "products": len(items),
-                 "fraudulent_reviews_excluded": fraud, "cut_dates": {"d70": d70, "d80": d80}, **_targets_in(data.test)}
+    data.info = {
+        "reviews": len(rows),
+        "users": len(by_user),
+        "products": len(items),
+        "fraudulent_reviews_excluded": fraud,
+        "cut_dates": {"d70": d70, "d80": d80},
+        **_targets_in(data.test),
+    }
     return data
 
 
@@ -270,23 +311,31 @@ def format_table(results: dict) -> str:
     lines = [f"{'model':22s} {'R@10 all':>9s} {'N@10 all':>9s} {'R@10 new':>9s} {'N@10 new':>9s}"]
     for name, r in results.items():
         a, n = r["all"], r["new"]
-        lines.append(f"{name:22s} {a['recall_at_10']:9.4f} {a['ndcg_at_10']:9.4f} {n['recall_at_10']:9.4f} {n['ndcg_at_10']:9.4f}")
+        lines.append(
+            f"{name:22s} {a['recall_at_10']:9.4f} {a['ndcg_at_10']:9.4f} {n['recall_at_10']:9.4f} {n['ndcg_at_10']:9.4f}"
+        )
     return "\n".join(lines)
 
 
-def evaluate(dataset: str, seed: int = 0, out: str | None = None, command: str | None = None,
-             config: RecsConfig | None = None) -> dict:
+def evaluate(
+    dataset: str, seed: int = 0, out: str | None = None, command: str | None = None, config: RecsConfig | None = None
+) -> dict:
     t0 = time.perf_counter()
     data = simulator_data() if dataset == "simulator" else yelpchi_data()
     load_s = time.perf_counter() - t0
     torch.manual_seed(seed)
     report = compare(data, config or RecsConfig(seed=seed))
     print(format_table(report["results_test"]), flush=True)
-    report = {"benchmark": f"recs_{dataset}",
-              "command": command or "python -m fraudgraph.models.evaluate_recs " + " ".join(sys.argv[1:]),
-              "machine": machine("cpu"), "data": data.info,
-              "split": "time: train < t70 <= validation (epochs) < t80 <= test; models refit on < t80",
-              **report, "load_seconds": round(load_s, 2), "wall_seconds": round(time.perf_counter() - t0, 1)}
+    report = {
+        "benchmark": f"recs_{dataset}",
+        "command": command or "python -m fraudgraph.models.evaluate_recs " + " ".join(sys.argv[1:]),
+        "machine": machine("cpu"),
+        "data": data.info,
+        "split": "time: train < t70 <= validation (epochs) < t80 <= test; models refit on < t80",
+        **report,
+        "load_seconds": round(load_s, 2),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
     path = Path(out) if out else REPO / "benchmarks" / "results" / f"recs_{dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

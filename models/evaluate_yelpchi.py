@@ -47,8 +47,17 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate_yelpchi.json"
 #: validation gain): log degree per relation as extra input columns (the features already hold
 #: user and product review counts), hidden 128, jumping-knowledge head, only rur / rur+rtr,
 #: 16 bins, raw columns beside the encoded ones, dropout 0.3.
-RGCN_CONFIG = {"hidden": 64, "num_bases": None, "dropout": 0.1, "lr": 0.003, "weight_decay": 5e-4,
-               "layer_norm": True, "class_weight": False, "max_epochs": 800, "patience": 60}
+RGCN_CONFIG = {
+    "hidden": 64,
+    "num_bases": None,
+    "dropout": 0.1,
+    "lr": 0.003,
+    "weight_decay": 5e-4,
+    "layer_norm": True,
+    "class_weight": False,
+    "max_epochs": 800,
+    "patience": 60,
+}
 #: quantile bins of the neural models' piecewise-linear input encoding (``numeric_encoding.py``)
 PLE_BINS = 8
 #: share of training nodes whose labels are inputs in an epoch when labels are known (the rest are
@@ -58,14 +67,20 @@ LABEL_INPUT_FRACTION = 0.65
 
 def split_metrics(y: np.ndarray, run: ModelRun, idx: np.ndarray) -> dict:
     s = run.scores[idx]
-    return {"auc_roc": round(auc_roc(y[idx], s), 4), "auc_pr": round(auc_pr(y[idx], s), 4),
-            "recall_at_1pct_fpr": round(recall_at_fpr(y[idx], s, 0.01), 4), "train_seconds": round(run.train_seconds, 1)}
+    return {
+        "auc_roc": round(auc_roc(y[idx], s), 4),
+        "auc_pr": round(auc_pr(y[idx], s), 4),
+        "recall_at_1pct_fpr": round(recall_at_fpr(y[idx], s, 0.01), 4),
+        "train_seconds": round(run.train_seconds, 1),
+    }
 
 
 def format_table(results: dict) -> str:
     lines = [f"{'model':6s} {'AUC-ROC':>8s} {'AUC-PR':>8s} {'R@1%FPR':>8s} {'train s':>8s}"]
     for name, m in results.items():
-        lines.append(f"{name:6s} {m['auc_roc']:8.4f} {m['auc_pr']:8.4f} {m['recall_at_1pct_fpr']:8.4f} {m['train_seconds']:8.1f}")
+        lines.append(
+            f"{name:6s} {m['auc_roc']:8.4f} {m['auc_pr']:8.4f} {m['recall_at_1pct_fpr']:8.4f} {m['train_seconds']:8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -77,12 +92,26 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
     edge_index, edge_type = graph.typed_edges()
     encoded = piecewise_linear(graph.x, fit_bin_edges(graph.x[split.train], PLE_BINS))
     edges = graph.edge_indices()
-    runs = [train_mlp(encoded, graph.y, split, seed),
-            train_gbt(graph.x, edges, graph.y, split, seed, feature_names=graph.feature_names),
-            train_rgcn(encoded, edge_index, edge_type, len(graph.pairs), graph.y, split, seed, **RGCN_CONFIG)[0]]
-    labelled = [train_gbt(graph.x, edges, graph.y, split, seed, feature_names=graph.feature_names, known_labels=True),
-                train_rgcn(encoded, edge_index, edge_type, len(graph.pairs), graph.y, split, seed, known_labels=True,
-                           label_input_fraction=LABEL_INPUT_FRACTION, **RGCN_CONFIG)[0]]
+    runs = [
+        train_mlp(encoded, graph.y, split, seed),
+        train_gbt(graph.x, edges, graph.y, split, seed, feature_names=graph.feature_names),
+        train_rgcn(encoded, edge_index, edge_type, len(graph.pairs), graph.y, split, seed, **RGCN_CONFIG)[0],
+    ]
+    labelled = [
+        train_gbt(graph.x, edges, graph.y, split, seed, feature_names=graph.feature_names, known_labels=True),
+        train_rgcn(
+            encoded,
+            edge_index,
+            edge_type,
+            len(graph.pairs),
+            graph.y,
+            split,
+            seed,
+            known_labels=True,
+            label_input_fraction=LABEL_INPUT_FRACTION,
+            **RGCN_CONFIG,
+        )[0],
+    ]
     y, test = graph.y.numpy(), split.test.numpy()
     results = {r.name: split_metrics(y, r, test) for r in runs}
     results_labelled = {r.name: split_metrics(y, r, test) for r in labelled}
@@ -92,17 +121,35 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
         "benchmark": "yelpchi",
         "command": command or "python -m fraudgraph.models.evaluate_yelpchi " + " ".join(sys.argv[1:]),
         "machine": machine("cpu"),
-        "graph": {"reviews": graph.num_nodes, "fraudulent": int(graph.y.sum()),
-                  "pairs": {n: int(p.size(1)) for n, p in graph.pairs.items()}, "features": graph.feature_names},
-        "split": {"seed": seed, "train": int(split.train.numel()), "val": int(split.val.numpy().size), "test": int(test.size),
-                  "stratified": True},
-        "input_encoding": {"neural": f"piecewise-linear, {PLE_BINS} quantile bins fitted on the training nodes", "gbt": "raw"},
+        "graph": {
+            "reviews": graph.num_nodes,
+            "fraudulent": int(graph.y.sum()),
+            "pairs": {n: int(p.size(1)) for n, p in graph.pairs.items()},
+            "features": graph.feature_names,
+        },
+        "split": {
+            "seed": seed,
+            "train": int(split.train.numel()),
+            "val": int(split.val.numpy().size),
+            "test": int(test.size),
+            "stratified": True,
+        },
+        "input_encoding": {
+            "neural": f"piecewise-linear, {PLE_BINS} quantile bins fitted on the training nodes",
+            "gbt": "raw",
+        },
         "results_test": results,
         "results_test_with_known_labels": results_labelled,
         "model_info": {r.name: r.info for r in runs},
         "model_info_with_known_labels": {r.name: r.info for r in labelled},
-        "published_auc_roc_with_text_features": {"GCN": 0.565, "GraphSAGE": 0.783, "CARE-GNN": 0.757, "PC-GNN": 0.799,
-                                                 "BWGNN": 0.905, "GHRN": 0.896},
+        "published_auc_roc_with_text_features": {
+            "GCN": 0.565,
+            "GraphSAGE": 0.783,
+            "CARE-GNN": 0.757,
+            "PC-GNN": 0.799,
+            "BWGNN": 0.905,
+            "GHRN": 0.896,
+        },
         "load_seconds": round(load_s, 2),
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -117,7 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
-    p.add_argument("--data-dir", default=None, help="folder with YelpChi_metadata.gz (default ../shared/datasets/yelpchi)")
+    p.add_argument(
+        "--data-dir", default=None, help="folder with YelpChi_metadata.gz (default ../shared/datasets/yelpchi)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
     if args.threads:

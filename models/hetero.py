@@ -11,8 +11,8 @@ a transaction learns from its merchant and the merchant from its transactions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ class Relation:
     def key(self) -> str:
         return f"{self.src}:{self.name}:{self.dst}"
 
-    def inverse(self) -> "Relation":
+    def inverse(self) -> Relation:
         name = self.name[4:] if self.name.startswith("rev_") else f"rev_{self.name}"
         return Relation(self.dst, name, self.src)
 
@@ -44,16 +44,18 @@ def with_inverses(relations: Sequence[Relation]) -> list[Relation]:
 # The graph writer's schema (graph/model.py), as typed relations. Kept here as plain data rather
 # than imported so the model does not depend on the writer's module while both are being built.
 FRAUD_NODE_TYPES = ("Customer", "Account", "Merchant", "Device", "IP", "Transaction")
-FRAUD_RELATIONS = with_inverses([
-    Relation("Customer", "OWNS", "Account"),
-    Relation("Account", "INITIATED", "Transaction"),
-    Relation("Transaction", "PAYS", "Merchant"),
-    Relation("Transaction", "TRANSFER_TO", "Account"),
-    Relation("Transaction", "USING_DEVICE", "Device"),
-    Relation("Transaction", "FROM_IP", "IP"),
-    Relation("Customer", "LOGGED_IN", "Device"),
-    Relation("Customer", "LOGIN_FROM", "IP"),
-])
+FRAUD_RELATIONS = with_inverses(
+    [
+        Relation("Customer", "OWNS", "Account"),
+        Relation("Account", "INITIATED", "Transaction"),
+        Relation("Transaction", "PAYS", "Merchant"),
+        Relation("Transaction", "TRANSFER_TO", "Account"),
+        Relation("Transaction", "USING_DEVICE", "Device"),
+        Relation("Transaction", "FROM_IP", "IP"),
+        Relation("Customer", "LOGGED_IN", "Device"),
+        Relation("Customer", "LOGIN_FROM", "IP"),
+    ]
+)
 
 
 @dataclass
@@ -95,20 +97,33 @@ class HeteroGraph:
         idx = {t: i for i, t in enumerate(self.node_types)}
         want_src = torch.tensor([idx[r.src] for r in self.relations])[self.edge_type]
         want_dst = torch.tensor([idx[r.dst] for r in self.relations])[self.edge_type]
-        if not (bool((types[self.edge_index[0]] == want_src).all()) and bool((types[self.edge_index[1]] == want_dst).all())):
+        if not (
+            bool((types[self.edge_index[0]] == want_src).all()) and bool((types[self.edge_index[1]] == want_dst).all())
+        ):
             raise ValueError("an edge joins node types its relation does not name")
 
-    def to(self, device: str | torch.device) -> "HeteroGraph":
-        return HeteroGraph(self.node_types, self.relations, {t: v.to(device) for t, v in self.x.items()},
-                           self.edge_index.to(device), self.edge_type.to(device))
+    def to(self, device: str | torch.device) -> HeteroGraph:
+        return HeteroGraph(
+            self.node_types,
+            self.relations,
+            {t: v.to(device) for t, v in self.x.items()},
+            self.edge_index.to(device),
+            self.edge_type.to(device),
+        )
 
 
-def build_graph(x: Mapping[str, Tensor], relations: Sequence[Relation],
-                edges: Sequence[tuple[Relation, int, int]], add_inverses: bool = True) -> HeteroGraph:
+def build_graph(
+    x: Mapping[str, Tensor],
+    relations: Sequence[Relation],
+    edges: Sequence[tuple[Relation, int, int]],
+    add_inverses: bool = True,
+) -> HeteroGraph:
     """A graph from per-type features and (relation, local src index, local dst index) triples;
     with ``add_inverses`` each edge is added in reverse under ``relation.inverse()`` too."""
     node_types = list(x)
-    g = HeteroGraph(node_types, list(relations), dict(x), torch.empty(2, 0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+    g = HeteroGraph(
+        node_types, list(relations), dict(x), torch.empty(2, 0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    )
     off, index = g.offsets, {r: i for i, r in enumerate(relations)}
     cols, types = [], []
     for rel, s, d in edges:
@@ -123,8 +138,9 @@ def build_graph(x: Mapping[str, Tensor], relations: Sequence[Relation],
     return g
 
 
-def random_fraud_graph(num_transactions: int, seed: int, widths: Mapping[str, int] | None = None,
-                       num_customers: int | None = None) -> HeteroGraph:
+def random_fraud_graph(
+    num_transactions: int, seed: int, widths: Mapping[str, int] | None = None, num_customers: int | None = None
+) -> HeteroGraph:
     """A random graph in the fraud schema, for tests: every transaction has an account, a device,
     an IP and either a merchant or a counterparty account; customers own accounts and log in.
     Some nodes end up without neighbours under some relations (and some with parallel edges),
@@ -132,8 +148,14 @@ def random_fraud_graph(num_transactions: int, seed: int, widths: Mapping[str, in
     gen = torch.Generator().manual_seed(seed)
     widths = dict(widths or {"Customer": 5, "Account": 7, "Merchant": 4, "Device": 3, "IP": 2, "Transaction": 9})
     c = num_customers or max(2, num_transactions // 4)
-    counts = {"Customer": c, "Account": c + 1, "Merchant": max(1, num_transactions // 5),
-              "Device": max(1, c // 2 + 1), "IP": max(1, c // 2 + 2), "Transaction": num_transactions}
+    counts = {
+        "Customer": c,
+        "Account": c + 1,
+        "Merchant": max(1, num_transactions // 5),
+        "Device": max(1, c // 2 + 1),
+        "IP": max(1, c // 2 + 2),
+        "Transaction": num_transactions,
+    }
     x = {t: torch.randn(counts[t], widths[t], generator=gen) for t in FRAUD_NODE_TYPES}
 
     def pick(t: str) -> int:

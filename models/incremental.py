@@ -52,8 +52,8 @@ Caveats
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -74,7 +74,7 @@ class NeighbourSums:
     counts: dict[str, int] = field(default_factory=dict)
     sums: dict[str, list[float]] = field(default_factory=dict)
 
-    def copy(self) -> "NeighbourSums":
+    def copy(self) -> NeighbourSums:
         return NeighbourSums(dict(self.counts), {k: list(v) for k, v in self.sums.items()})
 
     def add(self, relation: str, features: list[float]) -> None:
@@ -115,12 +115,12 @@ class IncrementalScorer:
 
     def __init__(self, model: HeteroRGCN, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
         self.dtype, self.device = dtype, resolve_device(device)
-        cast = lambda t: t.detach().to(self.device, dtype)  # noqa: E731
+        cast = lambda t: t.detach().to(self.device, dtype)
         with torch.no_grad():
             self.proj = {t: (cast(lin.weight), cast(lin.bias)) for t, lin in model.project.items()}
             self.w1, self.root1 = cast(model.conv1.relation_weights(dtype)), cast(model.conv1.root)
             self.w2, self.root2 = cast(model.conv2.relation_weights(dtype)), cast(model.conv2.root)
-            zero = lambda layer: torch.zeros(layer.out_channels, dtype=dtype, device=self.device)  # noqa: E731
+            zero = lambda layer: torch.zeros(layer.out_channels, dtype=dtype, device=self.device)
             self.b1 = cast(model.conv1.bias) if model.conv1.bias is not None else zero(model.conv1)
             self.b2 = cast(model.conv2.bias) if model.conv2.bias is not None else zero(model.conv2)
         self.widths = dict(model.feature_widths)
@@ -160,8 +160,10 @@ class IncrementalScorer:
         for i, rel in self.incoming[t]:
             states = neighbours.get(rel.key, ())
             if len(states) != target.neighbours.counts.get(rel.key, 0):
-                raise ValueError(f"{rel.key}: {len(states)} neighbour states but the target's sums count "
-                                 f"{target.neighbours.counts.get(rel.key, 0)} (stale or missing state)")
+                raise ValueError(
+                    f"{rel.key}: {len(states)} neighbour states but the target's sums count "
+                    f"{target.neighbours.counts.get(rel.key, 0)} (stale or missing state)"
+                )
             if states:
                 if any(s.node_type != rel.src for s in states):
                     raise ValueError(f"{rel.key}: neighbour of the wrong type")
@@ -170,8 +172,13 @@ class IncrementalScorer:
         return z
 
 
-def score_from_state(model: HeteroRGCN, target_state: NodeState, neighbour_states: Mapping[str, Sequence[NodeState]],
-                     dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Tensor:
+def score_from_state(
+    model: HeteroRGCN,
+    target_state: NodeState,
+    neighbour_states: Mapping[str, Sequence[NodeState]],
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> Tensor:
     """One-off convenience; the worker should keep an ``IncrementalScorer`` per model version."""
     return IncrementalScorer(model, dtype, device).score(target_state, neighbour_states)
 

@@ -57,6 +57,8 @@ def labelled_fraud_shares(label_means: list[Tensor]) -> Tensor:
     for means in label_means:
         known, fraud = means[:, 0], means[:, 1]
         has = known > 0
-        cols += [torch.where(has, fraud / known.clamp(min=torch.finfo(known.dtype).tiny), torch.zeros_like(known)),
-                 has.to(known.dtype)]
+        cols += [
+            torch.where(has, fraud / known.clamp(min=torch.finfo(known.dtype).tiny), torch.zeros_like(known)),
+            has.to(known.dtype),
+        ]
     return torch.stack(cols, dim=1)

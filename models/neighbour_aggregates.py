@@ -13,9 +13,8 @@ relation needs ~200 MiB, not ~1 GiB.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import warnings
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -23,7 +22,9 @@ from torch import Tensor
 _COLUMNS_PER_CHUNK = 8
 
 
-def neighbour_aggregates(x: Tensor, edge_indices: Mapping[str, Tensor], feature_names: list[str] | None = None) -> tuple[Tensor, list[str]]:
+def neighbour_aggregates(
+    x: Tensor, edge_indices: Mapping[str, Tensor], feature_names: list[str] | None = None
+) -> tuple[Tensor, list[str]]:
     """(N, R * (2F + 1)) aggregates and their column names, in ``edge_indices`` order."""
     n, f = x.shape
     feature_names = feature_names or [f"f{i}" for i in range(f)]
@@ -31,7 +32,11 @@ def neighbour_aggregates(x: Tensor, edge_indices: Mapping[str, Tensor], feature_
     for rel, ei in edge_indices.items():
         src, dst = ei[0], ei[1]
         deg = torch.bincount(dst, minlength=n).to(x.dtype)
-        mean = torch.zeros(n, f, dtype=x.dtype).index_add_(0, dst, x[src]) if src.numel() * f <= 2**27 else _chunked_sum(x, src, dst, n)
+        mean = (
+            torch.zeros(n, f, dtype=x.dtype).index_add_(0, dst, x[src])
+            if src.numel() * f <= 2**27
+            else _chunked_sum(x, src, dst, n)
+        )
         mean = mean / deg.clamp(min=1).unsqueeze(1)
         mx = torch.zeros(n, f, dtype=x.dtype)
         for c in range(0, f, _COLUMNS_PER_CHUNK):
@@ -42,7 +47,11 @@ def neighbour_aggregates(x: Tensor, edge_indices: Mapping[str, Tensor], feature_
                 block = torch.full((n, vals.size(1)), float("-inf"), dtype=x.dtype).index_reduce_(0, dst, vals, "amax")
             mx[:, cols] = torch.where(torch.isinf(block), torch.zeros_like(block), block)
         blocks += [mean, mx, torch.log1p(deg).unsqueeze(1)]
-        names += [f"{rel}_mean_{c}" for c in feature_names] + [f"{rel}_max_{c}" for c in feature_names] + [f"{rel}_log_degree"]
+        names += (
+            [f"{rel}_mean_{c}" for c in feature_names]
+            + [f"{rel}_max_{c}" for c in feature_names]
+            + [f"{rel}_log_degree"]
+        )
     return torch.cat(blocks, dim=1), names
 
 

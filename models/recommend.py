@@ -45,8 +45,9 @@ that it is fraudulent). So a flagged colluding merchant can never be recommended
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -103,11 +104,17 @@ class EncodedUsers:
     edge_norm: Tensor
     edge_count: Tensor
 
-    def to(self, device: torch.device | str) -> "EncodedUsers":
-        return EncodedUsers(self.x.to(device), {k: v.to(device) for k, v in self.means.items()},
-                            {k: v.to(device) for k, v in self.has.items()}, self.edge_user.to(device),
-                            self.edge_item.to(device), self.edge_relation.to(device), self.edge_norm.to(device),
-                            self.edge_count.to(device))
+    def to(self, device: torch.device | str) -> EncodedUsers:
+        return EncodedUsers(
+            self.x.to(device),
+            {k: v.to(device) for k, v in self.means.items()},
+            {k: v.to(device) for k, v in self.has.items()},
+            self.edge_user.to(device),
+            self.edge_item.to(device),
+            self.edge_relation.to(device),
+            self.edge_norm.to(device),
+            self.edge_count.to(device),
+        )
 
 
 class RecsModel(nn.Module):
@@ -115,8 +122,15 @@ class RecsModel(nn.Module):
     raw features as of training (buffers, saved with the weights), ``item_risk`` (M,) the fraud
     model's per-item prior (0 where unknown)."""
 
-    def __init__(self, num_items: int, user_width: int, history_relations: Sequence[str],
-                 user_mean_widths: Mapping[str, int], item_mean_widths: Mapping[str, int], dim: int = 32):
+    def __init__(
+        self,
+        num_items: int,
+        user_width: int,
+        history_relations: Sequence[str],
+        user_mean_widths: Mapping[str, int],
+        item_mean_widths: Mapping[str, int],
+        dim: int = 32,
+    ):
         super().__init__()
         self.num_items, self.user_width, self.dim = num_items, user_width, dim
         self.history_relations = list(history_relations)
@@ -124,9 +138,13 @@ class RecsModel(nn.Module):
         self.item_embedding = nn.Embedding(num_items, dim)
         nn.init.normal_(self.item_embedding.weight, std=0.1)
         self.item_root = nn.Linear(dim, dim)
-        self.item_feature = nn.ModuleDict({_m(s): nn.Linear(w, dim, bias=False) for s, w in self.item_mean_widths.items()})
+        self.item_feature = nn.ModuleDict(
+            {_m(s): nn.Linear(w, dim, bias=False) for s, w in self.item_mean_widths.items()}
+        )
         self.user_root = nn.Linear(user_width, dim)
-        self.user_feature = nn.ModuleDict({_m(s): nn.Linear(w, dim, bias=False) for s, w in self.user_mean_widths.items()})
+        self.user_feature = nn.ModuleDict(
+            {_m(s): nn.Linear(w, dim, bias=False) for s, w in self.user_mean_widths.items()}
+        )
         self.user_history = nn.ModuleDict({_m(r): nn.Linear(dim, dim, bias=False) for r in self.history_relations})
         self.item_out = nn.Linear(dim, dim)
         self.relation = nn.Parameter(torch.ones(dim))  # DistMult's diagonal for "will pay"
@@ -164,7 +182,8 @@ class RecsModel(nn.Module):
         if batch.edge_user.numel():
             R, B = len(self.history_relations), batch.x.size(0)
             agg = h1.new_zeros(B * R, self.dim).index_add_(
-                0, batch.edge_user * R + batch.edge_relation, h1[batch.edge_item] * batch.edge_norm.unsqueeze(1))
+                0, batch.edge_user * R + batch.edge_relation, h1[batch.edge_item] * batch.edge_norm.unsqueeze(1)
+            )
             agg = agg.view(B, R, self.dim)
             for r, rel in enumerate(self.history_relations):
                 z = z + self.user_history[_m(rel)](agg[:, r])
@@ -174,8 +193,11 @@ class RecsModel(nn.Module):
         """(B, M) scores given the items' layer 1 and output vectors (computed once when serving)."""
         out = self.user_vectors(batch, h1) @ vectors.T + self.item_bias
         if batch.edge_user.numel():
-            out = out.index_put((batch.edge_user, batch.edge_item),
-                                self.repeat[batch.edge_relation] * torch.log1p(batch.edge_count), accumulate=True)
+            out = out.index_put(
+                (batch.edge_user, batch.edge_item),
+                self.repeat[batch.edge_relation] * torch.log1p(batch.edge_count),
+                accumulate=True,
+            )
         return out
 
     def forward(self, batch: EncodedUsers) -> Tensor:
@@ -214,13 +236,17 @@ def encode_users(users: Sequence[UserInput], model: RecsModel, index: Mapping[An
             total = sum(w for _, w in known)
             for item, w in known:
                 eu.append(b), ei.append(item), er.append(r), en.append(w / total), ec.append(w)
-    f = lambda v, *shape: torch.tensor(v, dtype=torch.float32).reshape(*shape)  # noqa: E731
-    return EncodedUsers(f(xs, len(users), model.user_width),
-                        {s: f(v, len(users), model.user_mean_widths[s]) for s, v in means.items()},
-                        {s: f(v, len(users)) for s, v in has.items()},
-                        torch.tensor(eu, dtype=torch.long), torch.tensor(ei, dtype=torch.long),
-                        torch.tensor(er, dtype=torch.long), torch.tensor(en, dtype=torch.float32),
-                        torch.tensor(ec, dtype=torch.float32))
+    f = lambda v, *shape: torch.tensor(v, dtype=torch.float32).reshape(*shape)
+    return EncodedUsers(
+        f(xs, len(users), model.user_width),
+        {s: f(v, len(users), model.user_mean_widths[s]) for s, v in means.items()},
+        {s: f(v, len(users)) for s, v in has.items()},
+        torch.tensor(eu, dtype=torch.long),
+        torch.tensor(ei, dtype=torch.long),
+        torch.tensor(er, dtype=torch.long),
+        torch.tensor(en, dtype=torch.float32),
+        torch.tensor(ec, dtype=torch.float32),
+    )
 
 
 def top_candidates(scores: Tensor, exclude: Sequence[Sequence[int]], n: int) -> tuple[Tensor, Tensor]:
@@ -268,8 +294,9 @@ class Recommendation:
     rank_score: float  # score + log(1 - risk): what the list is ordered by
 
 
-def rerank(candidates: Sequence[tuple[Any, float]], risk_of: Callable[[Any], float], k: int,
-           max_risk: float) -> tuple[list[Recommendation], int]:
+def rerank(
+    candidates: Sequence[tuple[Any, float]], risk_of: Callable[[Any], float], k: int, max_risk: float
+) -> tuple[list[Recommendation], int]:
     """The best ``k`` of ``candidates`` ((item, score), any order) after dropping items whose risk
     is at or above ``max_risk`` and down-ranking the rest by ``log(1 - risk)``; also returns how
     many candidates were dropped for risk."""

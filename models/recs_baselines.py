@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,8 +85,12 @@ def _fit(model, data, epochs, config: RecsConfig, val=None) -> int:
     return best_epochs
 
 
-def train_mf(train: Sequence[tuple[Any, Any]], val: Sequence[tuple[Any, Any]], items: Mapping[Any, int],
-             config: RecsConfig = RecsConfig()) -> tuple[MatrixFactorisation, dict[Any, int], dict[str, Any]]:
+def train_mf(
+    train: Sequence[tuple[Any, Any]],
+    val: Sequence[tuple[Any, Any]],
+    items: Mapping[Any, int],
+    config: RecsConfig = RecsConfig(),
+) -> tuple[MatrixFactorisation, dict[Any, int], dict[str, Any]]:
     """(user, item) pairs -> the model, its user index (users of train + validation) and a report.
     Epochs are chosen on ``val`` with a model of the training users only, then the model is refit
     on train + validation from scratch."""

@@ -14,7 +14,8 @@ model, with the fraud model's opinion of every merchant stored beside the mercha
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -33,7 +34,7 @@ def fraud_scores(model: Any, examples: Sequence[Any], batch: int = 1024) -> dict
     model.eval()
     out = {}
     for i in range(0, len(examples), batch):
-        chunk = examples[i:i + batch]
+        chunk = examples[i : i + batch]
         logits, _ = forward(model, encode([e.request for e in chunk], model).to("cpu", torch.float32))
         for e, p in zip(chunk, torch.sigmoid(logits[:, 0]).tolist()):
             out[e.transaction_id] = p
@@ -41,9 +42,14 @@ def fraud_scores(model: Any, examples: Sequence[Any], batch: int = 1024) -> dict
 
 
 def new_bank_model(log: RecsReplay, items: list[int], dim: int) -> RecsModel:
-    model = RecsModel(len(items), fx.FEATURE_WIDTHS["Account"], [PAID],
-                      {ACCOUNT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
-                      {MERCHANT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]}, dim)
+    model = RecsModel(
+        len(items),
+        fx.FEATURE_WIDTHS["Account"],
+        [PAID],
+        {ACCOUNT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
+        {MERCHANT_TRANSACTIONS: fx.FEATURE_WIDTHS["Transaction"]},
+        dim,
+    )
     means = []
     for m in items:
         state = log.states.get(node_key("Merchant", m))
@@ -60,8 +66,12 @@ def risk_prior(log: RecsReplay, items: list[int], scores: dict[int, float]) -> l
     return [sum(per[m]) / len(per[m]) if per[m] else 0.0 for m in items]
 
 
-def fit_recommender(events: Sequence[ev.DomainEvent], config: RecsConfig = RecsConfig(), val_frac: float = 0.1,
-                    scores: dict[int, float] | None = None) -> tuple[RecsModel, list[int], dict[str, Any]]:
+def fit_recommender(
+    events: Sequence[ev.DomainEvent],
+    config: RecsConfig = RecsConfig(),
+    val_frac: float = 0.1,
+    scores: dict[int, float] | None = None,
+) -> tuple[RecsModel, list[int], dict[str, Any]]:
     """(model, merchant id per item row, report) from events in event-time order."""
     log = recs_replay(events)
     items = list(log.merchants)
@@ -83,6 +93,9 @@ def fit_recommender(events: Sequence[ev.DomainEvent], config: RecsConfig = RecsC
     report["payments"] = len(log.payments)
     report["fraudulent_payments_excluded"] = len(log.payments) - len(legit)
     report["merchants"] = len(items)
-    report["windows"] = {"first_ts_ms": log.payments[0].ts_ms, "last_ts_ms": log.payments[-1].ts_ms,
-                         "validation_from_ts_ms": legit[cut].ts_ms if cut < len(legit) else None}
+    report["windows"] = {
+        "first_ts_ms": log.payments[0].ts_ms,
+        "last_ts_ms": log.payments[-1].ts_ms,
+        "validation_from_ts_ms": legit[cut].ts_ms if cut < len(legit) else None,
+    }
     return model, items, report

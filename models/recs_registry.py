@@ -41,8 +41,14 @@ class RecsCard:
     created_at: str = ""
 
     def build(self) -> RecsModel:
-        return RecsModel(len(self.items), self.user_width, self.history_relations, self.user_mean_widths,
-                         self.item_mean_widths, self.dim)
+        return RecsModel(
+            len(self.items),
+            self.user_width,
+            self.history_relations,
+            self.user_mean_widths,
+            self.item_mean_widths,
+            self.dim,
+        )
 
 
 class RecsRegistry(ModelRegistry):
@@ -54,10 +60,18 @@ class RecsRegistry(ModelRegistry):
         version = f"recs-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest}"
         if len(card["items"]) != model.num_items:
             raise ValueError(f"{len(card['items'])} item ids for a model of {model.num_items} items")
-        full = RecsCard(version=version, kind=KIND, feature_spec=FEATURE_SPEC, dim=model.dim,
-                        user_width=model.user_width, history_relations=model.history_relations,
-                        user_mean_widths=model.user_mean_widths, item_mean_widths=model.item_mean_widths,
-                        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **card)
+        full = RecsCard(
+            version=version,
+            kind=KIND,
+            feature_spec=FEATURE_SPEC,
+            dim=model.dim,
+            user_width=model.user_width,
+            history_relations=model.history_relations,
+            user_mean_widths=model.user_mean_widths,
+            item_mean_widths=model.item_mean_widths,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **card,
+        )
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{version}.tmp"
         tmp.mkdir()
@@ -75,8 +89,10 @@ class RecsRegistry(ModelRegistry):
         except (OSError, TypeError, ValueError) as err:
             raise RegistryError(f"recs model {version}: unreadable card: {err}") from err
         if card.kind != KIND or card.feature_spec != FEATURE_SPEC:
-            raise RegistryError(f"recs model {version} is {card.kind!r} on features {card.feature_spec!r}; "
-                                f"this code serves {KIND!r} on {FEATURE_SPEC!r}")
+            raise RegistryError(
+                f"recs model {version} is {card.kind!r} on features {card.feature_spec!r}; "
+                f"this code serves {KIND!r} on {FEATURE_SPEC!r}"
+            )
         model = card.build()
         try:
             model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))

@@ -12,8 +12,9 @@ top-n on the device; the worker's agent hands it a whole micro-batch of requests
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -36,7 +37,9 @@ class LoadedRecs:
         self.prior = {m: float(p) for m, p in zip(self.items, self.model.item_risk.cpu().tolist())}
 
     @torch.no_grad()
-    def candidates(self, users: Sequence[UserInput], exclude: Sequence[set[Any]], n: int) -> list[list[tuple[Any, float]]]:
+    def candidates(
+        self, users: Sequence[UserInput], exclude: Sequence[set[Any]], n: int
+    ) -> list[list[tuple[Any, float]]]:
         """Per user, up to ``n`` (merchant id, score) best first, its excluded merchants left out."""
         batch = encode_users(users, self.model, self.index).to(self.device)
         scores = self.model.scores(batch, self.hidden, self.vectors)
@@ -65,8 +68,9 @@ class RecsServer(HotReloaded):
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def candidates(self, users: Sequence[UserInput], exclude: Sequence[set[Any]],
-                         n: int) -> tuple[LoadedRecs, list[list[tuple[Any, float]]]]:
+    async def candidates(
+        self, users: Sequence[UserInput], exclude: Sequence[set[Any]], n: int
+    ) -> tuple[LoadedRecs, list[list[tuple[Any, float]]]]:
         """The model that answered and its candidates; ``LookupError`` when none is loaded."""
         loaded = self.loaded
         if loaded is None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -38,14 +39,19 @@ class RecsConfig:
     seed: int = 0
 
 
-def _batches(model: RecsModel, index: Mapping[Any, int], examples: Sequence[Interaction],
-             size: int) -> list[tuple[EncodedUsers, torch.Tensor]]:
+def _batches(
+    model: RecsModel, index: Mapping[Any, int], examples: Sequence[Interaction], size: int
+) -> list[tuple[EncodedUsers, torch.Tensor]]:
     out = []
     for i in range(0, len(examples), size):
-        chunk = [e for e in examples[i:i + size] if e[1] in index]
+        chunk = [e for e in examples[i : i + size] if e[1] in index]
         if chunk:
-            out.append((encode_users([u for u, _ in chunk], model, index),
-                        torch.tensor([index[item] for _, item in chunk], dtype=torch.long)))
+            out.append(
+                (
+                    encode_users([u for u, _ in chunk], model, index),
+                    torch.tensor([index[item] for _, item in chunk], dtype=torch.long),
+                )
+            )
     return out
 
 
@@ -93,9 +99,14 @@ def _fit(model: RecsModel, batches, epochs: int, config: RecsConfig, val=None) -
     return best_epochs, history
 
 
-def train_recs(make_model: Callable[[], RecsModel], index: Mapping[Any, int], train: Sequence[Interaction],
-               val: Sequence[Interaction], config: RecsConfig = RecsConfig(),
-               refit: bool = True) -> tuple[RecsModel, dict[str, Any]]:
+def train_recs(
+    make_model: Callable[[], RecsModel],
+    index: Mapping[Any, int],
+    train: Sequence[Interaction],
+    val: Sequence[Interaction],
+    config: RecsConfig = RecsConfig(),
+    refit: bool = True,
+) -> tuple[RecsModel, dict[str, Any]]:
     """The trained model and a report. ``make_model`` builds a fresh, untrained model (called again
     for the refit)."""
     torch.manual_seed(config.seed)
@@ -106,9 +117,14 @@ def train_recs(make_model: Callable[[], RecsModel], index: Mapping[Any, int], tr
     if not train_b:
         raise ValueError("no training interaction with a known item")
     epochs, history = _fit(model, train_b, config.epochs, config, val_b or None)
-    report = {"config": asdict(config), "train_examples": sum(len(y) for _, y in train_b),
-              "val_examples": sum(len(y) for _, y in val_b), "epochs": epochs, "history": history,
-              f"val_hit_rate_at_{config.k}": hit_rate(model, val_b, config.k) if val_b else None}
+    report = {
+        "config": asdict(config),
+        "train_examples": sum(len(y) for _, y in train_b),
+        "val_examples": sum(len(y) for _, y in val_b),
+        "epochs": epochs,
+        "history": history,
+        f"val_hit_rate_at_{config.k}": hit_rate(model, val_b, config.k) if val_b else None,
+    }
     if refit and val_b:
         torch.manual_seed(config.seed)
         model = make_model()

@@ -58,9 +58,14 @@ class ModelCard:
 
 def card_for(model: HeteroRGCN, **fields: Any) -> dict[str, Any]:
     """The architecture half of a card, read off the model itself."""
-    return {"feature_spec": FEATURE_SPEC, "feature_widths": dict(model.feature_widths),
-            "relations": [[r.src, r.name, r.dst] for r in model.relations], "hidden": model.hidden,
-            "num_bases": model.conv1.num_bases, **fields}
+    return {
+        "feature_spec": FEATURE_SPEC,
+        "feature_widths": dict(model.feature_widths),
+        "relations": [[r.src, r.name, r.dst] for r in model.relations],
+        "hidden": model.hidden,
+        "num_bases": model.conv1.num_bases,
+        **fields,
+    }
 
 
 class ModelRegistry:
@@ -110,8 +115,9 @@ class ModelRegistry:
         except (OSError, TypeError, ValueError) as err:
             raise RegistryError(f"model {version}: unreadable card: {err}") from err
         if card.feature_spec != FEATURE_SPEC:
-            raise RegistryError(f"model {version} was trained on features {card.feature_spec!r}, "
-                                f"this code encodes {FEATURE_SPEC!r}")
+            raise RegistryError(
+                f"model {version} was trained on features {card.feature_spec!r}, this code encodes {FEATURE_SPEC!r}"
+            )
         model = card.build()
         try:
             model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))

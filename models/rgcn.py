@@ -18,7 +18,7 @@ node has no neighbours under contributes nothing (not a zero-count division).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +58,9 @@ class RGCNLayer(nn.Module):
     #: relation at a time instead of all at once (2**26 float32 = 256 MiB)
     dense_limit = 2**26
 
-    def __init__(self, in_channels: int, out_channels: int, num_relations: int, num_bases: int | None = None, bias: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, num_relations: int, num_bases: int | None = None, bias: bool = True
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_relations, self.num_bases = num_relations, num_bases
@@ -92,7 +94,9 @@ class RGCNLayer(nn.Module):
             weight, comp = weight.to(dtype), (comp.to(dtype) if comp is not None else None)
         if comp is None:
             return weight
-        return (comp @ weight.reshape(self.num_bases, -1)).reshape(self.num_relations, self.in_channels, self.out_channels)
+        return (comp @ weight.reshape(self.num_bases, -1)).reshape(
+            self.num_relations, self.in_channels, self.out_channels
+        )
 
     def forward(self, x: Tensor | None, edge_index: Tensor, edge_type: Tensor, num_nodes: int | None = None) -> Tensor:
         weight = self.relation_weights()
@@ -113,7 +117,9 @@ class RGCNLayer(nn.Module):
             # memory stays O(N*F) whatever the number of relations.
             msg = x[src] * norm.unsqueeze(1)
             if n * R * x.size(1) <= self.dense_limit:
-                agg = torch.zeros(n * R, x.size(1), dtype=x.dtype, device=x.device).index_add_(0, dst * R + edge_type, msg)
+                agg = torch.zeros(n * R, x.size(1), dtype=x.dtype, device=x.device).index_add_(
+                    0, dst * R + edge_type, msg
+                )
                 out = out + agg.view(n, R * x.size(1)) @ weight.reshape(R * x.size(1), self.out_channels)
             else:
                 for r in range(R):
@@ -140,9 +146,17 @@ class RGCN(nn.Module):
     Off by default: the paper's model, and what AIFB uses.
     """
 
-    def __init__(self, in_channels: int | None, hidden: int, out_channels: int, num_relations: int,
-                 num_nodes: int | None = None, num_bases: int | None = None, dropout: float = 0.0,
-                 layer_norm: bool = False):
+    def __init__(
+        self,
+        in_channels: int | None,
+        hidden: int,
+        out_channels: int,
+        num_relations: int,
+        num_nodes: int | None = None,
+        num_bases: int | None = None,
+        dropout: float = 0.0,
+        layer_norm: bool = False,
+    ):
         super().__init__()
         if in_channels is None and num_nodes is None:
             raise ValueError("featureless input (in_channels=None) needs num_nodes")
@@ -182,8 +196,14 @@ class HeteroRGCN(nn.Module):
     raw features.
     """
 
-    def __init__(self, feature_widths: Mapping[str, int], relations: Sequence[Relation], hidden: int,
-                 out_channels: int, num_bases: int | None = None):
+    def __init__(
+        self,
+        feature_widths: Mapping[str, int],
+        relations: Sequence[Relation],
+        hidden: int,
+        out_channels: int,
+        num_bases: int | None = None,
+    ):
         super().__init__()
         self.node_types = list(feature_widths)
         self.feature_widths = dict(feature_widths)

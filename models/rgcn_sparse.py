@@ -30,7 +30,14 @@ from fraudgraph.models.rgcn import RGCN, RGCNLayer
 class MeanAggregation:
     """Per-relation row-normalised adjacency ``A_r`` (receiver rows) and ``A_r^T``, as CSR."""
 
-    def __init__(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int, num_relations: int, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        num_nodes: int,
+        num_relations: int,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.num_nodes, self.num_relations = num_nodes, num_relations
         self.forward_ops: list[Tensor] = []
         self.backward_ops: list[Tensor] = []

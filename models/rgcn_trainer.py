@@ -40,11 +40,26 @@ from fraudgraph.models.scoring_metrics import auc_roc
 from fraudgraph.models.splits import Split
 
 
-def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: int, y: Tensor, split: Split,
-               seed: int = 0, hidden: int = 64, num_bases: int | None = None, dropout: float = 0.2,
-               lr: float = 0.01, weight_decay: float = 5e-5, max_epochs: int = 300, patience: int = 30,
-               layer_norm: bool = False, class_weight: bool = True, known_labels: bool = False,
-               label_input_fraction: float = 0.5) -> tuple[ModelRun, RGCN]:
+def train_rgcn(
+    x: Tensor,
+    edge_index: Tensor,
+    edge_type: Tensor,
+    num_relations: int,
+    y: Tensor,
+    split: Split,
+    seed: int = 0,
+    hidden: int = 64,
+    num_bases: int | None = None,
+    dropout: float = 0.2,
+    lr: float = 0.01,
+    weight_decay: float = 5e-5,
+    max_epochs: int = 300,
+    patience: int = 30,
+    layer_norm: bool = False,
+    class_weight: bool = True,
+    known_labels: bool = False,
+    label_input_fraction: float = 0.5,
+) -> tuple[ModelRun, RGCN]:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -61,8 +76,15 @@ def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: 
         means = [torch.cat(parts, dim=1) for parts in zip(x_means, known_means, input_means(shares, agg))]
         return rgcn_forward(model, torch.cat([x, known, shares], dim=1), agg, means).squeeze(-1)
 
-    model = RGCN(x.size(1) + (2 + 2 * num_relations if known_labels else 0), hidden, 1, num_relations, num_bases=num_bases,
-                 dropout=dropout, layer_norm=layer_norm)
+    model = RGCN(
+        x.size(1) + (2 + 2 * num_relations if known_labels else 0),
+        hidden,
+        1,
+        num_relations,
+        num_bases=num_bases,
+        dropout=dropout,
+        layer_norm=layer_norm,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(y[split.train]) if class_weight else None)
     stopper = EarlyStopping(patience)
@@ -72,7 +94,9 @@ def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: 
     for epoch in range(max_epochs):
         model.train()
         opt.zero_grad()
-        inputs, targets = label_input_split(split.train, label_input_fraction, gen) if known_labels else (None, split.train)
+        inputs, targets = (
+            label_input_split(split.train, label_input_fraction, gen) if known_labels else (None, split.train)
+        )
         loss = loss_fn(forward(inputs)[targets], yf[targets])
         loss.backward()
         opt.step()
@@ -84,10 +108,20 @@ def train_rgcn(x: Tensor, edge_index: Tensor, edge_type: Tensor, num_relations: 
     stopper.restore(model).eval()
     with torch.no_grad():
         scores = torch.sigmoid(forward(split.train)).numpy().astype(np.float64)
-    info = {"hidden": hidden, "num_bases": num_bases, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
-            "relations": num_relations, "layer_norm": layer_norm, "class_weight": class_weight,
-            "known_labels": known_labels, "epochs_run": epoch + 1, "best_epoch": stopper.best_epoch,
-            "val_auc_roc": round(stopper.best_score, 4)}
+    info = {
+        "hidden": hidden,
+        "num_bases": num_bases,
+        "dropout": dropout,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "relations": num_relations,
+        "layer_norm": layer_norm,
+        "class_weight": class_weight,
+        "known_labels": known_labels,
+        "epochs_run": epoch + 1,
+        "best_epoch": stopper.best_epoch,
+        "val_auc_roc": round(stopper.best_score, 4),
+    }
     if known_labels:
         info["label_input_fraction"] = label_input_fraction
     return ModelRun("rgcn", scores, time.perf_counter() - start, info), model

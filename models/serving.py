@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -96,8 +96,15 @@ BatchObserver = Callable[[int, float, str], None]  # (batch size, inference seco
 class ModelServer(HotReloaded):
     """The asyncio front of the current model. ``score`` may be called from many coroutines."""
 
-    def __init__(self, registry: ModelRegistry, device: str = "auto", max_batch: int = 512,
-                 max_delay_s: float = 0.002, reload_s: float = 5.0, observe: BatchObserver | None = None):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        device: str = "auto",
+        max_batch: int = 512,
+        max_delay_s: float = 0.002,
+        reload_s: float = 5.0,
+        observe: BatchObserver | None = None,
+    ):
         super().__init__(registry, reload_s)
         self.device = pick_device(device)
         self.max_batch, self.max_delay_s = max_batch, max_delay_s
@@ -117,8 +124,10 @@ class ModelServer(HotReloaded):
             await self.check_for_new_version()
         finally:
             self.started.set()
-        self._tasks = [asyncio.create_task(self._batches(), name="model-batches"),
-                       asyncio.create_task(self._watch(), name="model-reload")]
+        self._tasks = [
+            asyncio.create_task(self._batches(), name="model-batches"),
+            asyncio.create_task(self._watch(), name="model-reload"),
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -126,8 +135,9 @@ class ModelServer(HotReloaded):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def score(self, requests: Sequence[ScoringRequest],
-                    dispatched: asyncio.Event | None = None) -> list[ModelOutput]:
+    async def score(
+        self, requests: Sequence[ScoringRequest], dispatched: asyncio.Event | None = None
+    ) -> list[ModelOutput]:
         """Scores in request order. Raises ``LookupError`` when no model is loaded (callers decide
         on rules alone), ``ValueError`` for a request whose state cannot be scored exactly.
 
@@ -158,7 +168,7 @@ class ModelServer(HotReloaded):
                     break
                 try:
                     items.append(await asyncio.wait_for(self._queue.get(), left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
         while len(items) < self.max_batch and not self._queue.empty():
             items.append(self._queue.get_nowait())
@@ -177,7 +187,7 @@ class ModelServer(HotReloaded):
                     p.dispatched.set()
             try:
                 outputs = await handing
-            except Exception:
+            except Exception:  # noqa: BLE001 - see below
                 # One bad request must not fail its batch-mates: score them one by one.
                 for p in items:
                     try:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,19 +59,24 @@ class Split:
         return torch.cat(self.labels).numpy() if self.labels else np.zeros(0)
 
 
-def _split(model: HeteroRGCN, requests: Sequence[ScoringRequest], labels: Sequence[int], ts: Sequence[int],
-           batch_size: int) -> Split:
+def _split(
+    model: HeteroRGCN, requests: Sequence[ScoringRequest], labels: Sequence[int], ts: Sequence[int], batch_size: int
+) -> Split:
     batches, ys = [], []
     for i in range(0, len(requests), batch_size):
-        batches.append(encode(requests[i:i + batch_size], model).to("cpu", torch.float32))
-        ys.append(torch.tensor(labels[i:i + batch_size], dtype=torch.float32))
+        batches.append(encode(requests[i : i + batch_size], model).to("cpu", torch.float32))
+        ys.append(torch.tensor(labels[i : i + batch_size], dtype=torch.float32))
     return Split(batches, ys, ts[0] if ts else 0, ts[-1] if ts else 0)
 
 
 @torch.no_grad()
 def predict(model: HeteroRGCN, split: Split) -> np.ndarray:
     model.eval()
-    return np.concatenate([torch.sigmoid(forward(model, b)[0][:, 0]).numpy() for b in split.batches]) if split.batches else np.zeros(0)
+    return (
+        np.concatenate([torch.sigmoid(forward(model, b)[0][:, 0]).numpy() for b in split.batches])
+        if split.batches
+        else np.zeros(0)
+    )
 
 
 def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) -> dict[str, float]:
@@ -79,16 +85,24 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) 
     flagged = p >= threshold
     pos, neg = int(y.sum()), int((1 - y).sum())
     ranked = pos > 0 and neg > 0
-    return {"n": int(len(y)), "positives": pos,
-            "auc_roc": auc_roc(y, p) if ranked else None, "auc_pr": auc_pr(y, p) if ranked else None,
-            f"recall_at_{target_fpr:g}_fpr": recall_at_fpr(y, p, target_fpr) if ranked else None,
-            "recall_at_threshold": float((flagged & (y == 1)).sum() / pos) if pos else None,
-            "fpr_at_threshold": float((flagged & (y == 0)).sum() / neg) if neg else None}
+    return {
+        "n": int(len(y)),
+        "positives": pos,
+        "auc_roc": auc_roc(y, p) if ranked else None,
+        "auc_pr": auc_pr(y, p) if ranked else None,
+        f"recall_at_{target_fpr:g}_fpr": recall_at_fpr(y, p, target_fpr) if ranked else None,
+        "recall_at_threshold": float((flagged & (y == 1)).sum() / pos) if pos else None,
+        "fpr_at_threshold": float((flagged & (y == 0)).sum() / neg) if neg else None,
+    }
 
 
-def train(requests: Sequence[ScoringRequest], labels: Sequence[int], ts_ms: Sequence[int],
-          config: TrainConfig = TrainConfig(),
-          on_epoch: Callable[[dict[str, float]], None] | None = None) -> tuple[HeteroRGCN, dict[str, Any]]:
+def train(
+    requests: Sequence[ScoringRequest],
+    labels: Sequence[int],
+    ts_ms: Sequence[int],
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[HeteroRGCN, dict[str, Any]]:
     """Returns the best model (by validation AUC-PR) and a report: sizes, windows, metrics.
     ``on_epoch`` is told each epoch's figures (the CLI's progress bar)."""
     if not len(requests) == len(labels) == len(ts_ms):
@@ -98,8 +112,9 @@ def train(requests: Sequence[ScoringRequest], labels: Sequence[int], ts_ms: Sequ
     n = len(requests)
     a, b = int(n * config.train_frac), int(n * (config.train_frac + config.val_frac))
     started = time.perf_counter()
-    train_s, val_s, test_s = (_split(model, requests[i:j], labels[i:j], ts_ms[i:j], config.batch_size)
-                              for i, j in ((0, a), (a, b), (b, n)))
+    train_s, val_s, test_s = (
+        _split(model, requests[i:j], labels[i:j], ts_ms[i:j], config.batch_size) for i, j in ((0, a), (a, b), (b, n))
+    )
     encode_s = time.perf_counter() - started
     y_train = train_s.y
     if y_train.sum() == 0 or val_s.y.sum() == 0:
@@ -140,11 +155,17 @@ def train(requests: Sequence[ScoringRequest], labels: Sequence[int], ts_ms: Sequ
     if not math.isfinite(threshold):
         threshold = 1.0
     report = {
-        "config": asdict(config), "examples": n, "encode_seconds": round(encode_s, 2),
-        "train_seconds": round(train_seconds, 2), "epochs_run": len(history), "history": history,
+        "config": asdict(config),
+        "examples": n,
+        "encode_seconds": round(encode_s, 2),
+        "train_seconds": round(train_seconds, 2),
+        "epochs_run": len(history),
+        "history": history,
         "threshold": threshold,
-        "windows": {name: {"first_ts_ms": s.first_ts_ms, "last_ts_ms": s.last_ts_ms}
-                    for name, s in (("train", train_s), ("validation", val_s), ("test", test_s))},
+        "windows": {
+            name: {"first_ts_ms": s.first_ts_ms, "last_ts_ms": s.last_ts_ms}
+            for name, s in (("train", train_s), ("validation", val_s), ("test", test_s))
+        },
         "validation": evaluate(val_s.y, p_val, threshold, config.target_fpr),
         "test": evaluate(test_s.y, predict(model, test_s), threshold, config.target_fpr),
     }

@@ -75,7 +75,7 @@ class ReviewGraph:
         types = [torch.full((e.size(1),), r, dtype=torch.long) for r, e in enumerate(ei)]
         return torch.cat(ei, dim=1), torch.cat(types)
 
-    def subgraph(self, nodes: Tensor) -> "ReviewGraph":
+    def subgraph(self, nodes: Tensor) -> ReviewGraph:
         """The induced subgraph on ``nodes`` (sorted), renumbered 0..len-1. Features are kept as
         computed on the whole graph (they are review statistics, not graph properties)."""
         nodes = torch.unique(nodes)
@@ -111,12 +111,18 @@ def _pairs_within(key: np.ndarray, window: int = 0) -> np.ndarray:
 def _read(path: Path) -> dict[str, np.ndarray]:
     with gzip.open(path, "rt") as f:
         cols = list(zip(*(line.split() for line in f)))
-    return {"user": np.asarray(cols[0], dtype=np.int64), "product": np.asarray(cols[1], dtype=np.int64),
-            "rating": np.asarray(cols[2], dtype=np.float64), "label": np.asarray(cols[3], dtype=np.int64),
-            "day": np.asarray(cols[4], dtype="datetime64[D]").astype(np.int64)}
+    return {
+        "user": np.asarray(cols[0], dtype=np.int64),
+        "product": np.asarray(cols[1], dtype=np.int64),
+        "rating": np.asarray(cols[2], dtype=np.float64),
+        "label": np.asarray(cols[3], dtype=np.int64),
+        "day": np.asarray(cols[4], dtype="datetime64[D]").astype(np.int64),
+    }
 
 
-def build_relations(product: np.ndarray, user: np.ndarray, rating: np.ndarray, day: np.ndarray) -> dict[str, np.ndarray]:
+def build_relations(
+    product: np.ndarray, user: np.ndarray, rating: np.ndarray, day: np.ndarray
+) -> dict[str, np.ndarray]:
     """The three published relations among the given reviews, as (2, E) undirected pairs."""
     dates = day.astype("datetime64[D]")
     year = dates.astype("datetime64[Y]").astype(np.int64) + 1970
@@ -124,8 +130,11 @@ def build_relations(product: np.ndarray, user: np.ndarray, rating: np.ndarray, d
     # product * 10^6 + year * 100 + month: months of one (product, year) are 1..12 apart at most
     # and Dec -> Jan of the next year jumps by 89, so a window of 1 links only same-year neighbours.
     rtr_key = product * 1_000_000 + year * 100 + month
-    return {"rur": _pairs_within(user), "rtr": _pairs_within(rtr_key, window=1),
-            "rsr": _pairs_within(product * 10 + rating.astype(np.int64))}
+    return {
+        "rur": _pairs_within(user),
+        "rtr": _pairs_within(rtr_key, window=1),
+        "rsr": _pairs_within(product * 10 + rating.astype(np.int64)),
+    }
 
 
 def _group(keys: np.ndarray) -> tuple[np.ndarray, int]:
@@ -161,8 +170,9 @@ def _gap_to_neighbour_in_time(g: np.ndarray, day: np.ndarray) -> tuple[np.ndarra
     return prev, nxt
 
 
-def review_features(user: np.ndarray, product: np.ndarray, rating: np.ndarray, day: np.ndarray,
-                    keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def review_features(
+    user: np.ndarray, product: np.ndarray, rating: np.ndarray, day: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """Features of the kept reviews (``keep`` mask over the file), from the file's columns only.
 
     User statistics over all reviews of the user in the file; product statistics over the product's
@@ -213,8 +223,12 @@ def review_features(user: np.ndarray, product: np.ndarray, rating: np.ndarray, d
     cols["log_user_days_since_first"] = np.log1p(day - u_first[ug])
     cols["log_user_rank"] = np.log1p(u_rank)
     cols["log_user_same_day"] = np.log1p(np.bincount(ud_g, minlength=nud)[ud_g] - 1)
-    cols["log_user_max_per_day"] = np.log1p(_extreme(ug, nu, np.bincount(ud_g, minlength=nud)[ud_g].astype(np.float64), np.maximum)[ug])
-    cols["log_user_products"] = np.log1p(np.bincount(_group(np.unique(np.stack([ug, pg], 1), axis=0)[:, 0])[0], minlength=nu)[ug])
+    cols["log_user_max_per_day"] = np.log1p(
+        _extreme(ug, nu, np.bincount(ud_g, minlength=nud)[ud_g].astype(np.float64), np.maximum)[ug]
+    )
+    cols["log_user_products"] = np.log1p(
+        np.bincount(_group(np.unique(np.stack([ug, pg], 1), axis=0)[:, 0])[0], minlength=nu)[ug]
+    )
     cols["log_user_gap_prev"] = np.log1p(u_prev)
     cols["log_user_gap_next"] = np.log1p(u_next)
     cols["log_product_reviews"] = np.log1p(p_count[pg])
@@ -230,10 +244,14 @@ def review_features(user: np.ndarray, product: np.ndarray, rating: np.ndarray, d
     cols["log_product_same_day"] = np.log1p(np.bincount(pd_g, minlength=npd)[pd_g] - 1)
     cols["log_product_same_30d"] = np.log1p(np.bincount(pm_g, minlength=npm)[pm_g] - 1)
     # burst: this 30-day window's share of reviews against the product's average rate
-    cols["log_product_burst"] = np.log((np.bincount(pm_g, minlength=npm)[pm_g]) / (p_count[pg] * 30.0 / (p_span[pg] + 30.0)))
+    cols["log_product_burst"] = np.log(
+        (np.bincount(pm_g, minlength=npm)[pm_g]) / (p_count[pg] * 30.0 / (p_span[pg] + 30.0))
+    )
     cols["log_product_gap_prev"] = np.log1p(p_prev)
     cols["log_product_gap_next"] = np.log1p(p_next)
-    cols["user_product_repeat"] = (np.bincount(_group(ug * npr + pg)[0])[_group(ug * npr + pg)[0]] > 1).astype(np.float64)
+    cols["user_product_repeat"] = (np.bincount(_group(ug * npr + pg)[0])[_group(ug * npr + pg)[0]] > 1).astype(
+        np.float64
+    )
     names = list(cols)
     return np.stack([cols[n][keep] for n in names], axis=1), names
 
@@ -249,11 +267,13 @@ def build(path: Path) -> ReviewGraph:
     keep = product_count[raw["product"]] <= MAX_PRODUCT_REVIEWS
     x, names = review_features(raw["user"], raw["product"], raw["rating"], raw["day"], keep)
     rel = build_relations(raw["product"][keep], raw["user"][keep], raw["rating"][keep], raw["day"][keep])
-    return ReviewGraph(x=torch.from_numpy(standardize(x)),
-                       y=torch.from_numpy((raw["label"][keep] == -1).astype(np.int64)),
-                       feature_names=names,
-                       pairs={n: torch.from_numpy(rel[n]).long() for n in RELATIONS},
-                       product=torch.from_numpy(raw["product"][keep]))
+    return ReviewGraph(
+        x=torch.from_numpy(standardize(x)),
+        y=torch.from_numpy((raw["label"][keep] == -1).astype(np.int64)),
+        feature_names=names,
+        pairs={n: torch.from_numpy(rel[n]).long() for n in RELATIONS},
+        product=torch.from_numpy(raw["product"][keep]),
+    )
 
 
 def load_yelpchi(source: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> ReviewGraph:

@@ -34,11 +34,15 @@ from fraudgraph.stack import debezium
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_AGE = Gauge("fraudgraph_cdc_heartbeat_age_seconds",
-                      "Seconds since Debezium's newest heartbeat, at the watchdog's last observation")
+HEARTBEAT_AGE = Gauge(
+    "fraudgraph_cdc_heartbeat_age_seconds",
+    "Seconds since Debezium's newest heartbeat, at the watchdog's last observation",
+)
 ACTIONS = Counter("fraudgraph_cdc_watchdog_actions_total", "Healing actions taken, by action", ["action"])
-OBSERVATION_FAILURES = Counter("fraudgraph_cdc_watchdog_observation_failures_total",
-                               "Observations that failed (Kafka, Connect or PostgreSQL not answering)")
+OBSERVATION_FAILURES = Counter(
+    "fraudgraph_cdc_watchdog_observation_failures_total",
+    "Observations that failed (Kafka, Connect or PostgreSQL not answering)",
+)
 
 # How long a restarted task is given before it is judged again. Debezium's start-up can take a
 # minute of its own retries after an outage: registering its JMX metrics waits up to 12 x 5 s for
@@ -73,7 +77,9 @@ class Action:
 def decide(obs: Observation, stall_s: float) -> list[Action]:
     if obs.connector is None:
         return []  # not registered: registration is `stack up`'s / connector-init's job
-    states = [obs.connector.get("connector", {}).get("state")] + [t.get("state") for t in obs.connector.get("tasks", [])]
+    states = [obs.connector.get("connector", {}).get("state")] + [
+        t.get("state") for t in obs.connector.get("tasks", [])
+    ]
     if "FAILED" in states:
         why = "connector or task FAILED"
     elif obs.heartbeat_age_s is not None and obs.heartbeat_age_s > stall_s:
@@ -84,8 +90,13 @@ def decide(obs: Observation, stall_s: float) -> list[Action]:
         return []
     actions = []
     if obs.slot_holder is not None:
-        actions.append(Action(RELEASE_SLOT, f"{why}; slot held by pid {obs.slot_holder.pid} "
-                                            f"for {obs.slot_holder.connected_s:.0f}s", obs.slot_holder.pid))
+        actions.append(
+            Action(
+                RELEASE_SLOT,
+                f"{why}; slot held by pid {obs.slot_holder.pid} for {obs.slot_holder.connected_s:.0f}s",
+                obs.slot_holder.pid,
+            )
+        )
     actions.append(Action(RESTART_TASKS, why))
     return actions
 
@@ -100,8 +111,14 @@ class Probe:
         from fraudgraph.kafka_config import confluent_config
 
         self.settings = settings
-        self.consumer = Consumer({**confluent_config(settings), "group.id": "fraudgraph-cdc-watchdog",
-                                  "enable.auto.commit": False, "log_level": 0})
+        self.consumer = Consumer(
+            {
+                **confluent_config(settings),
+                "group.id": "fraudgraph-cdc-watchdog",
+                "enable.auto.commit": False,
+                "log_level": 0,
+            }
+        )
         self.pg = None  # one connection for every round, opened on first use
 
     def heartbeat_age_s(self) -> float | None:
@@ -131,9 +148,11 @@ class Probe:
         return self.pg.execute(query, params).fetchone()
 
     def slot_holder(self) -> SlotHolder | None:
-        row = self._sql("SELECT s.active_pid, extract(epoch FROM now() - a.backend_start) FROM pg_replication_slots s "
-                        "LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active",
-                        [debezium.SLOT])
+        row = self._sql(
+            "SELECT s.active_pid, extract(epoch FROM now() - a.backend_start) FROM pg_replication_slots s "
+            "LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active",
+            [debezium.SLOT],
+        )
         return None if row is None else SlotHolder(int(row[0]), float(row[1] or 0.0))
 
     def observe(self) -> Observation:
@@ -181,7 +200,7 @@ def watch(settings: Settings, stall_s: float = 30.0, interval_s: float = 5.0, me
                     ACTIONS.labels(action.kind).inc()
                 if actions:
                     quiet_until = time.monotonic() + max(stall_s, RESTART_GRACE_S)
-            except Exception as exc:  # Kafka, Connect or PostgreSQL away: report, try again next round
+            except Exception as exc:  # noqa: BLE001 - Kafka, Connect or PostgreSQL away: report, try again next round
                 log.warning("CDC watchdog: observation failed, retrying: %s: %s", type(exc).__name__, exc)
                 OBSERVATION_FAILURES.inc()
                 # With fresh clients: a consumer that lived through a broker restart kept failing

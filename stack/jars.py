@@ -58,19 +58,29 @@ def fetch(cache_dir: Path, component: str, log=print) -> Path:
     log(f"fetching {component} jars from Maven Central into {target} ...")
     started = time.monotonic()
     cmd = [
-        mvn, "-B", "-q", "-f", str(POMS / component / "pom.xml"),
-        "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(POMS / component / "pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise StackError(f"fetching {component} jars failed (mvn exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+        raise StackError(
+            f"fetching {component} jars failed (mvn exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+        )
     (staging / ".pom.sha256").write_text(_pom_hash(component))
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(target)
     jars = list(target.glob("*.jar"))
     size_mb, seconds = sum(j.stat().st_size for j in jars) / 2**20, time.monotonic() - started
-    log(f"fetched {component}: {len(jars)} jars, {size_mb:.0f} MiB in {seconds:.0f} s ({size_mb / max(seconds, 0.1):.1f} MiB/s)")
+    log(
+        f"fetched {component}: {len(jars)} jars, {size_mb:.0f} MiB in {seconds:.0f} s ({size_mb / max(seconds, 0.1):.1f} MiB/s)"
+    )
     return target
 
 

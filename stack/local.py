@@ -63,8 +63,10 @@ def up(settings: Settings, log=print) -> dict[str, float]:
             log(f"cdc-watchdog: starting (log {svc['cdc-watchdog'].log_path})")
         svc["cdc-watchdog"].wait_ready()
     except StackError:
-        log("start-up failed; services already started are left running for inspection "
-            "(`fraudgraph stack down` stops them)")
+        log(
+            "start-up failed; services already started are left running for inspection "
+            "(`fraudgraph stack down` stops them)"
+        )
         raise
     for name, service in svc.items():
         log(f"{name:9s} ready   {service.endpoint():45s} log {service.log_path}")
@@ -87,5 +89,9 @@ def status(settings: Settings) -> list[ServiceState]:
     out = []
     for name, service in services(settings).items():
         record = service.running()
-        out.append(ServiceState(name, record is not None, record.pid if record else None, service.endpoint(), str(service.log_path)))
+        out.append(
+            ServiceState(
+                name, record is not None, record.pid if record else None, service.endpoint(), str(service.log_path)
+            )
+        )
     return out

@@ -19,12 +19,19 @@ HEAP = "1g"
 PAGECACHE = "512m"
 
 JVM_FLAGS = [
-    "-XX:+UseG1GC", "-XX:-OmitStackTraceInFastThrow", "-XX:+UnlockExperimentalVMOptions",
-    "-XX:+TrustFinalNonStaticFields", "-XX:+DisableExplicitGC", "-Djdk.nio.maxCachedBufferSize=1024",
-    "-Dio.netty.tryReflectionSetAccessible=true", "-Dlog4j2.disable.jmx=true",
+    "-XX:+UseG1GC",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:+UnlockExperimentalVMOptions",
+    "-XX:+TrustFinalNonStaticFields",
+    "-XX:+DisableExplicitGC",
+    "-Djdk.nio.maxCachedBufferSize=1024",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dlog4j2.disable.jmx=true",
     # Without these the page cache falls back to a slower path.
-    "--add-opens=java.base/java.nio=ALL-UNNAMED", "--add-opens=java.base/java.io=ALL-UNNAMED",
-    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED", "--enable-native-access=ALL-UNNAMED",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--enable-native-access=ALL-UNNAMED",
 ]
 
 
@@ -61,9 +68,18 @@ def write_config(settings: Settings, home: Path) -> None:
         # Only a store that was never started takes an initial password.
         env = dict(os.environ, NEO4J_HOME=str(home), NEO4J_CONF=str(conf))
         result = subprocess.run(
-            [_java_cp(settings)[0], "-Xmx256m", *_java_cp(settings)[1:], "org.neo4j.cli.AdminTool",
-             "dbms", "set-initial-password", settings.neo4j_password],
-            env=env, capture_output=True, text=True,
+            [
+                _java_cp(settings)[0],
+                "-Xmx256m",
+                *_java_cp(settings)[1:],
+                "org.neo4j.cli.AdminTool",
+                "dbms",
+                "set-initial-password",
+                settings.neo4j_password,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             # The output may echo the password: do not include it.
@@ -79,6 +95,13 @@ def _java_cp(settings: Settings) -> list[str]:
 def command(settings: Settings, home: Path) -> list[str]:
     java_exe, *classpath = _java_cp(settings)
     return [
-        java_exe, "-Xms512m", f"-Xmx{HEAP}", *JVM_FLAGS, *classpath,
-        "org.neo4j.server.CommunityEntryPoint", f"--home-dir={home}", f"--config-dir={home / 'conf'}", "--console-mode",
+        java_exe,
+        "-Xms512m",
+        f"-Xmx{HEAP}",
+        *JVM_FLAGS,
+        *classpath,
+        "org.neo4j.server.CommunityEntryPoint",
+        f"--home-dir={home}",
+        f"--config-dir={home / 'conf'}",
+        "--console-mode",
     ]

@@ -45,9 +45,10 @@ def config(settings: Settings, rules_file: Path = RULES_FILE) -> dict:
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(rules_file)],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": scrape_targets(settings)}]},
-                           {"job_name": WATCHDOG_JOB,
-                            "static_configs": [{"targets": [_local(settings, settings.cdc_watchdog_port)]}]}],
+        "scrape_configs": [
+            {"job_name": JOB, "static_configs": [{"targets": scrape_targets(settings)}]},
+            {"job_name": WATCHDOG_JOB, "static_configs": [{"targets": [_local(settings, settings.cdc_watchdog_port)]}]},
+        ],
     }
 
 
@@ -59,7 +60,10 @@ def write_config(settings: Settings, home: Path) -> Path:
 
 def command(settings: Settings, home: Path) -> list[str]:
     return [
-        binary(), f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-        f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--storage.tsdb.retention.time=7d",
+        binary(),
+        f"--config.file={home / 'prometheus.yml'}",
+        f"--storage.tsdb.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+        "--storage.tsdb.retention.time=7d",
         "--web.enable-lifecycle",  # POST /-/reload picks up a regenerated config
     ]

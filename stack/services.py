@@ -22,7 +22,17 @@ from pathlib import Path
 
 from fraudgraph.settings import ENV_PREFIX, Settings
 from fraudgraph.stack import jars
-from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, children, port_open, spawn, tail, terminate, wait_until
+from fraudgraph.stack.supervisor import (
+    PidFile,
+    PidRecord,
+    StackError,
+    children,
+    port_open,
+    spawn,
+    tail,
+    terminate,
+    wait_until,
+)
 
 # Heap sizes chosen so all four servers, the worker and the tests fit a 2-core, 24 GiB machine.
 KAFKA_HEAP = "-Xmx768m"
@@ -43,7 +53,9 @@ def java() -> str:
     home = os.environ.get("JAVA_HOME")
     exe = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not exe:
-        raise StackError("Java 17 is needed for Kafka, Kafka Connect and Neo4j: apt-get install openjdk-17-jre-headless")
+        raise StackError(
+            "Java 17 is needed for Kafka, Kafka Connect and Neo4j: apt-get install openjdk-17-jre-headless"
+        )
     return exe
 
 
@@ -167,15 +179,20 @@ class Kafka(Service):
             with open(self.log_path, "ab") as log:
                 result = subprocess.run(
                     self._java("kafka.tools.StorageTool") + ["format", f"--cluster-id={cluster_id}", "-c", str(props)],
-                    stdout=log, stderr=subprocess.STDOUT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             if result.returncode != 0:
                 raise StackError(f"kafka storage format failed; see its log {self.log_path}:\n{tail(self.log_path)}")
 
     def _java(self, main: str, heap: str = KAFKA_HEAP) -> list[str]:
         return [
-            java(), heap, "-cp", str(jars.jar_dir(self.settings.cache_dir, "kafka") / "*"),
-            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}", main,
+            java(),
+            heap,
+            "-cp",
+            str(jars.jar_dir(self.settings.cache_dir, "kafka") / "*"),
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            main,
         ]
 
     def command(self):
@@ -233,9 +250,13 @@ class Connect(Service):
 
     def command(self):
         return [
-            java(), CONNECT_HEAP, "-cp", str(jars.jar_dir(self.settings.cache_dir, "connect") / "*"),
+            java(),
+            CONNECT_HEAP,
+            "-cp",
+            str(jars.jar_dir(self.settings.cache_dir, "connect") / "*"),
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
-            "org.apache.kafka.connect.cli.ConnectDistributed", str(self.home / "connect.properties"),
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(self.home / "connect.properties"),
         ]
 
     def ready(self):
@@ -274,7 +295,9 @@ class Neo4j(Service):
     def ready(self):
         from neo4j import GraphDatabase
 
-        with GraphDatabase.driver(self.settings.neo4j_uri, auth=self.settings.neo4j_auth, connection_timeout=2) as driver:
+        with GraphDatabase.driver(
+            self.settings.neo4j_uri, auth=self.settings.neo4j_auth, connection_timeout=2
+        ) as driver:
             driver.verify_connectivity()
             records, _, _ = driver.execute_query("RETURN 1 AS ok")
             return records[0]["ok"] == 1
@@ -313,7 +336,9 @@ class Postgres(Service):
     def _run(self, cmd: list[str]) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, **self.spawn_options())
         if result.returncode != 0:
-            raise StackError(f"postgres: {' '.join(cmd[:2])} failed: {result.stdout}{result.stderr}; log {self.log_path}")
+            raise StackError(
+                f"postgres: {' '.join(cmd[:2])} failed: {result.stdout}{result.stderr}; log {self.log_path}"
+            )
 
     def prepare(self):
         bindir = postgres_bindir()
@@ -324,20 +349,40 @@ class Postgres(Service):
             # The server's output goes to our log file, opened before privileges are dropped.
         if not (self.data / "PG_VERSION").exists():
             shutil.rmtree(self.data, ignore_errors=True)
-            self._run([str(bindir / "initdb"), "-D", str(self.data), "-U", self.settings.pg_superuser,
-                       "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions"])
+            self._run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.settings.pg_superuser,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
+            )
             with open(self.data / "pg_hba.conf", "a") as hba:
                 hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
 
     def command(self):
         return [
-            str(postgres_bindir() / "postgres"), "-D", str(self.data),
-            "-c", f"port={self.settings.pg_port}",
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self.socket_dir}",
-            "-c", "wal_level=logical",
-            "-c", "max_wal_senders=10",
-            "-c", "max_replication_slots=10",
+            str(postgres_bindir() / "postgres"),
+            "-D",
+            str(self.data),
+            "-c",
+            f"port={self.settings.pg_port}",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.socket_dir}",
+            "-c",
+            "wal_level=logical",
+            "-c",
+            "max_wal_senders=10",
+            "-c",
+            "max_replication_slots=10",
         ]
 
     def stop(self) -> bool:
@@ -357,7 +402,9 @@ class Postgres(Service):
                 import psycopg
 
                 with psycopg.connect(self.superuser_conninfo(), connect_timeout=2, autocommit=True) as conn:
-                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'")
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'"
+                    )
             except Exception:  # noqa: BLE001 - not answering: the signals below still stop it
                 pass
         stopped = super().stop()
@@ -403,10 +450,19 @@ class CdcWatchdog(Service):
         # the addresses of *this* stack are passed on, so a stack on other ports (tests) is the
         # one it watches. Secrets are not: they reach it as they reached `stack up`.
         s = self.settings
-        addresses = {"kafka_bootstrap": s.kafka_bootstrap, "topic_prefix": s.topic_prefix, "pg_host": s.pg_host,
-                     "pg_port": s.pg_port, "pg_database": s.pg_database, "pg_user": s.pg_user,
-                     "connect_url": s.connect_url, "connector_name": s.connector_name, "cdc_stall_s": s.cdc_stall_s,
-                     "cdc_watchdog_port": s.cdc_watchdog_port, "worker_web_host": s.worker_web_host}
+        addresses = {
+            "kafka_bootstrap": s.kafka_bootstrap,
+            "topic_prefix": s.topic_prefix,
+            "pg_host": s.pg_host,
+            "pg_port": s.pg_port,
+            "pg_database": s.pg_database,
+            "pg_user": s.pg_user,
+            "connect_url": s.connect_url,
+            "connector_name": s.connector_name,
+            "cdc_stall_s": s.cdc_stall_s,
+            "cdc_watchdog_port": s.cdc_watchdog_port,
+            "worker_web_host": s.worker_web_host,
+        }
         return {"env": {**os.environ, **{ENV_PREFIX + k.upper(): str(v) for k, v in addresses.items()}}}
 
     def ready(self):

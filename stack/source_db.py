@@ -8,8 +8,8 @@ on every ``stack up``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 from psycopg import sql

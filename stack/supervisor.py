@@ -15,9 +15,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 
 class StackError(RuntimeError):
@@ -102,8 +102,13 @@ class PidFile:
         self.path.unlink(missing_ok=True)
 
 
-def spawn(cmd: Sequence[str], log_path: Path, user: str | None = None, group: str | None = None,
-          env: Mapping[str, str] | None = None) -> int:
+def spawn(
+    cmd: Sequence[str],
+    log_path: Path,
+    user: str | None = None,
+    group: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Start ``cmd`` detached in its own session, stdout/stderr appended to ``log_path``.
 
     ``user``/``group`` drop privileges in the child (PostgreSQL will not run as root); ``env``
@@ -132,9 +137,9 @@ def terminate(record: PidRecord, sig: int = signal.SIGTERM, timeout: float = 30.
     """
     if not record.alive():
         return
-    for sig, wait in ((sig, timeout), (signal.SIGKILL, 10.0)):
+    for signum, wait in ((sig, timeout), (signal.SIGKILL, 10.0)):
         try:
-            os.killpg(record.pid, sig)
+            os.killpg(record.pid, signum)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
@@ -183,14 +188,10 @@ def wait_until(
         try:
             if check():
                 return time.monotonic() - start
-        except Exception:  # a readiness probe fails in many ways while a server boots
+        except Exception:  # noqa: BLE001 - a readiness probe fails in many ways while a server boots
             pass
         if not alive():
-            raise StackError(
-                f"{service} exited during start-up; see its log {log_path}:\n{tail(log_path)}"
-            )
+            raise StackError(f"{service} exited during start-up; see its log {log_path}:\n{tail(log_path)}")
         if time.monotonic() - start > timeout:
-            raise StackError(
-                f"{service} was not ready after {timeout:.0f}s; see its log {log_path}:\n{tail(log_path)}"
-            )
+            raise StackError(f"{service} was not ready after {timeout:.0f}s; see its log {log_path}:\n{tail(log_path)}")
         time.sleep(0.25)

@@ -21,7 +21,7 @@ class RunningMoments:
     mean: float = 0.0
     m2: float = 0.0
 
-    def copy(self) -> "RunningMoments":
+    def copy(self) -> RunningMoments:
         return RunningMoments(self.count, self.mean, self.m2)
 
     def add(self, x: float) -> None:
@@ -39,7 +39,7 @@ class RunningMoments:
         std = math.sqrt(self.variance)
         return (x - self.mean) / std if self.count >= 3 and std > 0 else 0.0
 
-    def without(self, x: float) -> "RunningMoments":
+    def without(self, x: float) -> RunningMoments:
         """The moments before ``x`` was added (Welford run backwards), so a rule can judge the latest
         value against the history *before* it rather than a history it has already inflated."""
         if self.count <= 1:
@@ -62,7 +62,7 @@ class SlidingCounter:
     bucket_s: int
     buckets: list[list[float]] = field(default_factory=list)  # [bucket_start_ms, count, sum], oldest first
 
-    def copy(self) -> "SlidingCounter":
+    def copy(self) -> SlidingCounter:
         return SlidingCounter(self.window_s, self.bucket_s, [list(b) for b in self.buckets])
 
     def add(self, ts_ms: int, amount: float = 0.0) -> None:
@@ -116,7 +116,7 @@ class DistinctSketch:
     k: int = 64
     hashes: list[int] = field(default_factory=list)  # max-heap via negation: the k smallest hashes
 
-    def copy(self) -> "DistinctSketch":
+    def copy(self) -> DistinctSketch:
         return DistinctSketch(self.k, list(self.hashes))
 
     def add(self, item: str) -> bool:
@@ -152,7 +152,7 @@ class RecentSet:
     cap: int = 32
     items: dict[str, list[int]] = field(default_factory=dict)  # item -> [first_ms, last_ms]
 
-    def copy(self) -> "RecentSet":
+    def copy(self) -> RecentSet:
         return RecentSet(self.cap, {k: list(v) for k, v in self.items.items()})
 
     def add(self, item: str, ts_ms: int) -> None:

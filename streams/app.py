@@ -39,10 +39,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.kafka_config import faust_credentials
-from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.recommend import RiskParams
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
+from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import graph_process, metrics
@@ -50,15 +50,15 @@ from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.flow import OrderFlow
 from fraudgraph.streams.observe import attach_observability
-from fraudgraph.streams.quality_join import cohorts
+from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.policy import PolicySource
+from fraudgraph.streams.quality_join import cohorts
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.recommendations import answer_batch, error_reply
-from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.scoring import APPROVE, TransactionScored
+from fraudgraph.streams.state import NodeState, node_key
 from fraudgraph.streams.tables import acked_table, store_url
 from fraudgraph.streams.transport import Consumer, Producer
-from fraudgraph.streams.state import NodeState, node_key
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,20 @@ def worker_topics(settings: Settings) -> dict[str, int]:
     """The topics the worker reads and writes, with their partition counts (created at start if
     missing; the CDC topics have the connector's partition count, ``stack/debezium.py``)."""
     mapping = load_mapping(settings.mapping_file or None)
-    return {**{settings.cdc_topic(t): PARTITIONS for t in mapping.tables},
-            settings.scores_topic: PARTITIONS, settings.alerts_topic: PARTITIONS,
-            settings.score_requests_topic: PARTITIONS, settings.score_replies_topic: PARTITIONS,
-            settings.recs_requests_topic: PARTITIONS, settings.recs_replies_topic: PARTITIONS,
-            settings.dead_letter_topic: 1}
+    return {
+        **{settings.cdc_topic(t): PARTITIONS for t in mapping.tables},
+        settings.scores_topic: PARTITIONS,
+        settings.alerts_topic: PARTITIONS,
+        settings.score_requests_topic: PARTITIONS,
+        settings.score_replies_topic: PARTITIONS,
+        settings.recs_requests_topic: PARTITIONS,
+        settings.recs_replies_topic: PARTITIONS,
+        settings.dead_letter_topic: 1,
+    }
 
 
 class WorkerApp(faust.App):
-    flow: "OrderFlow | None" = None
+    flow: OrderFlow | None = None
 
     def _new_transport(self):
         transport = super()._new_transport()
@@ -148,19 +153,34 @@ def create_app(settings: Settings) -> faust.App:
     # bytes keys and values: Faust serialises anything else (str included) as JSON.
     table = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
     node_table = acked_table(app, "node-state", **table)  # see tables.py: local copy only once in Kafka
-    scores = acked_table(app, "scores", **table, changelog_topic=app.topic(
-        settings.scores_topic, compacting=True, deleting=False, internal=True, **raw))
+    scores = acked_table(
+        app,
+        "scores",
+        **table,
+        changelog_topic=app.topic(settings.scores_topic, compacting=True, deleting=False, internal=True, **raw),
+    )
     nodes = NodeTable(node_table)
     policies = PolicySource(settings.policy_file or None)
-    server = ModelServer(ModelRegistry(settings.model_dir), settings.model_device, settings.model_max_batch,
-                         settings.model_max_delay_ms / 1000, settings.model_reload_s, observe=observe_model_batch)
+    server = ModelServer(
+        ModelRegistry(settings.model_dir),
+        settings.model_device,
+        settings.model_max_batch,
+        settings.model_max_delay_ms / 1000,
+        settings.model_reload_s,
+        observe=observe_model_batch,
+    )
     decider = Decider(server, policies)
     recs = RecsServer(RecsRegistry(settings.recs_registry_dir()), settings.model_device, settings.model_reload_s)
     recs_risk = RiskParams(max_risk=settings.recs_max_risk)
-    quality = attach_observability(app, scores=scores, node_table=node_table, nodes=nodes,
-                                   versions=lambda: (server.version or NO_MODEL, policies.current.version),
-                                   topics=[*cdc.topics, settings.score_requests_topic],
-                                   cohorts=cohorts(settings.quality_recent_cohort, settings.quality_baseline_cohort))
+    quality = attach_observability(
+        app,
+        scores=scores,
+        node_table=node_table,
+        nodes=nodes,
+        versions=lambda: (server.version or NO_MODEL, policies.current.version),
+        topics=[*cdc.topics, settings.score_requests_topic],
+        cohorts=cohorts(settings.quality_recent_cohort, settings.quality_baseline_cohort),
+    )
 
     class KafkaSinks:
         def __init__(self) -> None:
@@ -187,8 +207,9 @@ def create_app(settings: Settings) -> faust.App:
             record.handle.ack()  # the message's last reference: Faust may commit its offset now
 
     order = EventTimeMerger(settings.worker_max_idle_ms, settings.worker_max_wait_ms)
-    pipeline = Pipeline(mapping, settings.decimal_handling_mode, nodes, decider, KafkaSinks(), order,
-                        scores.get, quality)
+    pipeline = Pipeline(
+        mapping, settings.decimal_handling_mode, nodes, decider, KafkaSinks(), order, scores.get, quality
+    )
     flow = OrderFlow(app, pipeline, cdc.topics, settings.worker_batch_max, settings.worker_order_buffer)
 
     @app.agent(cdc)

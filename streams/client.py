@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -27,9 +28,16 @@ class NoReply(TimeoutError):
 
 def _consumer(settings: Settings) -> Consumer:
     # A throwaway group that never commits: reading positions are assigned explicitly.
-    return Consumer(confluent_config(settings, **{"group.id": f"fraudgraph-client-{uuid.uuid4().hex[:12]}",
-                                                  "enable.auto.commit": False,
-                                                  "auto.offset.reset": "earliest"}))
+    return Consumer(
+        confluent_config(
+            settings,
+            **{
+                "group.id": f"fraudgraph-client-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
+    )
 
 
 def _partitions(consumer: Consumer, topic: str) -> list[int]:
@@ -40,15 +48,20 @@ def _partitions(consumer: Consumer, topic: str) -> list[int]:
     return sorted(meta.partitions)
 
 
-def ask(settings: Settings, requests_topic: str, replies_topic: str, request: dict[str, Any],
-        timeout_s: float = 10.0) -> dict[str, Any]:
+def ask(
+    settings: Settings, requests_topic: str, replies_topic: str, request: dict[str, Any], timeout_s: float = 10.0
+) -> dict[str, Any]:
     """Send ``request`` (a ``request_id`` is added if missing) and return its reply."""
     request = {"request_id": f"cli-{uuid.uuid4().hex}", **request}
     request_id = request["request_id"]
     consumer = _consumer(settings)
     try:
-        ends = [TopicPartition(replies_topic, p, consumer.get_watermark_offsets(
-            TopicPartition(replies_topic, p), timeout=10)[1]) for p in _partitions(consumer, replies_topic)]
+        ends = [
+            TopicPartition(
+                replies_topic, p, consumer.get_watermark_offsets(TopicPartition(replies_topic, p), timeout=10)[1]
+            )
+            for p in _partitions(consumer, replies_topic)
+        ]
         consumer.assign(ends)
         producer = Producer(confluent_config(settings))
         producer.produce(requests_topic, key=request_id.encode(), value=orjson.dumps(request))
@@ -65,23 +78,31 @@ def ask(settings: Settings, requests_topic: str, replies_topic: str, request: di
                 continue  # another writer's record on the topic
             if isinstance(reply, dict) and reply.get("request_id") == request_id:
                 return reply
-        raise NoReply(f"no reply on {replies_topic} within {timeout_s:.0f} s: is `fraudgraph worker` running "
-                      "on this Kafka and caught up?")
+        raise NoReply(
+            f"no reply on {replies_topic} within {timeout_s:.0f} s: is `fraudgraph worker` running "
+            "on this Kafka and caught up?"
+        )
     except KafkaException as err:
         raise NoReply(f"Kafka: {err}") from None
     finally:
         consumer.close()
 
 
-def score(settings: Settings, *, transaction_id: int | None = None, account_id: int | None = None,
-          timeout_s: float = 10.0) -> dict[str, Any]:
+def score(
+    settings: Settings, *, transaction_id: int | None = None, account_id: int | None = None, timeout_s: float = 10.0
+) -> dict[str, Any]:
     key = {"transaction_id": transaction_id} if transaction_id is not None else {"account_id": account_id}
     return ask(settings, settings.score_requests_topic, settings.score_replies_topic, key, timeout_s)
 
 
 def recommend(settings: Settings, account_id: int, k: int = 10, timeout_s: float = 10.0) -> dict[str, Any]:
-    return ask(settings, settings.recs_requests_topic, settings.recs_replies_topic,
-               {"account_id": account_id, "k": k}, timeout_s)
+    return ask(
+        settings,
+        settings.recs_requests_topic,
+        settings.recs_replies_topic,
+        {"account_id": account_id, "k": k},
+        timeout_s,
+    )
 
 
 def alerts(settings: Settings, last: int = 20, follow: bool = False) -> Iterator[dict[str, Any]]:
@@ -112,13 +133,17 @@ def alerts(settings: Settings, last: int = 20, follow: bool = False) -> Iterator
 
 def describe_score(s: dict[str, Any]) -> str:
     reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in s.get("reasons", [])) or "none"
-    return (f"transaction {s['transaction_id']} (account {s['account_id']}): {s['decision'].upper()} "
-            f"score {s['score']:.3f}, model {s['model_version']}, policy {s.get('policy_version') or '-'}\n"
-            f"  reasons: {reasons}")
+    return (
+        f"transaction {s['transaction_id']} (account {s['account_id']}): {s['decision'].upper()} "
+        f"score {s['score']:.3f}, model {s['model_version']}, policy {s.get('policy_version') or '-'}\n"
+        f"  reasons: {reasons}"
+    )
 
 
 def describe_recommendations(reply: dict[str, Any]) -> str:
     lines = [f"account {reply['account_id']}, model {reply.get('model_version', '-')}:"]
-    lines += [f"  {i}. merchant {m['merchant_id']}  score {m['score']:.3f}  fraud risk {m['risk']:.2f}"
-              for i, m in enumerate(reply["merchants"], 1)]
+    lines += [
+        f"  {i}. merchant {m['merchant_id']}  score {m['score']:.3f}  fraud risk {m['risk']:.2f}"
+        for i, m in enumerate(reply["merchants"], 1)
+    ]
     return "\n".join(lines)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from fraudgraph.models.serving import ModelOutput, ModelServer
 from fraudgraph.streams import metrics
@@ -43,8 +43,9 @@ TOP_NEIGHBOURS = 3
 def opinion(out: ModelOutput) -> ModelOpinion:
     """The model's score with the neighbours that pushed it up most (their additive logit shares)."""
     top = sorted(((s, k) for k, s in out.shares.items() if s > 0), reverse=True)[:TOP_NEIGHBOURS]
-    reasons = [Reason("model_neighbour", f"{NEIGHBOUR_NAMES.get(k, k)} raised the fraud logit by {s:+.2f}")
-               for s, k in top]
+    reasons = [
+        Reason("model_neighbour", f"{NEIGHBOUR_NAMES.get(k, k)} raised the fraud logit by {s:+.2f}") for s, k in top
+    ]
     return ModelOpinion(out.score, out.version, reasons)
 
 
@@ -60,8 +61,9 @@ class Decider:
     def __init__(self, server: ModelServer | None, policies: PolicySource):
         self.server, self.policies = server, policies
 
-    async def _model(self, inputs: Sequence[ScoringInput],
-                     dispatched: asyncio.Event) -> tuple[list[ModelOpinion | None], float]:
+    async def _model(
+        self, inputs: Sequence[ScoringInput], dispatched: asyncio.Event
+    ) -> tuple[list[ModelOpinion | None], float]:
         started = time.perf_counter()
         if self.server is not None:
             await self.server.started.wait()
@@ -70,7 +72,9 @@ class Decider:
         try:
             outs = await self.server.score([model_request(inp) for inp in inputs], dispatched)
         except Exception as err:  # noqa: BLE001 - decide on rules rather than not at all
-            log.error("model failed on a batch of %d (%s: %s); deciding on rules alone", len(inputs), type(err).__name__, err)
+            log.error(
+                "model failed on a batch of %d (%s: %s); deciding on rules alone", len(inputs), type(err).__name__, err
+            )
             return [None] * len(inputs), time.perf_counter() - started
         elapsed = time.perf_counter() - started
         metrics.MODEL_SECONDS.observe(elapsed)
@@ -94,5 +98,7 @@ class Decider:
         rules_s = time.perf_counter() - started
         metrics.RULES_SECONDS.observe(rules_s)
         opinions, model_s = await model
-        return [Decided(decide(inp, op, h, policy), op.version if op else NO_MODEL, rules_s, model_s)
-                for inp, op, h in zip(inputs, opinions, hits)]
+        return [
+            Decided(decide(inp, op, h, policy), op.version if op else NO_MODEL, rules_s, model_s)
+            for inp, op, h in zip(inputs, opinions, hits)
+        ]

@@ -34,13 +34,22 @@ def _parties(inp: ScoringInput) -> dict[str, list[Any]]:
     t = inp.transaction
     account = inp.state("Account", t.account_id)
     owner = account.attrs.get("owner") if account is not None else None
-    return {"accounts": [t.account_id, t.counterparty_account_id], "customers": [owner],
-            "devices": [t.device_id], "ips": [t.ip], "merchants": [t.merchant_id]}
+    return {
+        "accounts": [t.account_id, t.counterparty_account_id],
+        "customers": [owner],
+        "devices": [t.device_id],
+        "ips": [t.ip],
+        "merchants": [t.merchant_id],
+    }
 
 
 def _listed(parties: dict[str, list[Any]], lists: Lists) -> list[str]:
-    return [f"{name[:-1] if name != 'ips' else 'IP'} {v}" for name in LIST_TYPES
-            for v in parties[name] if v is not None and v in getattr(lists, name)]
+    return [
+        f"{name[:-1] if name != 'ips' else 'IP'} {v}"
+        for name in LIST_TYPES
+        for v in parties[name]
+        if v is not None and v in getattr(lists, name)
+    ]
 
 
 def decide(inp: ScoringInput, model: ModelOpinion | None, hits: list[Hit], policy: Policy) -> Verdict:
@@ -71,8 +80,9 @@ def decide(inp: ScoringInput, model: ModelOpinion | None, hits: list[Hit], polic
     if allowed:
         drivers = dict.fromkeys(r.code for r in reasons if r.code != MODEL_UNAVAILABLE)
         overrode = f"; overrides {decision} from {', '.join(drivers)}" if decision != APPROVE else ""
-        return Verdict(score, APPROVE, [Reason("allow_list", f"{', '.join(allowed)} on the allow list{overrode}")],
-                       policy.version)
+        return Verdict(
+            score, APPROVE, [Reason("allow_list", f"{', '.join(allowed)} on the allow list{overrode}")], policy.version
+        )
     return Verdict(score, decision, reasons, policy.version)
 
 
@@ -90,5 +100,7 @@ def _model_reasons(model: ModelOpinion | None, policy: Policy) -> list[Reason]:
     if action == APPROVE:
         return []
     threshold = policy.block_at if action == BLOCK else policy.review_at
-    return [Reason("model_score", f"model {model.version} scored {model.score:.3f} (>= {action} threshold "
-                                  f"{threshold})"), *model.reasons]
+    return [
+        Reason("model_score", f"model {model.version} scored {model.score:.3f} (>= {action} threshold {threshold})"),
+        *model.reasons,
+    ]

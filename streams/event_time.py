@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 OrderKey = tuple[int, int]  # (source commit time ms, LSN)
 
@@ -112,7 +113,7 @@ class EventTimeMerger:
 
     def _unkeyed_heads(self, out: list[Any], only: Hashable | None = None) -> None:
         """Release keyless items at the head of ``only`` (or of every stream)."""
-        for stream in ([only] if only is not None else list(self.queues)):
+        for stream in [only] if only is not None else list(self.queues):
             queue = self.queues[stream]
             released = False
             while queue and queue[0].key is None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from fraudgraph.streams.pipeline import Pipeline, Record
 
@@ -52,8 +53,17 @@ class OrderFlow:
                     self._forget(message)
                     continue
                 self.next_offset[message.topic, message.partition] = message.offset + 1
-                self.pipeline.push(Record(message.topic, message.partition, message.offset, message.key,
-                                          message.value, int((message.timestamp or 0) * 1000), event))
+                self.pipeline.push(
+                    Record(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        int((message.timestamp or 0) * 1000),
+                        event,
+                    )
+                )
             await self._drain()
 
     async def tick(self) -> None:

@@ -43,8 +43,9 @@ def metrics_file(settings: Settings) -> Path:
 async def supervise(settings: Settings) -> None:
     """Run the sink process until cancelled (then stop it gracefully); raise if it exits first."""
     metrics_file(settings).unlink(missing_ok=True)  # no samples of an earlier run
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fraudgraph.streams.graph_process",
-                                                env=settings.environ())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fraudgraph.streams.graph_process", env=settings.environ()
+    )
     log.info("graph sink started (pid %d)", proc.pid)
     try:
         code = await proc.wait()
@@ -53,7 +54,7 @@ async def supervise(settings: Settings) -> None:
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("graph sink did not stop within %.0fs; killed (its offsets replay)", STOP_GRACE_S)
                 proc.kill()
         raise
@@ -143,7 +144,9 @@ async def _run(settings: Settings) -> None:
 
 def main() -> None:
     _die_with_parent()
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [graph-sink %(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] [graph-sink %(process)d] %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(_run(load_settings()))
 
 

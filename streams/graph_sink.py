@@ -80,7 +80,9 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
             committed_ms = time.time() * 1000
             for ms in appended_ms:
                 metrics.GRAPH_APPEND_TO_COMMIT_SECONDS.observe(max(0.0, committed_ms - ms) / 1000)
-            metrics.GRAPH_LAST_EVENT_APPEND.set(max(newest_append_ms / 1000, metrics.GRAPH_LAST_EVENT_APPEND._value.get()))
+            metrics.GRAPH_LAST_EVENT_APPEND.set(
+                max(newest_append_ms / 1000, metrics.GRAPH_LAST_EVENT_APPEND._value.get())
+            )
     except asyncio.CancelledError:
         # Graceful stop: what was handed to the writer is written and committed if Neo4j answers
         # within the grace period; otherwise it is simply replayed by the next run.

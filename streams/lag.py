@@ -9,7 +9,7 @@ Series of partitions no longer assigned are removed, so a rebalance leaves no st
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from fraudgraph.streams import metrics
 
@@ -27,8 +27,12 @@ class LagReporter:
         self.group, self.topics = group, set(topics)
         self._reported: set[tuple[str, str]] = set()
 
-    async def report(self, assignment: Iterable, highwater: Callable[[object], int | None],
-                     position: Callable[[object], Awaitable[int | None]]) -> dict[tuple[str, int], int]:
+    async def report(
+        self,
+        assignment: Iterable,
+        highwater: Callable[[object], int | None],
+        position: Callable[[object], Awaitable[int | None]],
+    ) -> dict[tuple[str, int], int]:
         """``assignment``: TopicPartitions (anything with .topic and .partition)."""
         lags = {}
         for tp in assignment:

@@ -28,10 +28,13 @@ RECORDS_OUT = Counter(
     ["output"],
 )
 DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
-REPLAYS_IGNORED = Counter("fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event")
+REPLAYS_IGNORED = Counter(
+    "fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event"
+)
 LATE_EVENTS = Counter(
     "fraudgraph_late_events_total",
-    "Events applied after a later one had been (they came after worker_max_idle_ms): out of event-time order")
+    "Events applied after a later one had been (they came after worker_max_idle_ms): out of event-time order",
+)
 ORDER_BUFFERED = Gauge("fraudgraph_order_buffered_events", "Events decoded and waiting for event-time order")
 DECISIONS = Counter("fraudgraph_decisions_total", "Transactions scored, by decision", ["decision"])
 QUERIES = Counter("fraudgraph_score_queries_total", "Score queries answered, by reply status", ["status"])
@@ -81,7 +84,9 @@ MODEL_INFERENCE_SECONDS = Histogram(
     buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1),
 )
 MODEL_INFO = Info("fraudgraph_model", "The scoring model in use (exported as fraudgraph_model_info{version=...} 1)")
-POLICY_INFO = Info("fraudgraph_policy", "The decision policy in use (exported as fraudgraph_policy_info{version=...} 1)")
+POLICY_INFO = Info(
+    "fraudgraph_policy", "The decision policy in use (exported as fraudgraph_policy_info{version=...} 1)"
+)
 
 # ---- graph -----------------------------------------------------------------------------------------
 GRAPH_APPEND_TO_COMMIT_SECONDS = Histogram(
@@ -121,8 +126,10 @@ LABELS = Counter("fraudgraph_labels_total", "Fraud reports (late labels) applied
 # Report event time - decision event time: how long labels take, so a reader knows which cohorts
 # are mature. Observed once per label, when it joins its decision in this process.
 LABEL_LAG = Histogram(
-    "fraudgraph_label_lag_seconds", "Fraud report event time minus its transaction's event time",
-    buckets=[h * 3600 for h in (1, 6, 12, 24, 48, 72, 120, 168, 240, 336, 504, 720, 1080, 1440, 2160)])
+    "fraudgraph_label_lag_seconds",
+    "Fraud report event time minus its transaction's event time",
+    buckets=[h * 3600 for h in (1, 6, 12, 24, 48, 72, 120, 168, 240, 336, 504, 720, 1080, 1440, 2160)],
+)
 LABEL_JOINS = Counter(
     "fraudgraph_label_joins_total",
     "Labels joined to a decision: decision_found (joined at once), decision_pending (joined when the transaction is scored)",

@@ -11,17 +11,19 @@ from __future__ import annotations
 import logging
 
 from fraudgraph.streams import latency, metrics, state_size
-from fraudgraph.streams.versions import publish as publish_versions
 from fraudgraph.streams.lag import LagReporter
 from fraudgraph.streams.quality import Window
 from fraudgraph.streams.quality_join import QualityJoin
+from fraudgraph.streams.versions import publish as publish_versions
 
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 5.0  # lag and state size; Prometheus scrapes every 5 s by default
 
 
-def attach_observability(app, *, scores, node_table, nodes, versions, topics, cohorts: dict[str, Window]) -> QualityJoin:
+def attach_observability(
+    app, *, scores, node_table, nodes, versions, topics, cohorts: dict[str, Window]
+) -> QualityJoin:
     """``versions()`` returns the (model, policy) versions in force; they are re-published with
     every lag report, so a hot reload shows on the dashboards within one interval."""
     scores.on_acked = latency.score_acked

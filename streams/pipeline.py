@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Protocol
+from typing import Any, Protocol
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.decoder import DECODER_BUG, DecodeError, Tombstone, decode, table_of
@@ -79,15 +80,26 @@ class Sinks(Protocol):
 class Observer(Protocol):
     """The online quality join (``streams/quality_join.py``)."""
 
-    def on_applied(self, event: ev.DomainEvent, applied: Applied, score_of: Callable[[bytes], bytes | None]) -> None: ...
+    def on_applied(
+        self, event: ev.DomainEvent, applied: Applied, score_of: Callable[[bytes], bytes | None]
+    ) -> None: ...
 
     def on_scored(self, transaction_id: int, ts_ms: int, decision: str, states: dict) -> None: ...
 
 
 class Pipeline:
-    def __init__(self, mapping: Mapping, decimal_mode: str, store: StateStore, decider: Decider, sinks: Sinks,
-                 order: EventTimeMerger, score_of: Callable[[bytes], bytes | None],
-                 observer: Observer | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        mapping: Mapping,
+        decimal_mode: str,
+        store: StateStore,
+        decider: Decider,
+        sinks: Sinks,
+        order: EventTimeMerger,
+        score_of: Callable[[bytes], bytes | None],
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.mapping, self.decimal_mode = mapping, decimal_mode
         self.store = WriteBackStore(store)
         self.decider, self.sinks, self.order = decider, sinks, order
@@ -129,8 +141,11 @@ class Pipeline:
             return _Decoded(record, None)
         metrics.EVENTS_DECODED.labels(type(event).__name__).inc()
         if isinstance(event, ev.TableTruncated):
-            log.warning("source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
-                        event.entity, event.position.lsn)
+            log.warning(
+                "source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
+                event.entity,
+                event.position.lsn,
+            )
         return _Decoded(record, event)
 
     # ---- apply, decide, emit ----
@@ -150,8 +165,9 @@ class Pipeline:
                 try:
                     scored = self._apply(item.record, item.event)
                 except Exception as err:  # a bug must not stop the stream: the message is kept, with why
-                    log.exception("state update failed on %s[%s]@%s", item.record.topic, item.record.partition,
-                                  item.record.offset)
+                    log.exception(
+                        "state update failed on %s[%s]@%s", item.record.topic, item.record.partition, item.record.offset
+                    )
                     await self._dead_letter(item.record, PROCESSING_ERROR, f"{type(err).__name__}: {err}")
                 else:
                     if scored is not None and scored[0] not in pending:
@@ -199,27 +215,33 @@ class Pipeline:
         decided_ms = int(time.time() * 1000)
         batch_ms = round((time.perf_counter() - started) * 1000, 3)
         for (record, inp, state_s), d in zip(pending.values(), decided):
-            scored = scored_record(inp, d.verdict, d.model_version, {
-                "cdc_append_ms": inp.source.timestamp_ms,
-                "decided_ms": decided_ms,
-                "state_ms": round(state_s * 1000, 3),
-                "decide_ms": batch_ms,  # the batch's model and rules, run concurrently
-                "rules_ms": round(d.rules_s * 1000, 3),
-                "model_ms": round(d.model_s * 1000, 3),
-                "batch": len(inputs),
-            })
+            scored = scored_record(
+                inp,
+                d.verdict,
+                d.model_version,
+                {
+                    "cdc_append_ms": inp.source.timestamp_ms,
+                    "decided_ms": decided_ms,
+                    "state_ms": round(state_s * 1000, 3),
+                    "decide_ms": batch_ms,  # the batch's model and rules, run concurrently
+                    "rules_ms": round(d.rules_s * 1000, 3),
+                    "model_ms": round(d.model_s * 1000, 3),
+                    "batch": len(inputs),
+                },
+            )
             producing = time.perf_counter()
             await self.sinks.emit(record, scored)
             metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
             metrics.DECISIONS.labels(scored.decision).inc()
             if self.observer is not None:
-                self.observer.on_scored(inp.transaction.transaction_id, inp.transaction.position.ts_ms,
-                                        scored.decision, inp.states)
+                self.observer.on_scored(
+                    inp.transaction.transaction_id, inp.transaction.position.ts_ms, scored.decision, inp.states
+                )
 
     async def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         await self.sinks.dead_letter(record, reason, detail)
         metrics.DEAD_LETTERS.labels(reason).inc()
         metrics.RECORDS_OUT.labels("dead_letters").inc()
-        log.warning("dead-lettered %s[%s]@%s: %s: %s", record.topic, record.partition, record.offset, reason,
-                    detail[:200])
-
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s: %s", record.topic, record.partition, record.offset, reason, detail[:200]
+        )

@@ -31,10 +31,11 @@ import hashlib
 import logging
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from fraudgraph.streams.rules import CHOICES, RULES
 
@@ -182,10 +183,16 @@ def _lists(section: str, table: Any) -> Lists:
     out = {}
     for name, kind in LIST_TYPES.items():
         entries = table.get(name, [])
-        bad = [e for e in entries if not isinstance(e, kind) or isinstance(e, bool)] if isinstance(entries, list) else None
+        bad = (
+            [e for e in entries if not isinstance(e, kind) or isinstance(e, bool)]
+            if isinstance(entries, list)
+            else None
+        )
         if bad is None or bad:
-            raise PolicyError(f"{section}.{name}: expected a list of {'integers' if kind is int else 'strings'} "
-                              f"(got {bad if bad else entries!r})")
+            raise PolicyError(
+                f"{section}.{name}: expected a list of {'integers' if kind is int else 'strings'} "
+                f"(got {bad if bad else entries!r})"
+            )
         out[name] = frozenset(entries)
     return Lists(**out)
 
@@ -254,8 +261,10 @@ class PolicySource:
         try:
             policy = parse_policy(raw, str(self.path))
             if policy.version == self.current.version:
-                raise PolicyError(f"{self.path}: content changed but version is still {policy.version!r}; "
-                                  "give the new policy a new version")
+                raise PolicyError(
+                    f"{self.path}: content changed but version is still {policy.version!r}; "
+                    "give the new policy a new version"
+                )
         except PolicyError as err:
             self._rejected = digest
             log.error("decision policy rejected, keeping version %s: %s", self.current.version, err)

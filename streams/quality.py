@@ -45,8 +45,8 @@ with Faust's at-least-once replays to avoid counting a replayed label twice.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 FRAUD, LEGIT = "fraud", "legit"
 FRAUD_KINDS = frozenset({"chargeback", "confirmed_fraud"})
@@ -136,7 +136,7 @@ class Window:
     oldest_age_s: int
 
     @classmethod
-    def parse(cls, text: str) -> "Window":
+    def parse(cls, text: str) -> Window:
         """``"7d-14d"`` (units s, m, h, d): decisions made 7 to 14 days before the newest one."""
         try:
             newest, oldest = (_seconds(part.strip()) for part in text.split("-"))
@@ -166,8 +166,10 @@ class QualityTracker:
     def __post_init__(self):
         for name, w in self.windows.items():
             if w.newest_age_s % self.bucket_s or w.oldest_age_s % self.bucket_s or w.oldest_age_s <= w.newest_age_s:
-                raise ValueError(f"window {name} ({w.newest_age_s}s-{w.oldest_age_s}s) must be whole, non-empty "
-                                 f"multiples of bucket_s={self.bucket_s}")
+                raise ValueError(
+                    f"window {name} ({w.newest_age_s}s-{w.oldest_age_s}s) must be whole, non-empty "
+                    f"multiples of bucket_s={self.bucket_s}"
+                )
 
     @property
     def horizon_buckets(self) -> int:
@@ -227,8 +229,9 @@ class QualityTracker:
             del self.buckets[bucket]
 
 
-def window_counts(decisions: Iterable[tuple[int, bool, str | None]], watermark_ms: int, window: Window,
-                  bucket_s: int) -> WindowCounts:
+def window_counts(
+    decisions: Iterable[tuple[int, bool, str | None]], watermark_ms: int, window: Window, bucket_s: int
+) -> WindowCounts:
     """The same window computed from scratch over (event ts_ms, alerted, label) triples: the
     definition the tracker implements incrementally, for tests and offline checks."""
     bucket_ms = bucket_s * 1000

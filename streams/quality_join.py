@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 
@@ -59,9 +59,13 @@ def _observe_lag(label: str | None, label_ts_ms: int | None, decision_ts_ms: int
 
 class QualityJoin:
     def __init__(self, cohort_windows: dict[str, Window] | None = None):
-        self.trackers = [QualityTracker(EARLY, EARLY_BUCKET_S),
-                         QualityTracker(cohort_windows or cohorts(Settings.quality_recent_cohort,
-                                                                  Settings.quality_baseline_cohort), COHORT_BUCKET_S)]
+        self.trackers = [
+            QualityTracker(EARLY, EARLY_BUCKET_S),
+            QualityTracker(
+                cohort_windows or cohorts(Settings.quality_recent_cohort, Settings.quality_baseline_cohort),
+                COHORT_BUCKET_S,
+            ),
+        ]
         # transaction id -> (label, report ts_ms), reported before it was decided
         self.pending: dict[int, tuple[str | None, int]] = {}
 
@@ -96,8 +100,9 @@ class QualityJoin:
         for tracker in self.trackers:
             tracker.labelled(ts_ms, alerted, label_of(applied.previous_label), label_of(event.kind))
 
-    def rebuild(self, scores: Callable[[], Iterable[tuple[bytes, bytes]]],
-                node_of: Callable[[str], NodeState | None]) -> int:
+    def rebuild(
+        self, scores: Callable[[], Iterable[tuple[bytes, bytes]]], node_of: Callable[[str], NodeState | None]
+    ) -> int:
         """Start over from the tables: every score record and its transaction's label. Two passes
         over ``scores()`` (the first finds the watermark), so memory stays that of the buckets
         however large the table, and only decisions within the horizon need the node-state read.
@@ -109,8 +114,9 @@ class QualityJoin:
             newest = ts if newest is None else max(newest, ts)
         trackers = [QualityTracker(t.windows, t.bucket_s) for t in self.trackers]
         if newest is not None:
-            oldest_ms = min((newest // (t.bucket_s * 1000) - t.horizon_buckets + 1) * t.bucket_s * 1000
-                            for t in trackers)
+            oldest_ms = min(
+                (newest // (t.bucket_s * 1000) - t.horizon_buckets + 1) * t.bucket_s * 1000 for t in trackers
+            )
             for tracker in trackers:
                 tracker.watermark_ms = newest
             for tx, ts, alerted in _readable(scores(), [0]):

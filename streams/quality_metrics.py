@@ -22,17 +22,52 @@ class QualityCollector:
     def collect(self):
         w = ["window"]
         ratios = {
-            "precision": GaugeMetricFamily(PREFIX + "precision_ratio", "Alerted decisions later labelled fraud / alerted decisions (unlabelled = legit), per event-time window", labels=w),
-            "recall": GaugeMetricFamily(PREFIX + "recall_ratio", "Decisions labelled fraud that were alerted / decisions labelled fraud, per window", labels=w),
-            "false_positive_rate": GaugeMetricFamily(PREFIX + "false_positive_ratio", "Alerted but not labelled fraud / decisions not labelled fraud, per window", labels=w),
-            "labelled_alert_precision": GaugeMetricFamily(PREFIX + "labelled_alert_precision_ratio", "Among alerted decisions with a label: labelled fraud / labelled, per window", labels=w),
-            "label_coverage": GaugeMetricFamily(PREFIX + "label_coverage_ratio", "Decisions with a label (fraud or reported legit) / decisions: how far the window's ratios can be trusted", labels=w),
-            "alert_rate": GaugeMetricFamily(PREFIX + "alert_rate_ratio", "Alerted decisions / decisions, per window", labels=w),
+            "precision": GaugeMetricFamily(
+                PREFIX + "precision_ratio",
+                "Alerted decisions later labelled fraud / alerted decisions (unlabelled = legit), per event-time window",
+                labels=w,
+            ),
+            "recall": GaugeMetricFamily(
+                PREFIX + "recall_ratio",
+                "Decisions labelled fraud that were alerted / decisions labelled fraud, per window",
+                labels=w,
+            ),
+            "false_positive_rate": GaugeMetricFamily(
+                PREFIX + "false_positive_ratio",
+                "Alerted but not labelled fraud / decisions not labelled fraud, per window",
+                labels=w,
+            ),
+            "labelled_alert_precision": GaugeMetricFamily(
+                PREFIX + "labelled_alert_precision_ratio",
+                "Among alerted decisions with a label: labelled fraud / labelled, per window",
+                labels=w,
+            ),
+            "label_coverage": GaugeMetricFamily(
+                PREFIX + "label_coverage_ratio",
+                "Decisions with a label (fraud or reported legit) / decisions: how far the window's ratios can be trusted",
+                labels=w,
+            ),
+            "alert_rate": GaugeMetricFamily(
+                PREFIX + "alert_rate_ratio", "Alerted decisions / decisions, per window", labels=w
+            ),
         }
-        alerts = GaugeMetricFamily(PREFIX + "alerts", "Alert volume: decisions other than approve in the window", labels=w)
-        decisions = GaugeMetricFamily(PREFIX + "decisions", "Decisions in the window by label (fraud, legit = reported false positive, unlabelled) and whether alerted", labels=["window", "label", "alerted"])
-        ages = GaugeMetricFamily(PREFIX + "window_age_seconds", "The event-time ages a window covers before the watermark (edge newest, oldest)", labels=["window", "edge"])
-        watermark = GaugeMetricFamily(PREFIX + "watermark_timestamp_seconds", "Newest decision event time seen: where every window's ages count from")
+        alerts = GaugeMetricFamily(
+            PREFIX + "alerts", "Alert volume: decisions other than approve in the window", labels=w
+        )
+        decisions = GaugeMetricFamily(
+            PREFIX + "decisions",
+            "Decisions in the window by label (fraud, legit = reported false positive, unlabelled) and whether alerted",
+            labels=["window", "label", "alerted"],
+        )
+        ages = GaugeMetricFamily(
+            PREFIX + "window_age_seconds",
+            "The event-time ages a window covers before the watermark (edge newest, oldest)",
+            labels=["window", "edge"],
+        )
+        watermark = GaugeMetricFamily(
+            PREFIX + "watermark_timestamp_seconds",
+            "Newest decision event time seen: where every window's ages count from",
+        )
         newest = None
         for tracker in self.trackers:
             for name, window in tracker.windows.items():
@@ -40,9 +75,15 @@ class QualityCollector:
                 for attr, family in ratios.items():
                     family.add_metric([name], getattr(counts, attr))
                 alerts.add_metric([name], counts.alerts)
-                for label, total, alerted in (("fraud", counts.fraud, counts.fraud_alerted),
-                                              ("legit", counts.legit_labelled, counts.legit_labelled_alerted),
-                                              ("unlabelled", counts.unlabelled, counts.alerts - counts.fraud_alerted - counts.legit_labelled_alerted)):
+                for label, total, alerted in (
+                    ("fraud", counts.fraud, counts.fraud_alerted),
+                    ("legit", counts.legit_labelled, counts.legit_labelled_alerted),
+                    (
+                        "unlabelled",
+                        counts.unlabelled,
+                        counts.alerts - counts.fraud_alerted - counts.legit_labelled_alerted,
+                    ),
+                ):
                     decisions.add_metric([name, label, "true"], alerted)
                     decisions.add_metric([name, label, "false"], total - alerted)
                 ages.add_metric([name, "newest"], window.newest_age_s)

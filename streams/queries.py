@@ -18,7 +18,8 @@ asker can still correlate it by key.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -53,8 +54,9 @@ def _id(req: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def answer(raw: bytes | None, score_of: Callable[[int], dict | None],
-           recent_of: Callable[[int], list[int] | None]) -> dict[str, Any]:
+def answer(
+    raw: bytes | None, score_of: Callable[[int], dict | None], recent_of: Callable[[int], list[int] | None]
+) -> dict[str, Any]:
     """The reply to one raw request; ``score_of(tx)`` gives a stored TransactionScored dict,
     ``recent_of(account)`` an account's recent transaction ids (None for an unknown account)."""
     request_id = None
@@ -73,12 +75,25 @@ def answer(raw: bytes | None, score_of: Callable[[int], dict | None],
     if tx is not None:
         score = score_of(tx)
         if score is None:
-            return {"request_id": request_id, "status": "not_found", "error": f"no score for transaction {tx}", "scores": []}
+            return {
+                "request_id": request_id,
+                "status": "not_found",
+                "error": f"no score for transaction {tx}",
+                "scores": [],
+            }
         return {"request_id": request_id, "status": "ok", "scores": [score]}
     recent = recent_of(account)
     # Newest first by source LSN: the recent list is in arrival order, which interleaves partitions.
-    scores = sorted((s for s in map(score_of, recent or []) if s is not None),
-                    key=lambda s: s.get("source", {}).get("lsn", 0), reverse=True)
+    scores = sorted(
+        (s for s in map(score_of, recent or []) if s is not None),
+        key=lambda s: s.get("source", {}).get("lsn", 0),
+        reverse=True,
+    )
     if not scores:
-        return {"request_id": request_id, "status": "not_found", "error": f"no scored transactions for account {account}", "scores": []}
+        return {
+            "request_id": request_id,
+            "status": "not_found",
+            "error": f"no scored transactions for account {account}",
+            "scores": [],
+        }
     return {"request_id": request_id, "status": "ok", "scores": scores}

@@ -78,8 +78,9 @@ def error_reply(request_id: str | None, status: str, error: str) -> dict[str, An
     return {"request_id": request_id, "status": status, "error": error, "merchants": []}
 
 
-async def answer_batch(raws: list[bytes | None], nodes: StateStore, server: Any, max_k: int,
-                       risk: RiskParams = RiskParams()) -> list[dict[str, Any]]:
+async def answer_batch(
+    raws: list[bytes | None], nodes: StateStore, server: Any, max_k: int, risk: RiskParams = RiskParams()
+) -> list[dict[str, Any]]:
     """One reply per raw request, in order. The accounts' embeddings come from their current state,
     one batched call of ``server`` (``RecsServer``) ranks the catalogue for all of them, and the
     candidates' fraud risk is read from the merchants' current state."""
@@ -125,7 +126,9 @@ async def _rank(todo, replies, nodes: StateStore, server: Any, risk: RiskParams,
 
     def risk_of(merchant: Any) -> float:
         if merchant not in risks:
-            risks[merchant] = merchant_risk(nodes.get(node_key("Merchant", merchant)), loaded.prior.get(merchant, 0.0), risk)
+            risks[merchant] = merchant_risk(
+                nodes.get(node_key("Merchant", merchant)), loaded.prior.get(merchant, 0.0), risk
+            )
         return risks[merchant]
 
     for j, (n, req, _) in enumerate(todo):
@@ -134,9 +137,15 @@ async def _rank(todo, replies, nodes: StateStore, server: Any, risk: RiskParams,
             _, again = await server.candidates([users[j]], [exclude[j]], len(loaded.items))
             kept, dropped = rerank(again[0], risk_of, req.k, req.max_risk)
         replies[n] = {
-            "request_id": req.request_id, "status": OK, "account_id": req.account_id, "model_version": loaded.version,
+            "request_id": req.request_id,
+            "status": OK,
+            "account_id": req.account_id,
+            "model_version": loaded.version,
             "merchants": [{"merchant_id": r.item, "score": round(r.score, 4), "risk": round(r.risk, 4)} for r in kept],
             "excluded": {"used": len(exclude[j] & set(loaded.index)), "risk": dropped},
-            "timings": {"total_ms": round((time.perf_counter() - started) * 1000, 3), "model_ms": round(model_ms, 3),
-                        "batch": len(todo)},
+            "timings": {
+                "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                "model_ms": round(model_ms, 3),
+                "batch": len(todo),
+            },
         }

@@ -13,8 +13,8 @@ at that moment: the "history up to the cut" of a time-split evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.models import features as fx
@@ -76,8 +76,9 @@ def recs_replay(events: Iterable[ev.DomainEvent], snapshot_at_ms: int | None = N
         if isinstance(event, ev.TransactionCreated) and event.merchant_id is not None:
             account = store.get(node_key("Account", event.account_id))
             user = account_input(account) if account is not None else new_account_input()
-            out.payments.append(Payment(event.transaction_id, event.position.ts_ms, event.account_id,
-                                        event.merchant_id, user))
+            out.payments.append(
+                Payment(event.transaction_id, event.position.ts_ms, event.account_id, event.merchant_id, user)
+            )
         if isinstance(event, (ev.TransactionCreated, ev.MerchantUpserted)):
             mid = event.merchant_id
             if mid is not None and mid not in seen:
@@ -90,4 +91,3 @@ def recs_replay(events: Iterable[ev.DomainEvent], snapshot_at_ms: int | None = N
         snapshot()
     out.states = dict(store)
     return out
-

@@ -16,8 +16,9 @@ any iterable such as ``connectors.csv_log``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
@@ -66,8 +67,9 @@ class _LiveStore(dict):
 
 def _freeze(state: NodeState) -> FrozenState:
     n = state.neighbours
-    return FrozenState(state.node_type, list(state.features),
-                       NeighbourSums(dict(n.counts), {k: list(v) for k, v in n.sums.items()}))
+    return FrozenState(
+        state.node_type, list(state.features), NeighbourSums(dict(n.counts), {k: list(v) for k, v in n.sums.items()})
+    )
 
 
 def replay(events: Iterable[ev.DomainEvent]) -> Replay:
@@ -94,8 +96,9 @@ def event_time_order(events: Iterable[ev.DomainEvent]) -> list[ev.DomainEvent]:
     return sorted(events, key=lambda e: (e.position.ts_ms, e.position.lsn))
 
 
-async def replay_decisions(records: Iterable["Record"], settings: Settings, decider: "Decider",
-                           batch: int = 256) -> dict[int, "TransactionScored"]:
+async def replay_decisions(
+    records: Iterable[Record], settings: Settings, decider: Decider, batch: int = 256
+) -> dict[int, TransactionScored]:
     """The decision on every transaction of a complete CDC log, as the offline replay makes it: the
     worker's own ``Pipeline``, fed the whole log before anything is released, so the merge of its
     partitions is the event-time order. The live worker must publish exactly these."""
@@ -104,8 +107,15 @@ async def replay_decisions(records: Iterable["Record"], settings: Settings, deci
     from fraudgraph.streams.testing import JsonStore, MemorySinks
 
     sinks = MemorySinks()
-    pipeline = Pipeline(load_mapping(settings.mapping_file or None), settings.decimal_handling_mode, JsonStore(),
-                        decider, sinks, EventTimeMerger(max_idle_ms=0), sinks.score_of)
+    pipeline = Pipeline(
+        load_mapping(settings.mapping_file or None),
+        settings.decimal_handling_mode,
+        JsonStore(),
+        decider,
+        sinks,
+        EventTimeMerger(max_idle_ms=0),
+        sinks.score_of,
+    )
     for record in records:
         pipeline.push(record)
     while await pipeline.drain(lambda _: True, batch):
@@ -113,8 +123,9 @@ async def replay_decisions(records: Iterable["Record"], settings: Settings, deci
     return {s.transaction_id: s for s in sinks.scores.values()}
 
 
-def decoded(records: Iterable[tuple[str, bytes | None, bytes | None]], settings: Settings,
-            skipped: Counter | None = None) -> Iterator[ev.DomainEvent]:
+def decoded(
+    records: Iterable[tuple[str, bytes | None, bytes | None]], settings: Settings, skipped: Counter | None = None
+) -> Iterator[ev.DomainEvent]:
     """(topic, key, value) CDC records to domain events; undecodable ones are counted, by reason,
     in ``skipped`` (the worker dead-letters them; a replay must not stop on them either)."""
     mapping = load_mapping(settings.mapping_file or None)
@@ -136,8 +147,11 @@ def kafka_records(settings: Settings, timeout_s: float = 30.0) -> list[tuple[str
     from fraudgraph.kafka_config import confluent_config
 
     mapping = load_mapping(settings.mapping_file or None)
-    consumer = Consumer(confluent_config(settings, **{"group.id": "fraudgraph-train", "enable.auto.commit": False,
-                                                      "auto.offset.reset": "earliest"}))
+    consumer = Consumer(
+        confluent_config(
+            settings, **{"group.id": "fraudgraph-train", "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        )
+    )
     try:
         topics = [settings.cdc_topic(t) for t in mapping.tables]
         meta = consumer.list_topics(timeout=timeout_s)

@@ -69,7 +69,9 @@ class TransactionScored:
     policy_version: str = ""  # Verdict.policy_version: which policy file decided
 
 
-def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timings: dict[str, float]) -> TransactionScored:
+def scored_record(
+    inp: ScoringInput, verdict: Verdict, model_version: str, timings: dict[str, float]
+) -> TransactionScored:
     t, pos = inp.transaction, inp.transaction.position
     return TransactionScored(
         transaction_id=t.transaction_id,
@@ -80,8 +82,14 @@ def scored_record(inp: ScoringInput, verdict: Verdict, model_version: str, timin
         model_version=model_version,
         feature_spec=FEATURE_SPEC,
         state_versions={k: s.version for k, s in inp.states.items()},
-        source={"topic": inp.source.topic, "partition": inp.source.partition, "offset": inp.source.offset,
-                "lsn": pos.lsn, "ts_ms": pos.ts_ms, "snapshot": pos.snapshot},
+        source={
+            "topic": inp.source.topic,
+            "partition": inp.source.partition,
+            "offset": inp.source.offset,
+            "lsn": pos.lsn,
+            "ts_ms": pos.ts_ms,
+            "snapshot": pos.snapshot,
+        },
         timings=timings,
         policy_version=verdict.policy_version,
     )
@@ -92,10 +100,14 @@ def model_request(inp: ScoringInput) -> ScoringRequest:
     states, as ``apply_event`` linked them (``_apply_transaction``). A self-transfer lists the
     one account under both INITIATED and TRANSFER_TO, as the full graph has both edges."""
     t = inp.transaction
-    senders = {"Account:INITIATED:Transaction": inp.state("Account", t.account_id),
-               "Merchant:rev_PAYS:Transaction": inp.state("Merchant", t.merchant_id),
-               "Account:rev_TRANSFER_TO:Transaction": inp.state("Account", t.counterparty_account_id),
-               "Device:rev_USING_DEVICE:Transaction": inp.state("Device", t.device_id),
-               "IP:rev_FROM_IP:Transaction": inp.state("IP", t.ip)}
-    return ScoringRequest(inp.state("Transaction", t.transaction_id),
-                          {key: [state] for key, state in senders.items() if state is not None})
+    senders = {
+        "Account:INITIATED:Transaction": inp.state("Account", t.account_id),
+        "Merchant:rev_PAYS:Transaction": inp.state("Merchant", t.merchant_id),
+        "Account:rev_TRANSFER_TO:Transaction": inp.state("Account", t.counterparty_account_id),
+        "Device:rev_USING_DEVICE:Transaction": inp.state("Device", t.device_id),
+        "IP:rev_FROM_IP:Transaction": inp.state("IP", t.ip),
+    }
+    return ScoringRequest(
+        inp.state("Transaction", t.transaction_id),
+        {key: [state] for key, state in senders.items() if state is not None},
+    )

@@ -106,22 +106,37 @@ class NodeState:
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson walks dataclasses natively (dataclasses.asdict is ~50x slower)
 
-    def copy(self) -> "NodeState":
+    def copy(self) -> NodeState:
         """A deep copy (a snapshot no later event can change), field by field: a JSON round trip
         costs several times more, and the hot path copies a node each time a batch touches it again.
         ``tests/unit/test_state.py`` checks it against ``from_json(to_json())``."""
         return NodeState(
-            node_type=self.node_type, key=self.key, features=list(self.features), neighbours=self.neighbours.copy(),
-            version=self.version, row_version=self.row_version, applied=dict(self.applied),
-            attrs=_deep_copy(self.attrs), deleted=self.deleted, amounts=self.amounts.copy(),
-            last_minute=self.last_minute.copy(), last_hour=self.last_hour.copy(), distinct=self.distinct.copy(),
-            recent=_deep_copy(self.recent), peers=self.peers.copy(), senders=self.senders.copy(),
-            reported=self.reported.copy(), received=self.received.copy(), declines=self.declines.copy(),
-            marks=dict(self.marks), fraud_reports=self.fraud_reports,
-            merchants={k: list(v) for k, v in self.merchants.items()})
+            node_type=self.node_type,
+            key=self.key,
+            features=list(self.features),
+            neighbours=self.neighbours.copy(),
+            version=self.version,
+            row_version=self.row_version,
+            applied=dict(self.applied),
+            attrs=_deep_copy(self.attrs),
+            deleted=self.deleted,
+            amounts=self.amounts.copy(),
+            last_minute=self.last_minute.copy(),
+            last_hour=self.last_hour.copy(),
+            distinct=self.distinct.copy(),
+            recent=_deep_copy(self.recent),
+            peers=self.peers.copy(),
+            senders=self.senders.copy(),
+            reported=self.reported.copy(),
+            received=self.received.copy(),
+            declines=self.declines.copy(),
+            marks=dict(self.marks),
+            fraud_reports=self.fraud_reports,
+            merchants={k: list(v) for k, v in self.merchants.items()},
+        )
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "NodeState":
+    def from_json(cls, raw: bytes) -> NodeState:
         d = orjson.loads(raw)
         # Fields absent from a state written before they existed keep their defaults.
         for name, kind in _NESTED.items():
@@ -139,9 +154,18 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-_NESTED = {"neighbours": NeighbourSums, "amounts": RunningMoments, "last_minute": SlidingCounter,
-           "last_hour": SlidingCounter, "distinct": DistinctSketch, "peers": RecentSet, "senders": RecentSet,
-           "reported": RecentSet, "received": SlidingCounter, "declines": SlidingCounter}
+_NESTED = {
+    "neighbours": NeighbourSums,
+    "amounts": RunningMoments,
+    "last_minute": SlidingCounter,
+    "last_hour": SlidingCounter,
+    "distinct": DistinctSketch,
+    "peers": RecentSet,
+    "senders": RecentSet,
+    "reported": RecentSet,
+    "received": SlidingCounter,
+    "declines": SlidingCounter,
+}
 
 
 def node_key(node_type: str, ident: Any) -> str:
@@ -212,7 +236,9 @@ def _relation_keys(src_type: str, name: str, dst_type: str) -> tuple[str, str]:
     return rel.key, rel.inverse().key
 
 
-def _upsert_row(node: tuple[NodeState, bool], lsn: int, attrs: dict[str, Any], features: list[float] | None = None) -> bool:
+def _upsert_row(
+    node: tuple[NodeState, bool], lsn: int, attrs: dict[str, Any], features: list[float] | None = None
+) -> bool:
     state, fresh = node
     if not fresh or lsn <= state.row_version:
         return False
@@ -224,8 +250,13 @@ def _upsert_row(node: tuple[NodeState, bool], lsn: int, attrs: dict[str, Any], f
     return True
 
 
-_ENTITY_TYPES = {"customer": "Customer", "account": "Account", "merchant": "Merchant", "device": "Device",
-                 "transaction": "Transaction"}
+_ENTITY_TYPES = {
+    "customer": "Customer",
+    "account": "Account",
+    "merchant": "Merchant",
+    "device": "Device",
+    "transaction": "Transaction",
+}
 
 
 def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> Applied:
@@ -236,14 +267,28 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
     transaction, previous_label = None, None
 
     if isinstance(event, ev.CustomerUpserted):
-        _upsert_row(touch.node("Customer", event.customer_id, fx.customer_features(event.kyc_level)), lsn,
-                    {"country": event.country, "kyc_level": event.kyc_level},
-                    fx.customer_features(event.kyc_level))
+        _upsert_row(
+            touch.node("Customer", event.customer_id, fx.customer_features(event.kyc_level)),
+            lsn,
+            {"country": event.country, "kyc_level": event.kyc_level},
+            fx.customer_features(event.kyc_level),
+        )
     elif isinstance(event, ev.AccountUpserted):
         account = touch.node("Account", event.account_id, fx.account_features(event.kind))
-        new_owner = _upsert_row(account, lsn, {"kind": event.kind, "status": event.status, "currency": event.currency,
-                                               "opened_ms": _ms(event.opened_at)},
-                                fx.account_features(event.kind)) and "owner" not in account[0].attrs
+        new_owner = (
+            _upsert_row(
+                account,
+                lsn,
+                {
+                    "kind": event.kind,
+                    "status": event.status,
+                    "currency": event.currency,
+                    "opened_ms": _ms(event.opened_at),
+                },
+                fx.account_features(event.kind),
+            )
+            and "owner" not in account[0].attrs
+        )
         if new_owner:
             account[0].attrs["owner"] = event.customer_id
         # Each end of the OWNS edge guards itself, not the account's row: after a crash the account's
@@ -260,8 +305,11 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
             for ts_changed, changed in customer[0].recent:
                 _mark(account, f"profile:{changed}", ts_changed)
     elif isinstance(event, ev.MerchantUpserted):
-        _upsert_row(touch.node("Merchant", event.merchant_id, one), lsn,
-                    {"mcc": event.mcc, "country": event.country, "created_ms": _ms(event.created_at)})
+        _upsert_row(
+            touch.node("Merchant", event.merchant_id, one),
+            lsn,
+            {"mcc": event.mcc, "country": event.country, "created_ms": _ms(event.created_at)},
+        )
     elif isinstance(event, ev.DeviceUpserted):
         _upsert_row(touch.node("Device", event.device_id, one), lsn, {"os": event.os})
     elif isinstance(event, ev.EntityDeleted):
@@ -353,11 +401,13 @@ def _mark_parties(touch: _Touch, tx_attrs: dict[str, Any], ts: int) -> None:
     """A confirmed-fraud report: mark the reported transaction's account, merchant, counterparty,
     device and IP (from the transaction's own state; if its row has not arrived yet, nothing is
     marked: there is no one to mark)."""
-    parties = (("account", "Account", tx_attrs.get("account_id"), fx.account_features(None)),
-               ("merchant", "Merchant", tx_attrs.get("merchant_id"), fx.constant_features()),
-               ("counterparty", "Account", tx_attrs.get("counterparty_account_id"), fx.account_features(None)),
-               ("device", "Device", tx_attrs.get("device_id"), fx.constant_features()),
-               ("ip", "IP", tx_attrs.get("ip"), fx.constant_features()))
+    parties = (
+        ("account", "Account", tx_attrs.get("account_id"), fx.account_features(None)),
+        ("merchant", "Merchant", tx_attrs.get("merchant_id"), fx.constant_features()),
+        ("counterparty", "Account", tx_attrs.get("counterparty_account_id"), fx.account_features(None)),
+        ("device", "Device", tx_attrs.get("device_id"), fx.constant_features()),
+        ("ip", "IP", tx_attrs.get("ip"), fx.constant_features()),
+    )
     marked: set[str] = set()
     for role, node_type, ident, features in parties:
         if ident is not None and node_key(node_type, ident) not in marked:  # a self-transfer counts once
@@ -388,9 +438,22 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
     # A row always sets its node's features: a report read before the row made a stub with none,
     # and the links below copy the features into the neighbours' sums.
     tx = touch.node("Transaction", t.transaction_id, _tx_features(t))
-    _upsert_row(tx, lsn, {"account_id": t.account_id, "amount": amount, "kind": t.kind, "status": t.status,
-                          "merchant_id": t.merchant_id, "counterparty_account_id": t.counterparty_account_id,
-                          "device_id": t.device_id, "ip": t.ip, "ts_ms": ts}, _tx_features(t))
+    _upsert_row(
+        tx,
+        lsn,
+        {
+            "account_id": t.account_id,
+            "amount": amount,
+            "kind": t.kind,
+            "status": t.status,
+            "merchant_id": t.merchant_id,
+            "counterparty_account_id": t.counterparty_account_id,
+            "device_id": t.device_id,
+            "ip": t.ip,
+            "ts_ms": ts,
+        },
+        _tx_features(t),
+    )
 
     if tx[1] and tx[0].attrs.get("label") in FRAUD_LABELS:
         # The report came first (another topic, read earlier); what it marks is known only now.
@@ -399,8 +462,13 @@ def _apply_transaction(touch: _Touch, t: ev.TransactionCreated, lsn: int, ts: in
 
     account = touch.node("Account", t.account_id, fx.account_features(None))
     _link(account, tx, "INITIATED")
-    payee = (f"m{t.merchant_id}" if t.merchant_id is not None
-             else f"a{t.counterparty_account_id}" if t.counterparty_account_id is not None else None)
+    payee = (
+        f"m{t.merchant_id}"
+        if t.merchant_id is not None
+        else f"a{t.counterparty_account_id}"
+        if t.counterparty_account_id is not None
+        else None
+    )
     _seen_by(account, payee, ts, amount)
     if account[1]:
         account[0].recent = [*account[0].recent, t.transaction_id][-RECENT_TRANSACTIONS:]

@@ -31,10 +31,8 @@ transactions were scored twice).
 
 from __future__ import annotations
 
-from typing import Optional
-
-from aiokafka.partitioner import murmur2
 import faust
+from aiokafka.partitioner import murmur2
 from faust import stores
 from faust.stores.rocksdb import Store as RocksDBStore
 
@@ -48,11 +46,11 @@ class KeyPartitionedRocksDBStore(RocksDBStore):
         n = self.table.partitions or self.app.conf.topic_partitions
         return (murmur2(key) & 0x7FFFFFFF) % n
 
-    def put_in_partition(self, key: bytes, value: Optional[bytes], partition: int) -> None:
+    def put_in_partition(self, key: bytes, value: bytes | None, partition: int) -> None:
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
 
-    def _set(self, key: bytes, value: Optional[bytes]) -> None:
+    def _set(self, key: bytes, value: bytes | None) -> None:
         self.put_in_partition(key, value, self._key_partition(key))
 
 
@@ -101,4 +99,4 @@ stores.STORES.aliases[SCHEME] = f"{__name__}:KeyPartitionedRocksDBStore"
 
 def store_url(setting: str) -> str:
     """``rocksdb://...`` in settings means this store; anything else (``memory://``) is Faust's."""
-    return SCHEME + setting[len("rocksdb"):] if setting.startswith("rocksdb:") else setting
+    return SCHEME + setting[len("rocksdb") :] if setting.startswith("rocksdb:") else setting

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import orjson
 
@@ -60,8 +60,9 @@ class MemorySinks:
         self.completed.append(record)
 
 
-def partitioned(records: Iterable[tuple[str, bytes | None, bytes | None]], partitions: int = 4,
-                timestamp_ms: int = 0) -> dict[tuple[str, int], list[Record]]:
+def partitioned(
+    records: Iterable[tuple[str, bytes | None, bytes | None]], partitions: int = 4, timestamp_ms: int = 0
+) -> dict[tuple[str, int], list[Record]]:
     """(topic, key, value) records into per-partition logs with offsets, by a hash of the key."""
     logs: dict[tuple[str, int], list[Record]] = {}
     for topic, key, value in records:
@@ -79,7 +80,7 @@ def interleaved(logs: dict[tuple[str, int], list[Record]], rng: random.Random, m
     while cursors:
         s = rng.choice(sorted(cursors))
         n = rng.randint(1, max_chunk)
-        out.extend(logs[s][cursors[s]:cursors[s] + n])
+        out.extend(logs[s][cursors[s] : cursors[s] + n])
         cursors[s] += n
         if cursors[s] >= len(logs[s]):
             del cursors[s]
@@ -98,7 +99,7 @@ async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 2
         return remaining.get(stream, 0) == 0
 
     for i in range(0, len(arrivals), fetch):
-        for r in arrivals[i:i + fetch]:
+        for r in arrivals[i : i + fetch]:
             pipeline.push(r)
             remaining[r.stream] -= 1
         while await pipeline.drain(caught_up, batch):

@@ -5,7 +5,7 @@ for the partition counts the worker relies on; deleted when a test or benchmark 
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from fraudgraph.settings import Settings
 
@@ -20,19 +20,28 @@ def _admin(cluster: Settings | str):
 
     from fraudgraph.kafka_config import confluent_config
 
-    return AdminClient(confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster)))
+    return AdminClient(
+        confluent_config(cluster if isinstance(cluster, Settings) else Settings(kafka_bootstrap=cluster))
+    )
 
 
-def ensure_topics(cluster: Settings | str, topics: Mapping[str, int], replication: int = 1,
-                  config: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+def ensure_topics(
+    cluster: Settings | str,
+    topics: Mapping[str, int],
+    replication: int = 1,
+    config: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
     """Create each missing topic with ``topics[name]`` partitions; returns the names created."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import NewTopic
 
     admin = _admin(cluster)
     existing = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(name, n, replication, config=dict((config or {}).get(name, {})))
-           for name, n in topics.items() if name not in existing]
+    new = [
+        NewTopic(name, n, replication, config=dict((config or {}).get(name, {})))
+        for name, n in topics.items()
+        if name not in existing
+    ]
     for topic, future in admin.create_topics(new).items() if new else ():
         try:
             future.result(timeout=30)
@@ -50,7 +59,7 @@ def delete_topics(cluster: Settings | str, names) -> None:
     names = sorted(names)
     admin = _admin(cluster)
     for i in range(0, len(names), 100):
-        for future in admin.delete_topics(names[i:i + 100], operation_timeout=60).values():
+        for future in admin.delete_topics(names[i : i + 100], operation_timeout=60).values():
             try:
                 future.result(timeout=120)
             except Exception:  # noqa: BLE001 - best effort, see above
@@ -68,11 +77,16 @@ def check_partitions(cluster: Settings | str, topics: Mapping[str, int]) -> None
     ``ensure_topics`` leaves an existing topic as it is, whoever created it."""
     admin = _admin(cluster)
     meta = admin.list_topics(timeout=10).topics
-    wrong = {name: len(meta[name].partitions) for name, n in topics.items()
-             if name in meta and len(meta[name].partitions) != n}
+    wrong = {
+        name: len(meta[name].partitions)
+        for name, n in topics.items()
+        if name in meta and len(meta[name].partitions) != n
+    }
     if wrong:
-        raise TopicError("topics with the wrong number of partitions: "
-                         + ", ".join(f"{t} has {n}, needs {topics[t]}" for t, n in sorted(wrong.items())))
+        raise TopicError(
+            "topics with the wrong number of partitions: "
+            + ", ".join(f"{t} has {n}, needs {topics[t]}" for t, n in sorted(wrong.items()))
+        )
 
 
 def _wait_for_leaders(admin, topics: list[str], timeout: float = 30.0) -> None:
@@ -81,8 +95,13 @@ def _wait_for_leaders(admin, topics: list[str], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while topics:
         meta = admin.list_topics(timeout=10).topics
-        if all(t in meta and meta[t].error is None and meta[t].partitions
-               and all(p.leader >= 0 for p in meta[t].partitions.values()) for t in topics):
+        if all(
+            t in meta
+            and meta[t].error is None
+            and meta[t].partitions
+            and all(p.leader >= 0 for p in meta[t].partitions.values())
+            for t in topics
+        ):
             return
         if time.monotonic() > deadline:
             raise TopicError(f"topics {topics} have no leader after {timeout:.0f}s")

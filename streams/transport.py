@@ -28,7 +28,8 @@ can be written twice. With ``enable_idempotence`` the broker drops the retried c
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP

@@ -23,7 +23,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     # The CDC topics too: subscribing to a topic that does not exist yet would leave it unread.
     # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
     topics = worker_topics(settings)
-    ensure_topics(settings, topics, settings.topic_replication_factor, {settings.scores_topic: {"cleanup.policy": "compact"}})
+    ensure_topics(
+        settings, topics, settings.topic_replication_factor, {settings.scores_topic: {"cleanup.policy": "compact"}}
+    )
     # A score goes to the scores partition numbered like its transaction's CDC partition, and Faust
     # co-partitions the agents' topics with the tables: every topic but the dead letters must agree.
     check_partitions(settings, {t: n for t, n in topics.items() if t != settings.dead_letter_topic})

@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,13 +27,17 @@ from fraudgraph.settings import Settings, load_settings
 def pytest_configure(config):
     # The venv is shared between clones (editable install): tests, and the worker subprocesses they
     # start, must run the code of *this* checkout, not whichever clone last ran `make`.
-    import fraudgraph
     from pathlib import Path
+
+    import fraudgraph
 
     here = Path(__file__).resolve().parents[1]
     if Path(fraudgraph.__file__).resolve().parent != here:
-        pytest.exit(f"fraudgraph is imported from {Path(fraudgraph.__file__).parent}, not this checkout {here}: "
-                    "run `make setup` (or pip install -e '.[test]') first", returncode=4)
+        pytest.exit(
+            f"fraudgraph is imported from {Path(fraudgraph.__file__).parent}, not this checkout {here}: "
+            "run `make setup` (or pip install -e '.[test]') first",
+            returncode=4,
+        )
 
 
 def pytest_collection_modifyitems(items):
@@ -89,12 +93,14 @@ class TopicReader:
 
         from fraudgraph.demo import assign_at_end
 
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         if from_now:
             assign_at_end(self.consumer, topic)
         else:
@@ -205,9 +211,13 @@ def worker_process(stack, tmp_path):
 
     def start(from_now: bool = False, **env_overrides) -> dict:
         port = int(env_overrides.get("FRAUDGRAPH_WORKER_WEB_PORT") or free_port())
-        env = dict(os.environ, FRAUDGRAPH_WORKER_ID=f"test-worker-{uuid.uuid4().hex[:8]}",
-                   FRAUDGRAPH_WORKER_WEB_PORT=str(port), FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
-                   FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"))
+        env = dict(
+            os.environ,
+            FRAUDGRAPH_WORKER_ID=f"test-worker-{uuid.uuid4().hex[:8]}",
+            FRAUDGRAPH_WORKER_WEB_PORT=str(port),
+            FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
+            FRAUDGRAPH_WORKER_DATA_DIR=str(tmp_path / "worker-data"),
+        )
         env.update(env_overrides)
         if from_now:
             from fraudgraph.streams.graph_sink import graph_group
@@ -217,8 +227,12 @@ def worker_process(stack, tmp_path):
             for group in (worker_id, graph_group(stack.replace(worker_id=worker_id))):
                 commit_group_offsets(stack, group, topics)
         log_path = tmp_path / f"worker-{len(started)}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env,
-                                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fraudgraph.cli", "worker"],
+            env=env,
+            stdout=open(log_path, "wb"),
+            stderr=subprocess.STDOUT,
+        )
         started.append(proc)
         deadline = time.monotonic() + 90
         while True:
@@ -266,9 +280,21 @@ def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread,
     from fraudgraph.stack.simulator import daytime_start, simulate
 
     out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("report", simulate(
-        settings, mode="kafka", customers=300, duration_s=hours * 3600, fraud_rate=0.03, seed=seed, rate=40,
-        start=daytime_start())))
+    thread = threading.Thread(
+        target=lambda: out.setdefault(
+            "report",
+            simulate(
+                settings,
+                mode="kafka",
+                customers=300,
+                duration_s=hours * 3600,
+                fraud_rate=0.03,
+                seed=seed,
+                rate=40,
+                start=daytime_start(),
+            ),
+        )
+    )
     thread.start()
     return thread, out
 
@@ -292,10 +318,16 @@ def isolated_run(stack, tag: str) -> tuple[dict, object]:
     from fraudgraph.streams.topics import ensure_topics
 
     run = uuid.uuid4().hex[:8]
-    env = {"FRAUDGRAPH_TOPIC_PREFIX": f"{tag}{run}", "FRAUDGRAPH_SCORES_TOPIC": f"test.scores.{run}",
-           "FRAUDGRAPH_WORKER_ID": f"test-{tag}-{run}"}
-    settings = stack.replace(topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"], scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
-                             worker_id=env["FRAUDGRAPH_WORKER_ID"])
+    env = {
+        "FRAUDGRAPH_TOPIC_PREFIX": f"{tag}{run}",
+        "FRAUDGRAPH_SCORES_TOPIC": f"test.scores.{run}",
+        "FRAUDGRAPH_WORKER_ID": f"test-{tag}-{run}",
+    }
+    settings = stack.replace(
+        topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"],
+        scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
+        worker_id=env["FRAUDGRAPH_WORKER_ID"],
+    )
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
     return env, settings
 
@@ -312,8 +344,11 @@ def wait_caught_up(settings, group: str, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while True:
             # An empty partition has nothing to commit: its offset stays invalid (-1001), not 0.
-            behind = {(tp.topic, tp.partition) for tp in c.committed(tps, timeout=10)
-                      if max(tp.offset, 0) < ends[(tp.topic, tp.partition)]}
+            behind = {
+                (tp.topic, tp.partition)
+                for tp in c.committed(tps, timeout=10)
+                if max(tp.offset, 0) < ends[(tp.topic, tp.partition)]
+            }
             if not behind:
                 return
             assert time.monotonic() < deadline, f"{group} still behind on {sorted(behind)[:4]}"

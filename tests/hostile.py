@@ -15,8 +15,18 @@ from fraudgraph.streams.queries import MAX_ID_CHARS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "debezium"
 FIXTURE_FILES = sorted(FIXTURES.glob("*/*.json"))
-INJECTION = ["x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "`x`", "${x}", "*/ RETURN 1 /*",
-             "}) MATCH (n) SET n.pwned = true //", "\\", "'", '"']
+INJECTION = [
+    "x'}) DETACH DELETE n //",
+    '"},{"admin":true',
+    "$param",
+    "`x`",
+    "${x}",
+    "*/ RETURN 1 /*",
+    "}) MATCH (n) SET n.pwned = true //",
+    "\\",
+    "'",
+    '"',
+]
 
 
 def deep_text(depth: int) -> str:
@@ -34,18 +44,53 @@ class RawToken:
 
 
 HOSTILE_SCALARS = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(), st.integers(min_value=2**62, max_value=2**64 + 5), st.integers(max_value=-(2**62), min_value=-(2**64)),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**62, max_value=2**64 + 5),
+    st.integers(max_value=-(2**62), min_value=-(2**64)),
     st.sampled_from([0, -1, 2**63 - 1, 2**63, 2**64 - 1, 10**30, -(2**63), -(2**63) - 1]),
-    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([1e308, -1e308, 5e-324, -0.0, 0.5]),
-    st.text(max_size=40), st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
-    st.sampled_from(["", "\x00", "a\x00b", "\u202eevil", "𝕏" * 10, "NaN", "Infinity", "-Infinity", "1e999999", "sNaN",
-                     *INJECTION, "AQ==", "////", "0001-01-01T00:00:00+14:00",
-                     "9999-12-31T23:59:59-14:00", "2026-13-45T99:99:99Z", "1e-999999999", "١٢٣"]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e308, -1e308, 5e-324, -0.0, 0.5]),
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "a\x00b",
+            "\u202eevil",
+            "𝕏" * 10,
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e999999",
+            "sNaN",
+            *INJECTION,
+            "AQ==",
+            "////",
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-14:00",
+            "2026-13-45T99:99:99Z",
+            "1e-999999999",
+            "١٢٣",
+        ]
+    ),
     st.integers(min_value=MAX_STRING_CHARS - 2, max_value=MAX_STRING_CHARS + 2).map(lambda n: "s" * n),
     st.sampled_from([100_000, 600_000]).map(lambda n: "h" * n),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "123456789012345678901234567890",
-                     "1" * 400, "0.0000000000000000000000000000001", "1E+99999999999"]).map(RawToken),
+    st.sampled_from(
+        [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e400",
+            "-1e400",
+            "123456789012345678901234567890",
+            "1" * 400,
+            "0.0000000000000000000000000000001",
+            "1E+99999999999",
+        ]
+    ).map(RawToken),
 )
 JSON_VALUES = st.recursive(
     HOSTILE_SCALARS,
@@ -109,7 +154,12 @@ def mutated_envelopes(draw):
         elif action == "delete":
             del parent[last]
         elif isinstance(parent, dict):
-            parent[draw(st.text(max_size=8) | st.sampled_from(["op", "after", "before", "source", "payload", "schema", "lsn", "table", "id"]))] = draw(JSON_VALUES)
+            parent[
+                draw(
+                    st.text(max_size=8)
+                    | st.sampled_from(["op", "after", "before", "source", "payload", "schema", "lsn", "table", "id"])
+                )
+            ] = draw(JSON_VALUES)
         else:
             parent.insert(draw(st.integers(0, len(parent))), draw(JSON_VALUES))
     key = _bytes(fx["key"])
@@ -129,7 +179,7 @@ def damaged_bytes(draw):
         value = value[:at]
     elif how == "flip" and value:
         at = min(at, len(value) - 1)
-        value = value[:at] + bytes([value[at] ^ draw(st.integers(1, 255))]) + value[at + 1:]
+        value = value[:at] + bytes([value[at] ^ draw(st.integers(1, 255))]) + value[at + 1 :]
     else:
         value = value[:at] + draw(st.binary(min_size=1, max_size=20)) + value[at:]
     return fx["topic"], value, fx["connector_config"]["decimal.handling.mode"], _bytes(fx["key"])
@@ -137,15 +187,33 @@ def damaged_bytes(draw):
 
 # ---- score and recommendation requests ----
 
+
 def request_ids():
     return st.text(min_size=1, max_size=MAX_ID_CHARS) | st.sampled_from(
-        ["r-1", "\x00", "x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "`r`", "𝕏" * MAX_ID_CHARS, "é" * (MAX_ID_CHARS + 1)])
+        [
+            "r-1",
+            "\x00",
+            "x'}) DETACH DELETE n //",
+            '"},{"admin":true',
+            "$param",
+            "`r`",
+            "𝕏" * MAX_ID_CHARS,
+            "é" * (MAX_ID_CHARS + 1),
+        ]
+    )
 
 
-IDS = st.one_of(st.sampled_from([1, 7, 8, 2**63 - 1]), st.integers(min_value=-3, max_value=10),
-                st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]), st.floats(allow_nan=False), st.text(max_size=5),
-                st.booleans(), st.none(), JSON_VALUES,
-                st.sampled_from(["NaN", "1e400", "123456789012345678901234567890", "-0", "7.0"]).map(RawToken))
+IDS = st.one_of(
+    st.sampled_from([1, 7, 8, 2**63 - 1]),
+    st.integers(min_value=-3, max_value=10),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+    JSON_VALUES,
+    st.sampled_from(["NaN", "1e400", "123456789012345678901234567890", "-0", "7.0"]).map(RawToken),
+)
 
 
 @st.composite
@@ -167,8 +235,11 @@ def recs_requests(draw):
         doc["request_id"] = draw(request_ids() | JSON_VALUES)
     if draw(st.integers(0, 5)):
         doc["account_id"] = draw(IDS)
-    options = {"k": IDS | st.integers(-2, 200), "exclude_used": st.booleans() | JSON_VALUES,
-               "max_risk": st.floats() | st.sampled_from([0, 0.1, 0.2, 0.21, 1, -0.0]) | JSON_VALUES}
+    options = {
+        "k": IDS | st.integers(-2, 200),
+        "exclude_used": st.booleans() | JSON_VALUES,
+        "max_risk": st.floats() | st.sampled_from([0, 0.1, 0.2, 0.21, 1, -0.0]) | JSON_VALUES,
+    }
     for name in draw(st.sets(st.sampled_from(sorted(options)))):
         doc[name] = draw(options[name])
     if not draw(st.integers(0, 4)):

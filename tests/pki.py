@@ -25,23 +25,87 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _signed(name: str, cn: str, extensions: str, d: Path) -> None:
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}-key.pem", "-out", f"{name}.csr",
-             "-subj", f"/CN={cn}", cwd=d)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}-key.pem",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={cn}",
+        cwd=d,
+    )
     (d / f"{name}.ext").write_text(extensions)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
-             "-out", f"{name}-cert.pem", "-days", "2", "-sha256", "-extfile", f"{name}.ext", cwd=d)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-out",
+        f"{name}-cert.pem",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        cwd=d,
+    )
 
 
 def make_pki(directory: Path, client_key_password: str = "client-key-pass") -> Pki:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=fraudgraph test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fraudgraph test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
     common = "authorityKeyIdentifier=keyid\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-    _signed("server", "127.0.0.1", common + "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", d)
+    _signed(
+        "server", "127.0.0.1", common + "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", d
+    )
     _signed("client", "fraudgraph-worker", common + "extendedKeyUsage=clientAuth\n", d)
-    _openssl("pkcs8", "-topk8", "-in", "client-key.pem", "-out", "client-key-encrypted.pem", "-v2", "aes-256-cbc",
-             "-passout", f"pass:{client_key_password}", cwd=d)
-    return Pki(d / "ca.pem", d / "server-cert.pem", d / "server-key.pem", d / "client-cert.pem",
-               d / "client-key-encrypted.pem", client_key_password)
+    _openssl(
+        "pkcs8",
+        "-topk8",
+        "-in",
+        "client-key.pem",
+        "-out",
+        "client-key-encrypted.pem",
+        "-v2",
+        "aes-256-cbc",
+        "-passout",
+        f"pass:{client_key_password}",
+        cwd=d,
+    )
+    return Pki(
+        d / "ca.pem",
+        d / "server-cert.pem",
+        d / "server-key.pem",
+        d / "client-cert.pem",
+        d / "client-key-encrypted.pem",
+        client_key_password,
+    )

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pki import Pki, make_pki
+
 from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
 from fraudgraph.stack.services import LOG4J_PROPERTIES, Kafka, Neo4j
 from fraudgraph.stack.supervisor import StackError, tail
-
-from pki import Pki, make_pki
 
 
 def free_port() -> int:
@@ -34,8 +34,12 @@ def free_port() -> int:
 
 def start_secured_neo4j(base: Settings, root: Path) -> Settings:
     """A Neo4j with authentication on; returns settings that reach it (user neo4j and a fresh password)."""
-    s = base.replace(stack_dir=root, neo4j_uri=f"bolt://127.0.0.1:{free_port()}", neo4j_http_port=free_port(),
-                     neo4j_password=f"neo4j-pw-{uuid.uuid4().hex[:12]}")
+    s = base.replace(
+        stack_dir=root,
+        neo4j_uri=f"bolt://127.0.0.1:{free_port()}",
+        neo4j_http_port=free_port(),
+        neo4j_password=f"neo4j-pw-{uuid.uuid4().hex[:12]}",
+    )
     service = Neo4j(s)
     service.ready_timeout = 240.0  # a second JVM on a small shared machine
     service.start()
@@ -53,19 +57,27 @@ def stop_neo4j(settings: Settings) -> None:
 
 @dataclass(frozen=True)
 class SecuredKafka:
-    broker: "ScramTlsKafka"
+    broker: ScramTlsKafka
     pki: Pki
     username: str
     password: str
 
     def client(self, base: Settings, mechanism: str = "SCRAM-SHA-512", **changes) -> Settings:
         """Settings of a client that authenticates with SCRAM and a TLS client certificate."""
-        return base.replace(**{
-            "kafka_bootstrap": self.broker.bootstrap, "kafka_security_protocol": "SASL_SSL",
-            "kafka_sasl_mechanism": mechanism, "kafka_sasl_username": self.username,
-            "kafka_sasl_password": self.password, "kafka_ssl_cafile": str(self.pki.ca),
-            "kafka_ssl_certfile": str(self.pki.client_cert), "kafka_ssl_keyfile": str(self.pki.client_key),
-            "kafka_ssl_key_password": self.pki.client_key_password, **changes})
+        return base.replace(
+            **{
+                "kafka_bootstrap": self.broker.bootstrap,
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_sasl_mechanism": mechanism,
+                "kafka_sasl_username": self.username,
+                "kafka_sasl_password": self.password,
+                "kafka_ssl_cafile": str(self.pki.ca),
+                "kafka_ssl_certfile": str(self.pki.client_cert),
+                "kafka_ssl_keyfile": str(self.pki.client_key),
+                "kafka_ssl_key_password": self.pki.client_key_password,
+                **changes,
+            }
+        )
 
 
 class ScramTlsKafka(Kafka):
@@ -86,34 +98,41 @@ class ScramTlsKafka(Kafka):
         data = self.home / "data"
         jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         props = self.home / "server.properties"
-        props.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-            f"listeners=INTERNAL://127.0.0.1:{s.kafka_port},CLIENTS://127.0.0.1:{self.client_port},"
-            f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners=INTERNAL://127.0.0.1:{s.kafka_port},CLIENTS://127.0.0.1:{self.client_port}",
-            "listener.security.protocol.map=INTERNAL:PLAINTEXT,CLIENTS:SASL_SSL,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=INTERNAL",
-            "controller.listener.names=CONTROLLER",
-            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
-            f"listener.name.clients.scram-sha-256.sasl.jaas.config={jaas}",
-            f"listener.name.clients.scram-sha-512.sasl.jaas.config={jaas}",
-            "ssl.keystore.type=PEM",
-            f"ssl.keystore.location={self.home / 'server-keystore.pem'}",
-            "ssl.truststore.type=PEM",
-            f"ssl.truststore.location={self.pki.ca}",
-            "listener.name.clients.ssl.client.auth=required",
-            f"log.dirs={data}",
-            "num.partitions=4",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-        ]) + "\n")
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+                    f"listeners=INTERNAL://127.0.0.1:{s.kafka_port},CLIENTS://127.0.0.1:{self.client_port},"
+                    f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                    f"advertised.listeners=INTERNAL://127.0.0.1:{s.kafka_port},CLIENTS://127.0.0.1:{self.client_port}",
+                    "listener.security.protocol.map=INTERNAL:PLAINTEXT,CLIENTS:SASL_SSL,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=INTERNAL",
+                    "controller.listener.names=CONTROLLER",
+                    "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
+                    f"listener.name.clients.scram-sha-256.sasl.jaas.config={jaas}",
+                    f"listener.name.clients.scram-sha-512.sasl.jaas.config={jaas}",
+                    "ssl.keystore.type=PEM",
+                    f"ssl.keystore.location={self.home / 'server-keystore.pem'}",
+                    "ssl.truststore.type=PEM",
+                    f"ssl.truststore.location={self.pki.ca}",
+                    "listener.name.clients.ssl.client.auth=required",
+                    f"log.dirs={data}",
+                    "num.partitions=4",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                ]
+            )
+            + "\n"
+        )
         # Kafka's PEM keystore: the PKCS#8 key followed by the certificate chain, in one file.
-        (self.home / "server-keystore.pem").write_text(self.pki.server_key.read_text() + self.pki.server_cert.read_text())
+        (self.home / "server-keystore.pem").write_text(
+            self.pki.server_key.read_text() + self.pki.server_cert.read_text()
+        )
         (self.home / "log4j.properties").write_text(LOG4J_PROPERTIES)
         if not (data / "meta.properties").exists():
             scram = []
@@ -124,17 +143,25 @@ class ScramTlsKafka(Kafka):
                 result = subprocess.run(
                     self._java("kafka.tools.StorageTool", heap="-Xmx256m")
                     + ["format", f"--cluster-id={uuid.uuid4().hex[:22]}", "-c", str(props), *scram],
-                    stdout=log, stderr=subprocess.STDOUT)
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             if result.returncode != 0:
                 raise StackError(f"secured kafka storage format failed:\n{tail(self.log_path)}")
 
     def ready(self):
         from confluent_kafka.admin import AdminClient
 
-        client = Settings(kafka_bootstrap=self.bootstrap, kafka_security_protocol="SASL_SSL",
-                          kafka_sasl_username=next(iter(self.users)), kafka_sasl_password=next(iter(self.users.values())),
-                          kafka_ssl_cafile=str(self.pki.ca), kafka_ssl_certfile=str(self.pki.client_cert),
-                          kafka_ssl_keyfile=str(self.pki.client_key), kafka_ssl_key_password=self.pki.client_key_password)
+        client = Settings(
+            kafka_bootstrap=self.bootstrap,
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_username=next(iter(self.users)),
+            kafka_sasl_password=next(iter(self.users.values())),
+            kafka_ssl_cafile=str(self.pki.ca),
+            kafka_ssl_certfile=str(self.pki.client_cert),
+            kafka_ssl_keyfile=str(self.pki.client_key),
+            kafka_ssl_key_password=self.pki.client_key_password,
+        )
         admin = AdminClient(confluent_config(client, log_level=0))
         return len(admin.list_topics(timeout=3).brokers) > 0
 
@@ -142,8 +169,9 @@ class ScramTlsKafka(Kafka):
 def start_secured_kafka(base: Settings, root: Path) -> SecuredKafka:
     pki = make_pki(root / "pki")
     username, password = "fraudgraph-worker", f"kafka-pw-{uuid.uuid4().hex[:12]}"
-    s = base.replace(stack_dir=root / "kafka-stack", kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                     kafka_controller_port=free_port())
+    s = base.replace(
+        stack_dir=root / "kafka-stack", kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port()
+    )
     broker = ScramTlsKafka(s, free_port(), pki, {username: password})
     broker.start()
     try:

@@ -13,9 +13,10 @@ Layers, each usable on its own:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack.simulator.config import SimConfig
@@ -56,16 +57,28 @@ def daytime_start() -> datetime:
     """The latest 08:00 UTC that has passed: a start for runs whose volume must not depend on the
     hour they are made (activity follows the hour of day, so 4 simulated hours from 22:00 hold a
     third of the transactions of 4 hours from 08:00). Tests and benchmarks start there."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start = now.replace(hour=8, minute=0, second=0, microsecond=0)
     return start if start <= now else start - timedelta(days=1)
 
 
-def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka", customers: int = 1000,
-             duration_s: float = 3600.0, rate: float | None = None, fraud_rate: float = 0.02, seed: int = 0,
-             start: datetime | None = None, id_base: int | None = None, activity: float = 1.0,
-             report_delay_s: tuple[float, float] | None = None, stop_at_end: bool = False, batch_rows: int = 200,
-             progress: Callable[[SinkReport], None] | None = None) -> SimulationReport:
+def simulate(
+    settings: Settings,
+    *,
+    mode: Literal["postgres", "kafka"] = "kafka",
+    customers: int = 1000,
+    duration_s: float = 3600.0,
+    rate: float | None = None,
+    fraud_rate: float = 0.02,
+    seed: int = 0,
+    start: datetime | None = None,
+    id_base: int | None = None,
+    activity: float = 1.0,
+    report_delay_s: tuple[float, float] | None = None,
+    stop_at_end: bool = False,
+    batch_rows: int = 200,
+    progress: Callable[[SinkReport], None] | None = None,
+) -> SimulationReport:
     """Generate a workload and write it: ``postgres`` into the bank database (the real CDC path),
     ``kafka`` as Debezium events straight to ``<topic_prefix>.public.<table>`` (fast mode).
 
@@ -77,7 +90,7 @@ def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka"
     if mode not in ("postgres", "kafka"):
         raise ValueError(f"mode must be 'postgres' or 'kafka', not {mode!r}")
     if start is None:
-        start = datetime.now(timezone.utc).replace(microsecond=0)
+        start = datetime.now(UTC).replace(microsecond=0)
     if id_base is None:
         if mode == "postgres":
             from fraudgraph.stack.simulator.postgres_sink import next_free_id_base
@@ -85,8 +98,17 @@ def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka"
             id_base = next_free_id_base(settings.pg_dsn())
         else:
             id_base = int(time.time()) * 1000
-    config = SimConfig(customers=customers, duration_s=duration_s, start=start, fraud_rate=fraud_rate, seed=seed,
-                       id_base=id_base, activity=activity, report_delay_s=report_delay_s, stop_at_end=stop_at_end)
+    config = SimConfig(
+        customers=customers,
+        duration_s=duration_s,
+        start=start,
+        fraud_rate=fraud_rate,
+        seed=seed,
+        id_base=id_base,
+        activity=activity,
+        report_delay_s=report_delay_s,
+        stop_at_end=stop_at_end,
+    )
     workload = Workload(config)
     t0 = time.monotonic()
     if mode == "postgres":
@@ -105,7 +127,15 @@ def simulate(settings: Settings, *, mode: Literal["postgres", "kafka"] = "kafka"
     if truth.false_positives:
         reports["false_positive"] = len(truth.false_positives)
     return SimulationReport(
-        mode=mode, config=config, rows=sink.rows, fraud_by_pattern=truth.pattern_counts(),
-        legit_transactions=truth.legit_transactions, fraud_reports=reports, commits=sink.commits,
-        elapsed_s=round(elapsed, 3), rows_per_s=round(sink.total / elapsed, 1) if elapsed else 0.0,
-        transactions_per_s=round(sink.transactions / elapsed, 1) if elapsed else 0.0, truth=truth)
+        mode=mode,
+        config=config,
+        rows=sink.rows,
+        fraud_by_pattern=truth.pattern_counts(),
+        legit_transactions=truth.legit_transactions,
+        fraud_reports=reports,
+        commits=sink.commits,
+        elapsed_s=round(elapsed, 3),
+        rows_per_s=round(sink.total / elapsed, 1) if elapsed else 0.0,
+        transactions_per_s=round(sink.transactions / elapsed, 1) if elapsed else 0.0,
+        truth=truth,
+    )

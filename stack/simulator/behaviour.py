@@ -18,15 +18,44 @@ from __future__ import annotations
 import math
 
 from fraudgraph.stack.simulator.population import (
-    EVERYDAY_MCC, TRAVEL_MCC, Person, Population, amount_cents, new_device,
+    EVERYDAY_MCC,
+    TRAVEL_MCC,
+    Person,
+    Population,
+    amount_cents,
+    new_device,
 )
 from fraudgraph.stack.simulator.timeline import SECOND, Timeline
 
 APP_SESSIONS_PER_HOUR = 0.5  # per customer, at activity 1.0 and an average hour
 STORE_PAYMENTS_PER_HOUR = 0.8
 # Relative activity by UTC hour (quiet nights, lunch and evening peaks), normalised to mean 1.
-_HOURLY = (0.2, 0.12, 0.08, 0.07, 0.08, 0.15, 0.35, 0.7, 1.0, 1.15, 1.25, 1.35,
-           1.5, 1.45, 1.3, 1.25, 1.3, 1.45, 1.6, 1.65, 1.5, 1.2, 0.8, 0.45)
+_HOURLY = (
+    0.2,
+    0.12,
+    0.08,
+    0.07,
+    0.08,
+    0.15,
+    0.35,
+    0.7,
+    1.0,
+    1.15,
+    1.25,
+    1.35,
+    1.5,
+    1.45,
+    1.3,
+    1.25,
+    1.3,
+    1.45,
+    1.6,
+    1.65,
+    1.5,
+    1.2,
+    0.8,
+    0.45,
+)
 HOURLY = tuple(h * len(_HOURLY) / sum(_HOURLY) for h in _HOURLY)
 
 
@@ -59,8 +88,9 @@ def legit_window(tl: Timeline, pop: Population, w0: int, w1: int) -> None:
         else:
             _, employer_account, staff = event
             for i, (person, cents) in enumerate(staff):  # a payroll file: one transfer every ~50 ms
-                tl.transaction(us + i * 50_000, employer_account, "transfer", cents, counterparty=person.main.id,
-                               decline_p=0.0)
+                tl.transaction(
+                    us + i * 50_000, employer_account, "transfer", cents, counterparty=person.main.id, decline_p=0.0
+                )
 
 
 def where(person: Person, us: int) -> tuple[str, str | None]:
@@ -98,7 +128,9 @@ def _payment(tl: Timeline, pop: Population, person: Person, us: int, country: st
     account = person.main
     if roll < 0.12 and person.friends:
         friend = rng.choice(person.friends)
-        tl.transaction(us, account, "transfer", rng.randrange(5, 250) * 100, counterparty=friend.id, device=device, ip=ip)
+        tl.transaction(
+            us, account, "transfer", rng.randrange(5, 250) * 100, counterparty=friend.id, device=device, ip=ip
+        )
     elif roll < 0.18:
         tl.transaction(us, account, "withdrawal", rng.choice((20, 40, 50, 100, 200)) * 100, device=device, ip=ip)
     elif roll < 0.23:
@@ -106,8 +138,16 @@ def _payment(tl: Timeline, pop: Population, person: Person, us: int, country: st
         tl.transaction(us, wallet, "topup", rng.randrange(10, 300) * 100, device=device, ip=ip, decline_p=0.01)
     else:
         merchant = _merchant(tl, pop, person, country)
-        tl.transaction(us, account, "card_payment", amount_cents(rng, merchant.mcc), merchant=merchant.id,
-                       currency=merchant.currency, device=device, ip=ip)
+        tl.transaction(
+            us,
+            account,
+            "card_payment",
+            amount_cents(rng, merchant.mcc),
+            merchant=merchant.id,
+            currency=merchant.currency,
+            device=device,
+            ip=ip,
+        )
 
 
 def _merchant(tl: Timeline, pop: Population, person: Person, country: str):
@@ -122,6 +162,11 @@ def _merchant(tl: Timeline, pop: Population, person: Person, country: str):
 def store_payment(tl: Timeline, pop: Population, person: Person, us: int) -> None:
     country, _ = where(person, us)
     merchant = _merchant(tl, pop, person, country)
-    tl.transaction(us, person.main, "card_payment", amount_cents(tl.rng, merchant.mcc), merchant=merchant.id,
-                   currency=merchant.currency)
-
+    tl.transaction(
+        us,
+        person.main,
+        "card_payment",
+        amount_cents(tl.rng, merchant.mcc),
+        merchant=merchant.id,
+        currency=merchant.currency,
+    )

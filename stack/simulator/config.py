@@ -7,10 +7,10 @@ reproduces a run row for row: same config, same rows, same ids, same timestamps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # A fixed default start keeps a bare SimConfig() reproducible; `simulate()` defaults to "now".
-DEFAULT_START = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -30,40 +30,72 @@ from fraudgraph.stack.simulator.rows import TABLES, Column, Row
 DEBEZIUM_VERSION = "3.2.3.Final"
 OPS = {"insert": "c", "update": "u"}
 
-_CONNECT_TYPES = {"bigint": "int64", "text": "string", "char": "string", "smallint": "int16",
-                  "boolean": "boolean", "timestamptz": "string", "numeric": "bytes"}
+_CONNECT_TYPES = {
+    "bigint": "int64",
+    "text": "string",
+    "char": "string",
+    "smallint": "int16",
+    "boolean": "boolean",
+    "timestamptz": "string",
+    "numeric": "bytes",
+}
 
-_SOURCE_SCHEMA = {"type": "struct", "fields": [
-    {"type": "string", "optional": False, "field": "version"},
-    {"type": "string", "optional": False, "field": "connector"},
-    {"type": "string", "optional": False, "field": "name"},
-    {"type": "int64", "optional": False, "field": "ts_ms"},
-    {"type": "string", "optional": True, "name": "io.debezium.data.Enum", "version": 1,
-     "parameters": {"allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},
-     "default": "false", "field": "snapshot"},
-    {"type": "string", "optional": False, "field": "db"},
-    {"type": "string", "optional": True, "field": "sequence"},
-    {"type": "int64", "optional": True, "field": "ts_us"},
-    {"type": "int64", "optional": True, "field": "ts_ns"},
-    {"type": "string", "optional": False, "field": "schema"},
-    {"type": "string", "optional": False, "field": "table"},
-    {"type": "int64", "optional": True, "field": "txId"},
-    {"type": "int64", "optional": True, "field": "lsn"},
-    {"type": "int64", "optional": True, "field": "xmin"},
-], "optional": False, "name": "io.debezium.connector.postgresql.Source", "version": 1, "field": "source"}
+_SOURCE_SCHEMA = {
+    "type": "struct",
+    "fields": [
+        {"type": "string", "optional": False, "field": "version"},
+        {"type": "string", "optional": False, "field": "connector"},
+        {"type": "string", "optional": False, "field": "name"},
+        {"type": "int64", "optional": False, "field": "ts_ms"},
+        {
+            "type": "string",
+            "optional": True,
+            "name": "io.debezium.data.Enum",
+            "version": 1,
+            "parameters": {
+                "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
+            },
+            "default": "false",
+            "field": "snapshot",
+        },
+        {"type": "string", "optional": False, "field": "db"},
+        {"type": "string", "optional": True, "field": "sequence"},
+        {"type": "int64", "optional": True, "field": "ts_us"},
+        {"type": "int64", "optional": True, "field": "ts_ns"},
+        {"type": "string", "optional": False, "field": "schema"},
+        {"type": "string", "optional": False, "field": "table"},
+        {"type": "int64", "optional": True, "field": "txId"},
+        {"type": "int64", "optional": True, "field": "lsn"},
+        {"type": "int64", "optional": True, "field": "xmin"},
+    ],
+    "optional": False,
+    "name": "io.debezium.connector.postgresql.Source",
+    "version": 1,
+    "field": "source",
+}
 
-_TRANSACTION_SCHEMA = {"type": "struct", "fields": [
-    {"type": "string", "optional": False, "field": "id"},
-    {"type": "int64", "optional": False, "field": "total_order"},
-    {"type": "int64", "optional": False, "field": "data_collection_order"},
-], "optional": True, "name": "event.block", "version": 1, "field": "transaction"}
+_TRANSACTION_SCHEMA = {
+    "type": "struct",
+    "fields": [
+        {"type": "string", "optional": False, "field": "id"},
+        {"type": "int64", "optional": False, "field": "total_order"},
+        {"type": "int64", "optional": False, "field": "data_collection_order"},
+    ],
+    "optional": True,
+    "name": "event.block",
+    "version": 1,
+    "field": "transaction",
+}
 
 
 def _column_schema(col: Column) -> dict:
     out: dict = {"type": _CONNECT_TYPES[col.sql_type], "optional": col.nullable}
     if col.sql_type == "numeric":
-        out |= {"name": "org.apache.kafka.connect.data.Decimal", "version": 1,
-                "parameters": {"scale": str(col.scale), "connect.decimal.precision": str(col.precision)}}
+        out |= {
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "version": 1,
+            "parameters": {"scale": str(col.scale), "connect.decimal.precision": str(col.precision)},
+        }
     elif col.sql_type == "timestamptz":
         out |= {"name": "io.debezium.time.ZonedTimestamp", "version": 1}
     if col.default is not None:
@@ -74,21 +106,38 @@ def _column_schema(col: Column) -> dict:
 
 def value_schema(prefix: str, table: str) -> dict:
     """The Connect schema of ``table``'s change events (``<prefix>.public.<table>.Envelope``)."""
-    row = {"type": "struct", "fields": [_column_schema(c) for c in TABLES[table]], "optional": True,
-           "name": f"{prefix}.public.{table}.Value"}
-    return {"type": "struct", "fields": [
-        row | {"field": "before"}, row | {"field": "after"}, _SOURCE_SCHEMA, _TRANSACTION_SCHEMA,
-        {"type": "string", "optional": False, "field": "op"},
-        {"type": "int64", "optional": True, "field": "ts_ms"},
-        {"type": "int64", "optional": True, "field": "ts_us"},
-        {"type": "int64", "optional": True, "field": "ts_ns"},
-    ], "optional": False, "name": f"{prefix}.public.{table}.Envelope", "version": 2}
+    row = {
+        "type": "struct",
+        "fields": [_column_schema(c) for c in TABLES[table]],
+        "optional": True,
+        "name": f"{prefix}.public.{table}.Value",
+    }
+    return {
+        "type": "struct",
+        "fields": [
+            row | {"field": "before"},
+            row | {"field": "after"},
+            _SOURCE_SCHEMA,
+            _TRANSACTION_SCHEMA,
+            {"type": "string", "optional": False, "field": "op"},
+            {"type": "int64", "optional": True, "field": "ts_ms"},
+            {"type": "int64", "optional": True, "field": "ts_us"},
+            {"type": "int64", "optional": True, "field": "ts_ns"},
+        ],
+        "optional": False,
+        "name": f"{prefix}.public.{table}.Envelope",
+        "version": 2,
+    }
 
 
 def key_schema(prefix: str, table: str) -> dict:
     id_col = TABLES[table][0]
-    return {"type": "struct", "fields": [{"type": _CONNECT_TYPES[id_col.sql_type], "optional": False, "field": "id"}],
-            "optional": False, "name": f"{prefix}.public.{table}.Key"}
+    return {
+        "type": "struct",
+        "fields": [{"type": _CONNECT_TYPES[id_col.sql_type], "optional": False, "field": "id"}],
+        "optional": False,
+        "name": f"{prefix}.public.{table}.Key",
+    }
 
 
 # ---- value encodings ----
@@ -106,7 +155,7 @@ def decode_decimal(text: str, scale: int) -> Decimal:
 
 def encode_timestamp(value: datetime) -> str:
     if value.utcoffset():
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"; 4x faster than strftime
 
 
@@ -129,8 +178,7 @@ class DebeziumEncoder:
     the PostgreSQL sink commits): rows in one batch share a ``txId``, like a real commit.
     """
 
-    def __init__(self, prefix: str, database: str = "bank", lsn: int = 30_000_000, tx_id: int = 1_000,
-                 clock=time.time):
+    def __init__(self, prefix: str, database: str = "bank", lsn: int = 30_000_000, tx_id: int = 1_000, clock=time.time):
         self.prefix, self.database, self.clock = prefix, database, clock
         self.lsn, self.tx_id = lsn, tx_id
         self._last_commit: int | None = None  # LSN where the previous transaction committed
@@ -153,16 +201,32 @@ class DebeziumEncoder:
         commit_us = int(row.at.timestamp() * 1_000_000)
         now_us = int(self.clock() * 1_000_000) if event_ts_ms is None else event_ts_ms * 1000
         source = {
-            "version": DEBEZIUM_VERSION, "connector": "postgresql", "name": self.prefix, "ts_ms": commit_us // 1000,
-            "snapshot": "false", "db": self.database,
-            "sequence": orjson.dumps([None if self._last_commit is None else str(self._last_commit), str(self.lsn)]).decode(),
-            "ts_us": commit_us, "ts_ns": commit_us * 1000, "schema": "public", "table": row.table,
-            "txId": self.tx_id, "lsn": self.lsn, "xmin": None,
+            "version": DEBEZIUM_VERSION,
+            "connector": "postgresql",
+            "name": self.prefix,
+            "ts_ms": commit_us // 1000,
+            "snapshot": "false",
+            "db": self.database,
+            "sequence": orjson.dumps(
+                [None if self._last_commit is None else str(self._last_commit), str(self.lsn)]
+            ).decode(),
+            "ts_us": commit_us,
+            "ts_ns": commit_us * 1000,
+            "schema": "public",
+            "table": row.table,
+            "txId": self.tx_id,
+            "lsn": self.lsn,
+            "xmin": None,
         }
         payload = {
             "before": _encode_row(row.before, encoders) if row.before is not None else None,
-            "after": _encode_row(row.values, encoders), "source": source, "transaction": None,
-            "op": OPS[row.op], "ts_ms": now_us // 1000, "ts_us": now_us, "ts_ns": now_us * 1000,
+            "after": _encode_row(row.values, encoders),
+            "source": source,
+            "transaction": None,
+            "op": OPS[row.op],
+            "ts_ms": now_us // 1000,
+            "ts_us": now_us,
+            "ts_ns": now_us * 1000,
         }
         key = b'{"schema":' + key_json + b',"payload":' + orjson.dumps({"id": row.values["id"]}) + b"}"
         value = b'{"schema":' + schema_json + b',"payload":' + orjson.dumps(payload) + b"}"

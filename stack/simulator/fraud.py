@@ -22,7 +22,15 @@ from __future__ import annotations
 import random
 
 from fraudgraph.stack.simulator.population import (
-    COUNTRIES, Person, Population, amount_cents, hosting_ip, ip_in, new_device, new_person, phone_in,
+    COUNTRIES,
+    Person,
+    Population,
+    amount_cents,
+    hosting_ip,
+    ip_in,
+    new_device,
+    new_person,
+    phone_in,
 )
 from fraudgraph.stack.simulator.timeline import SECOND, Timeline
 
@@ -57,12 +65,32 @@ def card_testing(tl: Timeline, pop: Population, us: int, size: int) -> int:
     for _ in range(tests):
         us += tl.seconds(2, 20)
         m = rng.choice(shops)
-        tl.transaction(us, victim.main, "card_payment", rng.randrange(50, 300), merchant=m.id, currency=m.currency,
-                       device=device, ip=ip, pattern=name, decline_p=0.35)
+        tl.transaction(
+            us,
+            victim.main,
+            "card_payment",
+            rng.randrange(50, 300),
+            merchant=m.id,
+            currency=m.currency,
+            device=device,
+            ip=ip,
+            pattern=name,
+            decline_p=0.35,
+        )
     if tests < size:  # the card works: cash it out on something resellable
         m = pop.merchant(rng, rng.choice(list(COUNTRIES)), ("5732",))
-        tl.transaction(us + tl.seconds(60, 600), victim.main, "card_payment", rng.randrange(400, 1500) * 100,
-                       merchant=m.id, currency=m.currency, device=device, ip=ip, pattern=name, decline_p=0.1)
+        tl.transaction(
+            us + tl.seconds(60, 600),
+            victim.main,
+            "card_payment",
+            rng.randrange(400, 1500) * 100,
+            merchant=m.id,
+            currency=m.currency,
+            device=device,
+            ip=ip,
+            pattern=name,
+            decline_p=0.1,
+        )
     return size
 
 
@@ -85,8 +113,17 @@ def account_takeover(tl: Timeline, pop: Population, us: int, size: int) -> int:
         tl.emit(us, "customers", "update", victim.row, before)
     for _ in range(size):
         us += tl.seconds(60, 600)
-        tl.transaction(us, victim.main, "transfer", rng.randrange(1_000, 9_000) * 100, counterparty=payee.main.id,
-                       device=device, ip=ip, pattern=name, decline_p=0.05)
+        tl.transaction(
+            us,
+            victim.main,
+            "transfer",
+            rng.randrange(1_000, 9_000) * 100,
+            counterparty=payee.main.id,
+            device=device,
+            ip=ip,
+            pattern=name,
+            decline_p=0.05,
+        )
     return size
 
 
@@ -109,8 +146,17 @@ def mule_ring(tl: Timeline, pop: Population, us: int, size: int) -> int:
         device = victim.devices[0]
         tl.login(t, victim.id, device, victim.ips[0])  # the victim is tricked, on their own phone
         cents = rng.randrange(300, 2500) * 100
-        tl.transaction(t + tl.seconds(30, 180), victim.main, "transfer", cents, counterparty=mule.main.id,
-                       device=device, ip=victim.ips[0], pattern=name, decline_p=0.0)
+        tl.transaction(
+            t + tl.seconds(30, 180),
+            victim.main,
+            "transfer",
+            cents,
+            counterparty=mule.main.id,
+            device=device,
+            ip=victim.ips[0],
+            pattern=name,
+            decline_p=0.0,
+        )
         received[mule.id].append(cents)
         last_in[mule.id] = max(last_in[mule.id], t + 180 * SECOND)
     for mule in mules:  # forward almost everything, fast, from the ring's shared kit
@@ -118,8 +164,17 @@ def mule_ring(tl: Timeline, pop: Population, us: int, size: int) -> int:
         device = rng.choice(shared)
         tl.login(t, mule.id, device, ring_ip)
         cents = int(sum(received[mule.id]) * rng.uniform(0.9, 0.98))
-        tl.transaction(t + tl.seconds(10, 90), mule.main, "transfer", cents, counterparty=collector.main.id,
-                       device=device, ip=ring_ip, pattern=name, decline_p=0.0)
+        tl.transaction(
+            t + tl.seconds(10, 90),
+            mule.main,
+            "transfer",
+            cents,
+            counterparty=collector.main.id,
+            device=device,
+            ip=ring_ip,
+            pattern=name,
+            decline_p=0.0,
+        )
     return victims_n + mules_n
 
 
@@ -141,23 +196,50 @@ def synthetic_identity(tl: Timeline, pop: Population, us: int, size: int) -> int
         for t in times:  # looks like a thin-file newcomer: top-ups and small payments
             tl.login(t, person.id, device, ip)
             if rng.random() < 0.4:
-                tl.transaction(t + tl.seconds(5, 60), person.main, "topup", rng.randrange(50, 400) * 100,
-                               device=device, ip=ip, pattern=name)
+                tl.transaction(
+                    t + tl.seconds(5, 60),
+                    person.main,
+                    "topup",
+                    rng.randrange(50, 400) * 100,
+                    device=device,
+                    ip=ip,
+                    pattern=name,
+                )
             else:
                 m = pop.merchant(rng, country)
-                tl.transaction(t + tl.seconds(5, 60), person.main, "card_payment", amount_cents(rng, m.mcc),
-                               merchant=m.id, currency=m.currency, device=device, ip=ip, pattern=name)
+                tl.transaction(
+                    t + tl.seconds(5, 60),
+                    person.main,
+                    "card_payment",
+                    amount_cents(rng, m.mcc),
+                    merchant=m.id,
+                    currency=m.currency,
+                    device=device,
+                    ip=ip,
+                    pattern=name,
+                )
         t = us + span + tl.seconds(0, 600)
         tl.login(t, person.id, device, ip)
         for j in range(bust):  # bust-out: max out everything within minutes
             t += tl.seconds(20, 200)
             if j == bust - 1 and bust > 1:
-                tl.transaction(t, person.main, "withdrawal", rng.randrange(5, 10) * 10_000, device=device, ip=ip,
-                               pattern=name)
+                tl.transaction(
+                    t, person.main, "withdrawal", rng.randrange(5, 10) * 10_000, device=device, ip=ip, pattern=name
+                )
             else:
                 m = pop.merchant(rng, country, ("5732",))
-                tl.transaction(t, person.main, "card_payment", rng.randrange(800, 3500) * 100, merchant=m.id,
-                               currency=m.currency, device=device, ip=ip, pattern=name, decline_p=0.05)
+                tl.transaction(
+                    t,
+                    person.main,
+                    "card_payment",
+                    rng.randrange(800, 3500) * 100,
+                    merchant=m.id,
+                    currency=m.currency,
+                    device=device,
+                    ip=ip,
+                    pattern=name,
+                    decline_p=0.05,
+                )
         made += n
     return made
 
@@ -167,16 +249,29 @@ def colluding_merchant(tl: Timeline, pop: Population, us: int, size: int) -> int
     country = rng.choice(list(COUNTRIES))
     mcc = rng.choice(("5732", "5999", "5944", "7995"))
     mid = tl.new_id("merchants")
-    tl.emit(us, "merchants", "insert", {"id": mid, "name": f"Quick Deals {mid % 1000}", "mcc": mcc, "country": country,
-                                        "created_at": tl.time(us)})
+    tl.emit(
+        us,
+        "merchants",
+        "insert",
+        {"id": mid, "name": f"Quick Deals {mid % 1000}", "mcc": mcc, "country": country, "created_at": tl.time(us)},
+    )
     kit = [(new_device(tl, us, fraud=True), hosting_ip(rng)) for _ in range(rng.randint(1, 2))]
     span = tl.seconds(600, 2700)
     for _ in range(size):
         victim = _victim(tl, pop)
         device, ip = rng.choice(kit)
-        tl.transaction(us + rng.randrange(1, span), victim.main, "card_payment", rng.randrange(80, 650) * 100,
-                       merchant=mid, currency=COUNTRIES[country].currency, device=device, ip=ip, pattern=name,
-                       decline_p=0.04)
+        tl.transaction(
+            us + rng.randrange(1, span),
+            victim.main,
+            "card_payment",
+            rng.randrange(80, 650) * 100,
+            merchant=mid,
+            currency=COUNTRIES[country].currency,
+            device=device,
+            ip=ip,
+            pattern=name,
+            decline_p=0.04,
+        )
     return size
 
 
@@ -189,8 +284,11 @@ PATTERN_FUNCTIONS = {
 }
 # Typical fraudulent transactions per episode: (low, high), drawn uniformly.
 EPISODE_SIZE = {
-    "card_testing": (8, 25), "account_takeover": (1, 3), "mule_ring": (8, 24),
-    "synthetic_identity": (6, 20), "colluding_merchant": (6, 20),
+    "card_testing": (8, 25),
+    "account_takeover": (1, 3),
+    "mule_ring": (8, 24),
+    "synthetic_identity": (6, 20),
+    "colluding_merchant": (6, 20),
 }
 
 
@@ -222,4 +320,3 @@ class FraudPlanner:
         while self.ratio * truth.legit_transactions - truth.fraud_transactions >= self.size / 2:
             PATTERN_FUNCTIONS[self.pattern](tl, pop, self.rng.randrange(w0, w1), self.size)
             self._draw()
-

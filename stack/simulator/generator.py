@@ -13,7 +13,7 @@ same config always yields the same rows, and a different fraud rate leaves the l
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 from fraudgraph.stack.simulator.behaviour import legit_window
 from fraudgraph.stack.simulator.config import SimConfig
@@ -37,7 +37,9 @@ class Workload:
         cfg = self.config
         tl = Timeline(cfg)
         self.truth = tl.truth
-        pop_rng, legit_rng, fraud_rng = (random.Random(f"{cfg.seed}/{part}") for part in ("population", "legit", "fraud"))
+        pop_rng, legit_rng, fraud_rng = (
+            random.Random(f"{cfg.seed}/{part}") for part in ("population", "legit", "fraud")
+        )
         with tl.drawing_from(pop_rng):
             population = build_population(tl)
         planner = FraudPlanner(fraud_rng, cfg.fraud_rate)

@@ -8,7 +8,7 @@ as they would from the real connector. Idempotence keeps that order across retri
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import Producer
 
@@ -21,14 +21,17 @@ from fraudgraph.stack.simulator.rows import Row
 
 
 def producer_config(settings: Settings) -> dict:
-    return confluent_config(settings, **{
-        "partitioner": "murmur2_random",  # Java's default partitioner: same key -> same partition as Connect
-        "enable.idempotence": True,
-        "linger.ms": 20,
-        "batch.size": 1_000_000,
-        "compression.type": "lz4",  # the repeated schemas compress ~10x
-        "queue.buffering.max.messages": 500_000,
-    })
+    return confluent_config(
+        settings,
+        **{
+            "partitioner": "murmur2_random",  # Java's default partitioner: same key -> same partition as Connect
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",  # the repeated schemas compress ~10x
+            "queue.buffering.max.messages": 500_000,
+        },
+    )
 
 
 def ensure_topics(settings: Settings) -> None:
@@ -37,8 +40,15 @@ def ensure_topics(settings: Settings) -> None:
     ensure_cdc_topics(settings)
 
 
-def write_kafka(rows: Iterable[Row], settings: Settings, *, batch_rows: int = 200, rate: float | None = None,
-                progress: Callable[[SinkReport], None] | None = None, producer: Producer | None = None) -> SinkReport:
+def write_kafka(
+    rows: Iterable[Row],
+    settings: Settings,
+    *,
+    batch_rows: int = 200,
+    rate: float | None = None,
+    progress: Callable[[SinkReport], None] | None = None,
+    producer: Producer | None = None,
+) -> SinkReport:
     """Produce every row's change event; each ``batch_rows`` rows form one fake source transaction.
     ``rate`` caps payment transactions per second (wall clock)."""
     if producer is None:

@@ -46,29 +46,84 @@ HOSTING_FIRST_OCTETS = (45, 104, 139, 185, 193)
 
 # ISO 18245 category -> (what, median amount in major units, log-normal sigma)
 MCC = {
-    "5411": ("grocery", 35.0, 0.6), "5812": ("restaurant", 28.0, 0.6), "5814": ("fast food", 11.0, 0.4),
-    "5541": ("fuel", 55.0, 0.4), "5732": ("electronics", 180.0, 0.9), "5651": ("clothing", 60.0, 0.7),
-    "5912": ("pharmacy", 18.0, 0.6), "4121": ("taxi", 22.0, 0.5), "5999": ("online shop", 25.0, 0.8),
-    "5815": ("digital goods", 9.0, 0.6), "7011": ("hotel", 140.0, 0.5), "4511": ("airline", 250.0, 0.6),
-    "4900": ("utilities", 80.0, 0.4), "4814": ("telecom", 35.0, 0.3), "6300": ("insurance", 60.0, 0.4),
+    "5411": ("grocery", 35.0, 0.6),
+    "5812": ("restaurant", 28.0, 0.6),
+    "5814": ("fast food", 11.0, 0.4),
+    "5541": ("fuel", 55.0, 0.4),
+    "5732": ("electronics", 180.0, 0.9),
+    "5651": ("clothing", 60.0, 0.7),
+    "5912": ("pharmacy", 18.0, 0.6),
+    "4121": ("taxi", 22.0, 0.5),
+    "5999": ("online shop", 25.0, 0.8),
+    "5815": ("digital goods", 9.0, 0.6),
+    "7011": ("hotel", 140.0, 0.5),
+    "4511": ("airline", 250.0, 0.6),
+    "4900": ("utilities", 80.0, 0.4),
+    "4814": ("telecom", 35.0, 0.3),
+    "6300": ("insurance", 60.0, 0.4),
 }
 EVERYDAY_MCC = ("5411", "5411", "5812", "5814", "5541", "5651", "5912", "4121", "5999", "5815", "5732")
 BILL_MCC = ("4900", "4814", "6300")
 TRAVEL_MCC = ("7011", "5812", "4121", "5411", "5812")
 
-FIRST = ("Olivia", "Noah", "Amelia", "Liam", "Isla", "Lukas", "Emma", "Hugo", "Lucía", "Mateo", "Zofia",
-         "Jakub", "Sophie", "Daan", "Ava", "Ethan", "Chloé", "Jonas", "Maya", "Omar", "Priya", "Chen", "Zoë")
-LAST = ("Smith", "Jones", "Müller", "Schmidt", "Martin", "Bernard", "García", "López", "de Vries",
-        "Nowak", "Kowalski", "Johnson", "Brown", "Patel", "O'Brien", "Wilson", "Rossi", "Khan", "Novak")
+FIRST = (
+    "Olivia",
+    "Noah",
+    "Amelia",
+    "Liam",
+    "Isla",
+    "Lukas",
+    "Emma",
+    "Hugo",
+    "Lucía",
+    "Mateo",
+    "Zofia",
+    "Jakub",
+    "Sophie",
+    "Daan",
+    "Ava",
+    "Ethan",
+    "Chloé",
+    "Jonas",
+    "Maya",
+    "Omar",
+    "Priya",
+    "Chen",
+    "Zoë",
+)
+LAST = (
+    "Smith",
+    "Jones",
+    "Müller",
+    "Schmidt",
+    "Martin",
+    "Bernard",
+    "García",
+    "López",
+    "de Vries",
+    "Nowak",
+    "Kowalski",
+    "Johnson",
+    "Brown",
+    "Patel",
+    "O'Brien",
+    "Wilson",
+    "Rossi",
+    "Khan",
+    "Novak",
+)
 BRANDS = ("Corner", "City", "Green", "Blue", "Royal", "Metro", "Urban", "Golden", "Swift", "Prime", "Nova")
 DEVICE_KINDS = (  # (os, user agent) as a bank's app or web front end would log them
-    ("ios", "BankApp/8.4 (iPhone15,2; iOS 17.5)"), ("ios", "BankApp/8.3 (iPhone13,1; iOS 16.7)"),
-    ("android", "BankApp/8.4 (Pixel 8; Android 14)"), ("android", "BankApp/8.2 (SM-S911B; Android 13)"),
+    ("ios", "BankApp/8.4 (iPhone15,2; iOS 17.5)"),
+    ("ios", "BankApp/8.3 (iPhone13,1; iOS 16.7)"),
+    ("android", "BankApp/8.4 (Pixel 8; Android 14)"),
+    ("android", "BankApp/8.2 (SM-S911B; Android 13)"),
     ("windows", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/126.0"),
     ("macos", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Safari/605.1.15"),
 )
 FRAUD_DEVICE_KINDS = (
-    ("linux", "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/125.0"), ("android", "BankApp/7.9 (generic_x86; Android 11)"),
+    ("linux", "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/125.0"),
+    ("android", "BankApp/7.9 (generic_x86; Android 11)"),
     ("windows", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/118.0"),
 )
 
@@ -138,7 +193,7 @@ def pick_country(rng) -> str:
 def ip_in(rng, country: str) -> str:
     c = COUNTRIES[country]
     if rng.random() < 0.15:
-        return f"{c.ipv6_prefix}:{rng.randrange(1, 0xffff):x}::{rng.randrange(1, 0xffff):x}"
+        return f"{c.ipv6_prefix}:{rng.randrange(1, 0xFFFF):x}::{rng.randrange(1, 0xFFFF):x}"
     return f"{rng.choice(c.ipv4_first_octets)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
 
@@ -160,9 +215,17 @@ def new_device(tl: Timeline, us: int, fraud: bool = False, first_seen_us: int | 
     return tl.device(us, os, ua, first_seen_us)
 
 
-def new_person(tl: Timeline, us: int, country: str, *, kyc: int, phone: str | None = None,
-               created_us: int | None = None, account_kinds: tuple[str, ...] = ("checking",),
-               name: str | None = None) -> Person:
+def new_person(
+    tl: Timeline,
+    us: int,
+    country: str,
+    *,
+    kyc: int,
+    phone: str | None = None,
+    created_us: int | None = None,
+    account_kinds: tuple[str, ...] = ("checking",),
+    name: str | None = None,
+) -> Person:
     """Emit a customer and their accounts at ``us`` (created ``created_us``, default: now)."""
     rng = tl.rng
     cid = tl.new_id("customers")
@@ -171,16 +234,34 @@ def new_person(tl: Timeline, us: int, country: str, *, kyc: int, phone: str | No
     local = unicodedata.normalize("NFKD", f"{first}.{last}").encode("ascii", "ignore").decode().lower()
     email = f"{local.replace(chr(39), '').replace(' ', '')}{cid % 10_000}@{rng.choice(('mail.test', 'inbox.test'))}"
     created = created_us if created_us is not None else us
-    row = {"id": cid, "full_name": full_name, "email": email, "phone": phone, "country": country,
-           "kyc_level": kyc, "created_at": tl.time(created)}
+    row = {
+        "id": cid,
+        "full_name": full_name,
+        "email": email,
+        "phone": phone,
+        "country": country,
+        "kyc_level": kyc,
+        "created_at": tl.time(created),
+    }
     tl.emit(us, "customers", "insert", row)
     person = Person(cid, country, row)
     for kind in account_kinds:
         opened = us if created >= us else min(us, created + rng.randrange(0, 30 * DAY))
         aid = tl.new_id("accounts")
         currency = COUNTRIES[country].currency
-        tl.emit(us, "accounts", "insert", {"id": aid, "customer_id": cid, "kind": kind, "currency": currency,
-                                            "status": "active", "opened_at": tl.time(opened)})
+        tl.emit(
+            us,
+            "accounts",
+            "insert",
+            {
+                "id": aid,
+                "customer_id": cid,
+                "kind": kind,
+                "currency": currency,
+                "status": "active",
+                "opened_at": tl.time(opened),
+            },
+        )
         person.accounts.append(Account(aid, cid, currency))
     return person
 
@@ -197,11 +278,22 @@ def build_population(tl: Timeline) -> Population:
         for mcc in mccs:
             mid = tl.new_id("merchants")
             name = f"{rng.choice(BRANDS)} {MCC[mcc][0].title()} {mid % 1000}"
-            tl.emit(0, "merchants", "insert", {"id": mid, "name": name, "mcc": mcc, "country": country,
-                                               "created_at": tl.time(-rng.randrange(90 * DAY, 3000 * DAY))})
+            tl.emit(
+                0,
+                "merchants",
+                "insert",
+                {
+                    "id": mid,
+                    "name": name,
+                    "mcc": mcc,
+                    "country": country,
+                    "created_at": tl.time(-rng.randrange(90 * DAY, 3000 * DAY)),
+                },
+            )
             merchants_by_country[country].append(Merchant(mid, mcc, country))
-    merchant_weights = {c: list(itertools.accumulate(1 / (i + 1) for i in range(len(ms))))
-                        for c, ms in merchants_by_country.items()}
+    merchant_weights = {
+        c: list(itertools.accumulate(1 / (i + 1) for i in range(len(ms)))) for c, ms in merchants_by_country.items()
+    }
     by_mcc: dict[tuple[str, str], list[Merchant]] = {}
     for ms in merchants_by_country.values():
         rng.shuffle(ms)  # popularity rank independent of category
@@ -209,9 +301,17 @@ def build_population(tl: Timeline) -> Population:
             by_mcc.setdefault((m.country, m.mcc), []).append(m)
 
     # Employers: a few companies whose payroll runs pay many customers at once.
-    employers = [new_person(tl, 0, pick_country(rng), kyc=2, created_us=-rng.randrange(400 * DAY, 5000 * DAY),
-                            name=f"{rng.choice(BRANDS)} {rng.choice(('Ltd', 'GmbH', 'SARL', 'Inc', 'Sp. z o.o.'))}")
-                 for _ in range(max(2, n // 150))]
+    employers = [
+        new_person(
+            tl,
+            0,
+            pick_country(rng),
+            kyc=2,
+            created_us=-rng.randrange(400 * DAY, 5000 * DAY),
+            name=f"{rng.choice(BRANDS)} {rng.choice(('Ltd', 'GmbH', 'SARL', 'Inc', 'Sp. z o.o.'))}",
+        )
+        for _ in range(max(2, n // 150))
+    ]
 
     people: list[Person] = []
     weights: list[float] = []
@@ -222,9 +322,15 @@ def build_population(tl: Timeline) -> Population:
         country = pick_country(rng)
         kinds = ("checking",) if rng.random() < 0.6 else ("checking", rng.choice(("savings", "wallet")))
         created = -rng.randrange(30 * DAY, 3000 * DAY)
-        p = new_person(tl, 0, country, kyc=rng.choices((0, 1, 2), weights=(4, 26, 70))[0],
-                       phone=phone_in(rng, country) if rng.random() < 0.9 else None,
-                       created_us=created, account_kinds=kinds)
+        p = new_person(
+            tl,
+            0,
+            country,
+            kyc=rng.choices((0, 1, 2), weights=(4, 26, 70))[0],
+            phone=phone_in(rng, country) if rng.random() < 0.9 else None,
+            created_us=created,
+            account_kinds=kinds,
+        )
         # Households share a home IP; families share a tablet: legitimate sharing the model must tolerate.
         if household_ip and rng.random() < 0.12:
             p.ips.append(household_ip)

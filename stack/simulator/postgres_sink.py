@@ -9,7 +9,7 @@ round trip per group, not per row). Only parameters carry data; table and column
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import psycopg
 from psycopg import sql
@@ -25,12 +25,15 @@ def _statements() -> dict[tuple[str, str], sql.Composed]:
     for table, columns in TABLES.items():
         names = [c.name for c in columns]
         out[table, "insert"] = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)),
-            sql.SQL(", ").join(sql.Placeholder() * len(names)))
+            sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, names)),
+            sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        )
         out[table, "update"] = sql.SQL("UPDATE {} SET {} WHERE {} = %s").format(
             sql.Identifier(table),
             sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(n)) for n in names[1:]),
-            sql.Identifier(names[0]))
+            sql.Identifier(names[0]),
+        )
     return out
 
 
@@ -45,15 +48,22 @@ def next_free_id_base(dsn: str) -> int:
     """An id_base above every BIGINT id already in the database (rounded up to a block of a
     million), so a run never collides with earlier runs or the demo's rows."""
     tables = [t for t, cols in TABLES.items() if cols[0].sql_type == "bigint"]
-    query = sql.SQL("SELECT GREATEST({})").format(sql.SQL(", ").join(
-        sql.SQL("(SELECT COALESCE(MAX(id), 0) FROM {})").format(sql.Identifier(t)) for t in tables))
+    query = sql.SQL("SELECT GREATEST({})").format(
+        sql.SQL(", ").join(sql.SQL("(SELECT COALESCE(MAX(id), 0) FROM {})").format(sql.Identifier(t)) for t in tables)
+    )
     with psycopg.connect(dsn) as conn:
         highest = conn.execute(query).fetchone()[0]
     return (highest // ID_BLOCK + 1) * ID_BLOCK
 
 
-def write_postgres(rows: Iterable[Row], dsn: str, *, batch_rows: int = 200, rate: float | None = None,
-                   progress: Callable[[SinkReport], None] | None = None) -> SinkReport:
+def write_postgres(
+    rows: Iterable[Row],
+    dsn: str,
+    *,
+    batch_rows: int = 200,
+    rate: float | None = None,
+    progress: Callable[[SinkReport], None] | None = None,
+) -> SinkReport:
     """Insert/update ``rows`` in order; ``rate`` caps payment transactions per second (wall clock)."""
     if not 1 <= batch_rows <= 10_000:
         raise ValueError("batch_rows must be in 1..10000")
@@ -71,8 +81,9 @@ def write_postgres(rows: Iterable[Row], dsn: str, *, batch_rows: int = 200, rate
                 start = 0
                 for i in range(1, len(batch) + 1):  # one executemany per run of same table and op
                     if i == len(batch) or (batch[i].table, batch[i].op) != (batch[start].table, batch[start].op):
-                        cur.executemany(statements[batch[start].table, batch[start].op],
-                                        [_params(r) for r in batch[start:i]])
+                        cur.executemany(
+                            statements[batch[start].table, batch[start].op], [_params(r) for r in batch[start:i]]
+                        )
                         start = i
             conn.commit()
             for r in batch:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from hashlib import blake2b
-from typing import Iterator
 
 from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.stack.simulator.rows import TABLES, GroundTruth, Row
@@ -81,30 +81,83 @@ class Timeline:
         """A new device row; its id is a fingerprint-like hex string unique to this run's id_base."""
         self._devices += 1
         fid = blake2b(f"{self.config.id_base}/{self._devices}".encode(), digest_size=10).hexdigest()
-        self.emit(us, "devices", "insert", {"id": fid, "os": os, "user_agent": user_agent,
-                                            "first_seen": self.time(us if first_seen_us is None else first_seen_us)})
+        self.emit(
+            us,
+            "devices",
+            "insert",
+            {
+                "id": fid,
+                "os": os,
+                "user_agent": user_agent,
+                "first_seen": self.time(us if first_seen_us is None else first_seen_us),
+            },
+        )
         return fid
 
     def login(self, us: int, customer_id: int, device: str | None, ip: str, success: bool = True) -> None:
-        self.emit(us, "logins", "insert", {"id": self.new_id("logins"), "customer_id": customer_id,
-                                           "device_id": device, "ip": ip, "success": success, "at": self.time(us)})
+        self.emit(
+            us,
+            "logins",
+            "insert",
+            {
+                "id": self.new_id("logins"),
+                "customer_id": customer_id,
+                "device_id": device,
+                "ip": ip,
+                "success": success,
+                "at": self.time(us),
+            },
+        )
 
     def profile_change(self, us: int, customer_id: int, field: str, device: str | None, ip: str | None) -> None:
-        self.emit(us, "profile_changes", "insert", {"id": self.new_id("profile_changes"), "customer_id": customer_id,
-                                                    "field": field, "device_id": device, "ip": ip, "at": self.time(us)})
+        self.emit(
+            us,
+            "profile_changes",
+            "insert",
+            {
+                "id": self.new_id("profile_changes"),
+                "customer_id": customer_id,
+                "field": field,
+                "device_id": device,
+                "ip": ip,
+                "at": self.time(us),
+            },
+        )
 
-    def transaction(self, us: int, account: Account, kind: str, cents: int, *, merchant: int | None = None,
-                    counterparty: int | None = None, device: str | None = None, ip: str | None = None,
-                    currency: str | None = None, pattern: str | None = None, decline_p: float = 0.02) -> int:
+    def transaction(
+        self,
+        us: int,
+        account: Account,
+        kind: str,
+        cents: int,
+        *,
+        merchant: int | None = None,
+        counterparty: int | None = None,
+        device: str | None = None,
+        ip: str | None = None,
+        currency: str | None = None,
+        pattern: str | None = None,
+        decline_p: float = 0.02,
+    ) -> int:
         """Insert a pending transaction, update it to its final status a few seconds later, and
         record its label (plus, for fraud, the delayed report that is the engine's only ground truth)."""
         rng = self.rng
         tid = self.new_id("transactions")
         at = self.time(us)
-        values = {"id": tid, "account_id": account.id, "kind": kind, "amount": Decimal(max(cents, 1)).scaleb(-2),
-                  "currency": currency or account.currency, "merchant_id": merchant,
-                  "counterparty_account_id": counterparty, "device_id": device, "ip": ip, "status": "pending",
-                  "created_at": at, "updated_at": at}
+        values = {
+            "id": tid,
+            "account_id": account.id,
+            "kind": kind,
+            "amount": Decimal(max(cents, 1)).scaleb(-2),
+            "currency": currency or account.currency,
+            "merchant_id": merchant,
+            "counterparty_account_id": counterparty,
+            "device_id": device,
+            "ip": ip,
+            "status": "pending",
+            "created_at": at,
+            "updated_at": at,
+        }
         self.emit(us, "transactions", "insert", values)
         declined = rng.random() < decline_p
         final = "declined" if declined else "authorized" if kind == "card_payment" else "settled"
@@ -127,5 +180,14 @@ class Timeline:
         # Log-uniform delay: most reports come early in the window, a long tail comes much later.
         delay = math.exp(self.rng.uniform(math.log(self._report_lo), math.log(self._report_hi)))
         at_us = us + max(int(delay * SECOND), math.ceil(self._report_lo * SECOND))
-        self.emit(at_us, "fraud_reports", "insert", {"id": self.new_id("fraud_reports"), "transaction_id": transaction_id,
-                                                     "kind": kind, "reported_at": self.time(at_us)})
+        self.emit(
+            at_us,
+            "fraud_reports",
+            "insert",
+            {
+                "id": self.new_id("fraud_reports"),
+                "transaction_id": transaction_id,
+                "kind": kind,
+                "reported_at": self.time(at_us),
+            },
+        )

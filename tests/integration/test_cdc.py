@@ -1,30 +1,35 @@
 """Debezium captures INSERT, UPDATE and DELETE on the bank's PostgreSQL into Kafka."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
-
 from conftest import debezium_payload
 
 
 def test_insert_update_delete_arrive_as_change_events(stack, topic_reader):
     reader = topic_reader(stack.cdc_topic("transactions"), from_now=True)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with psycopg.connect(stack.pg_dsn()) as conn:
         base = conn.execute("SELECT coalesce(max(id), 0) + 1000 FROM transactions").fetchone()[0]
         cust, acct, tx = base, base, base
-        conn.execute("INSERT INTO customers VALUES (%s,'CDC Test','cdc@example.com',NULL,'GB',1,%s) ON CONFLICT DO NOTHING", [cust, now])
-        conn.execute("INSERT INTO accounts VALUES (%s,%s,'checking','GBP','active',%s) ON CONFLICT DO NOTHING", [acct, cust, now])
+        conn.execute(
+            "INSERT INTO customers VALUES (%s,'CDC Test','cdc@example.com',NULL,'GB',1,%s) ON CONFLICT DO NOTHING",
+            [cust, now],
+        )
+        conn.execute(
+            "INSERT INTO accounts VALUES (%s,%s,'checking','GBP','active',%s) ON CONFLICT DO NOTHING", [acct, cust, now]
+        )
         conn.execute(
             "INSERT INTO transactions (id, account_id, kind, amount, currency, status, created_at, updated_at)"
-            " VALUES (%s,%s,'transfer',123.45,'GBP','pending',%s,%s)", [tx, acct, now, now])
+            " VALUES (%s,%s,'transfer',123.45,'GBP','pending',%s,%s)",
+            [tx, acct, now, now],
+        )
         conn.commit()
         conn.execute("UPDATE transactions SET status='settled' WHERE id=%s", [tx])
         conn.commit()
         conn.execute("DELETE FROM transactions WHERE id=%s", [tx])
         conn.commit()
-
 
     def mine(msgs):
         out = []

@@ -16,8 +16,7 @@ def test_every_simulated_transaction_arrives_decoded_in_per_key_order(stack, top
         before_max = conn.execute("SELECT coalesce(max(id), 0) FROM transactions").fetchone()[0]
     report = simulate(stack, mode="postgres", customers=100, duration_s=3 * 3600, fraud_rate=0.05, seed=11)
     with psycopg.connect(stack.pg_dsn()) as conn:
-        written = dict(conn.execute(
-            "SELECT id, status FROM transactions WHERE id > %s", [before_max]).fetchall())
+        written = dict(conn.execute("SELECT id, status FROM transactions WHERE id > %s", [before_max]).fetchall())
     assert len(written) == report.rows["transactions"]["insert"] > 50
 
     events: list = []  # (partition, event) of this run's transactions, decoded once each

@@ -8,8 +8,10 @@ import sys
 import time
 import uuid
 
-from fraudgraph.models.recs_registry import RecsRegistry
+from conftest import ID_SPAN, TopicReader, read_scores
+
 from fraudgraph.models.recs_fit import fit_recommender
+from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_train import RecsConfig
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator import daytime_start, simulate
@@ -17,34 +19,48 @@ from fraudgraph.streams import replay as rp
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import ID_SPAN, TopicReader, read_scores
-
 K = 3
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fraudgraph.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fraudgraph.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_score_recommend_and_alerts_from_the_shell(stack, worker_process, tmp_path):
     run = uuid.uuid4().hex[:8]
-    env = {"FRAUDGRAPH_TOPIC_PREFIX": f"cli{run}", "FRAUDGRAPH_WORKER_ID": f"test-cli-{run}",
-           "FRAUDGRAPH_MODEL_DIR": str(tmp_path / "models"), "FRAUDGRAPH_MODEL_RELOAD_S": "1",
-           **{f"FRAUDGRAPH_{name.upper()}": f"test.{name}.{run}" for name in (
-               "scores_topic", "alerts_topic", "score_requests_topic", "score_replies_topic",
-               "recs_requests_topic", "recs_replies_topic")}}
+    env = {
+        "FRAUDGRAPH_TOPIC_PREFIX": f"cli{run}",
+        "FRAUDGRAPH_WORKER_ID": f"test-cli-{run}",
+        "FRAUDGRAPH_MODEL_DIR": str(tmp_path / "models"),
+        "FRAUDGRAPH_MODEL_RELOAD_S": "1",
+        **{
+            f"FRAUDGRAPH_{name.upper()}": f"test.{name}.{run}"
+            for name in (
+                "scores_topic",
+                "alerts_topic",
+                "score_requests_topic",
+                "score_replies_topic",
+                "recs_requests_topic",
+                "recs_replies_topic",
+            )
+        },
+    }
     shell = dict(os.environ, FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap, **env)
     settings = load_settings(shell)
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
     worker = worker_process(**env)
 
-    report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.2, seed=33,
-                      start=daytime_start())
+    report = simulate(
+        settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.2, seed=33, start=daytime_start()
+    )
     base, n = report.config.id_base, report.rows["transactions"]["insert"]
     reader = TopicReader(stack, settings.scores_topic)
     try:
-        scores = {json.loads(m.value())["transaction_id"]: json.loads(m.value()) for m in read_scores(reader, base, n, 180)}
+        scores = {
+            json.loads(m.value())["transaction_id"]: json.loads(m.value()) for m in read_scores(reader, base, n, 180)
+        }
     finally:
         reader.close()
     alerted = {tx for tx, s in scores.items() if s["decision"] != "approve"}
@@ -77,8 +93,10 @@ def test_score_recommend_and_alerts_from_the_shell(stack, worker_process, tmp_pa
         assert time.monotonic() < deadline, recs.stderr
         time.sleep(1)
     assert recs.stdout.count(" merchant ") == K
-    print(f"\n$ fraudgraph score --transaction {tx}\n{shown.stdout}$ fraudgraph recommend --account "
-          f"{record['account_id']} --k {K}\n{recs.stdout}")
+    print(
+        f"\n$ fraudgraph score --transaction {tx}\n{shown.stdout}$ fraudgraph recommend --account "
+        f"{record['account_id']} --k {K}\n{recs.stdout}"
+    )
 
     worker["proc"].terminate()
     worker["proc"].wait(60)

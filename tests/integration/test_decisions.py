@@ -8,10 +8,10 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+from conftest import TopicReader, isolated_run, read_scores, scored_ids
+
 from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.policy import DEFAULT_POLICY_FILE
-
-from conftest import TopicReader, isolated_run, read_scores, scored_ids
 
 # Pattern -> the rule reasons that should catch it (no model: rules alone). Synthetic identities
 # share a phone and devices across "different people"; once one of them is reported, the others
@@ -29,14 +29,22 @@ EXPECTED = {
 # (its rules need several identities seen together; the model is meant to catch the rest).
 # Measured on this run (paced, rules alone): card testing .59, takeover 1.0, mule .55, synthetic .60,
 # colluding .71; legit carrying a pattern's reasons <= .05.
-MIN_CAUGHT = {"card_testing": 0.45, "account_takeover": 0.8, "mule_ring": 0.4, "synthetic_identity": 0.4,
-              "colluding_merchant": 0.5}
+MIN_CAUGHT = {
+    "card_testing": 0.45,
+    "account_takeover": 0.8,
+    "mule_ring": 0.4,
+    "synthetic_identity": 0.4,
+    "colluding_merchant": 0.5,
+}
 MAX_LEGIT = 0.1  # share of legitimate transactions carrying any of a pattern's reasons
 
 
 def records_by_tx(messages, base):
-    return {r["transaction_id"]: r for r in (json.loads(m.value()) for m in messages)
-            if base <= r["transaction_id"] < base + 10**9}
+    return {
+        r["transaction_id"]: r
+        for r in (json.loads(m.value()) for m in messages)
+        if base <= r["transaction_id"] < base + 10**9
+    }
 
 
 def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, tmp_path):
@@ -47,7 +55,16 @@ def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, t
         worker_process(**env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"))
         # Paced, as a live change stream is: at full speed the worker would read a backlog whose
         # topics (profile changes, transactions) interleave arbitrarily, not in event time.
-        report = simulate(settings, mode="kafka", customers=300, duration_s=4 * 3600, fraud_rate=0.15, seed=1, rate=60, start=daytime_start())
+        report = simulate(
+            settings,
+            mode="kafka",
+            customers=300,
+            duration_s=4 * 3600,
+            fraud_rate=0.15,
+            seed=1,
+            rate=60,
+            start=daytime_start(),
+        )
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         records = records_by_tx(read_scores(scores, base, n, timeout=240), base)
     finally:
@@ -59,11 +76,14 @@ def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, t
     by_pattern = defaultdict(list)
     for tx, c in codes.items():
         by_pattern[report.truth.labels.get(tx, "legit")].append(c)
-    caught = {p: sum(bool(c & EXPECTED[p]) for c in by_pattern[p]) / len(by_pattern[p])
-              for p in EXPECTED if by_pattern[p]}
+    caught = {
+        p: sum(bool(c & EXPECTED[p]) for c in by_pattern[p]) / len(by_pattern[p]) for p in EXPECTED if by_pattern[p]
+    }
     legit = {p: sum(bool(c & EXPECTED[p]) for c in by_pattern["legit"]) / len(by_pattern["legit"]) for p in EXPECTED}
-    print(f"\ncaught by expected reason: {caught}\nlegit with those reasons: {legit}\n"
-          f"fraud by pattern: { {p: len(v) for p, v in by_pattern.items()} }")
+    print(
+        f"\ncaught by expected reason: {caught}\nlegit with those reasons: {legit}\n"
+        f"fraud by pattern: { {p: len(v) for p, v in by_pattern.items()} }"
+    )
     assert set(caught) == set(EXPECTED), "every pattern must occur in the run"
     for pattern, share in caught.items():
         assert share >= MIN_CAUGHT[pattern], f"{pattern}: only {share:.0%} carry {EXPECTED[pattern]}"
@@ -83,20 +103,40 @@ def write_policy(path, text: str) -> float:
 def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
     env, settings = isolated_run(stack, "policy")
     default = DEFAULT_POLICY_FILE.read_text()
-    assert 'version = "default-1"' in default and '[rules.velocity]  # card testing, scripted abuse\naction = "review"' in default
+    assert (
+        'version = "default-1"' in default
+        and '[rules.velocity]  # card testing, scripted abuse\naction = "review"' in default
+    )
     policy = tmp_path / "policy.toml"
     write_policy(policy, default.replace('version = "default-1"', 'version = "test-1"'))
     new = default.replace('version = "default-1"', 'version = "test-2"').replace(
         '[rules.velocity]  # card testing, scripted abuse\naction = "review"',
-        '[rules.velocity]  # card testing, scripted abuse\naction = "block"')
-    invalid = default.replace('version = "default-1"', 'version = "test-bad"').replace("review_at = 0.7", "review_at = 2.0")
+        '[rules.velocity]  # card testing, scripted abuse\naction = "block"',
+    )
+    invalid = default.replace('version = "default-1"', 'version = "test-bad"').replace(
+        "review_at = 0.7", "review_at = 2.0"
+    )
 
     scores = TopicReader(stack, settings.scores_topic)
     try:
-        worker = worker_process(**env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"), FRAUDGRAPH_POLICY_FILE=str(policy))
+        worker = worker_process(
+            **env, FRAUDGRAPH_MODEL_DIR=str(tmp_path / "no-models"), FRAUDGRAPH_POLICY_FILE=str(policy)
+        )
         run = {}
-        traffic = threading.Thread(target=lambda: run.update(report=simulate(
-            settings, mode="kafka", customers=100, duration_s=3 * 3600, rate=40, fraud_rate=0.1, seed=4, start=daytime_start())))
+        traffic = threading.Thread(
+            target=lambda: run.update(
+                report=simulate(
+                    settings,
+                    mode="kafka",
+                    customers=100,
+                    duration_s=3 * 3600,
+                    rate=40,
+                    fraud_rate=0.1,
+                    seed=4,
+                    start=daytime_start(),
+                )
+            )
+        )
         traffic.start()
         messages = scores.read_until(lambda ms: len(ms) >= 150, timeout=120)
         invalid_at = write_policy(policy, invalid)
@@ -137,9 +177,14 @@ def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
 
     # The new policy is the one deciding: a velocity hit blocks under test-2, reviews under test-1.
     def velocity_decisions(version):
-        return Counter(r["decision"] for _, r in records if r["policy_version"] == version
-                       and {x["code"] for x in r["reasons"]} & {"velocity"}
-                       and not {x["code"] for x in r["reasons"]} & {"rules_combined", "deny_list"})
+        return Counter(
+            r["decision"]
+            for _, r in records
+            if r["policy_version"] == version
+            and {x["code"] for x in r["reasons"]} & {"velocity"}
+            and not {x["code"] for x in r["reasons"]} & {"rules_combined", "deny_list"}
+        )
+
     assert set(velocity_decisions("test-2")) <= {"block"}
     assert set(velocity_decisions("test-1")) <= {"review"}
     assert velocity_decisions("test-1") or velocity_decisions("test-2"), "no velocity hit at all: nothing shown"

@@ -32,9 +32,11 @@ def test_the_demo_shows_the_main_job(stack, tmp_path):
     assert re.search(r"ALERT (REVIEW|BLOCK) +tx \d+ score [\d.]+ +\w+: ", alert)  # a reason code and its detail
     score_reply = lines[lines.index(next(x for x in lines if x.startswith("$ fraudgraph score"))) + 1]
     assert re.match(r"transaction \d+ \(account \d+\): (REVIEW|BLOCK)", score_reply)
-    recs_reply = lines[lines.index(next(x for x in lines if x.startswith("$ fraudgraph recommend"))) + 1:]
+    recs_reply = lines[lines.index(next(x for x in lines if x.startswith("$ fraudgraph recommend"))) + 1 :]
     recs_reply = [x for x in recs_reply if not x.startswith("(")]  # the note on a demo-trained recommender
     assert recs_reply[0].startswith("account ") and recs_reply[1].strip().startswith("1. merchant ")
-    assert re.search(r"this run: (\d+) of \1 payments decided, \d+ fraudulent, \d+ alerted: recall \d+%, precision \d+%", text)
+    assert re.search(
+        r"this run: (\d+) of \1 payments decided, \d+ fraudulent, \d+ alerted: recall \d+%, precision \d+%", text
+    )
     assert "MATCH (t:Transaction {id: " in text
     assert not demo_children()  # the demo's worker (and its graph sink) stopped

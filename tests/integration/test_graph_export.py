@@ -25,13 +25,16 @@ def test_export_until_ms_sees_only_the_past_and_no_tombstones(stack):
         return f.pos(ts_ms=t + ms)
 
     events = [
-        f.customer(1, position=at(0)), f.account(10, 1, position=at(1)), f.merchant(20, position=at(2)),
+        f.customer(1, position=at(0)),
+        f.account(10, 1, position=at(1)),
+        f.merchant(20, position=at(2)),
         f.device(30, position=at(3)),
-        f.card_payment(40, 10, 20, device=30, ip=1, position=at(10)),   # before the cut
-        f.card_payment(41, 10, 20, position=at(100)),                   # after the cut
+        f.card_payment(40, 10, 20, device=30, ip=1, position=at(10)),  # before the cut
+        f.card_payment(41, 10, 20, position=at(100)),  # after the cut
         f.login(50, 1, 30, 1, position=at(11)),
-        f.fraud_report(70, 40, position=at(200)),                       # label arrives after the cut
-        f.customer(2, position=at(5)), f.delete("customer", 2, position=at(6)),  # deleted before the cut
+        f.fraud_report(70, 40, position=at(200)),  # label arrives after the cut
+        f.customer(2, position=at(5)),
+        f.delete("customer", 2, position=at(6)),  # deleted before the cut
     ]
 
     async def write():
@@ -49,11 +52,18 @@ def test_export_until_ms_sees_only_the_past_and_no_tombstones(stack):
             driver.execute_query(
                 "MATCH (n) WHERE ((n:Customer OR n:Account OR n:Merchant OR n:Transaction) AND n.id >= $lo AND n.id < $hi) "
                 "OR (n:Device AND n.id STARTS WITH $dev) OR (n:IP AND n.address ENDS WITH $ip) DETACH DELETE n",
-                lo=base, hi=base + 10**8, dev=f"dev-{base}-", ip=f"|{base}")
+                lo=base,
+                hi=base + 10**8,
+                dev=f"dev-{base}-",
+                ip=f"|{base}",
+            )
 
     def ours(sub, label):
-        return {k: p for k, p in zip(sub.node_keys[label], sub.node_props[label])
-                if (isinstance(k, int) and base <= k < base + 10**8) or (isinstance(k, str) and str(base) in k)}
+        return {
+            k: p
+            for k, p in zip(sub.node_keys[label], sub.node_props[label])
+            if (isinstance(k, int) and base <= k < base + 10**8) or (isinstance(k, str) and str(base) in k)
+        }
 
     assert set(ours(past, "Transaction")) == {f.id(40)}
     assert set(ours(now, "Transaction")) == {f.id(40), f.id(41)}

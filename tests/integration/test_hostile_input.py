@@ -28,7 +28,11 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
+from conftest import TopicReader, cdc_topics, end_offset, scrape
+from hostile import JSON_VALUES, damaged_bytes, dumps, mutated_envelopes, recs_requests, requests
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.decoder import REASONS, DecodeError, Tombstone, decode
@@ -38,9 +42,6 @@ from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, end_offset, scrape
-from hostile import JSON_VALUES, damaged_bytes, dumps, mutated_envelopes, recs_requests, requests
-
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MAPPING = load_mapping()
 N_CDC, N_REQUESTS, N_RECS = 300, 100, 60
@@ -48,7 +49,7 @@ MAX_SENT_BYTES = 900_000  # producer and broker stop at ~1 MB; bigger messages a
 RSS_GROWTH_LIMIT_MIB = 256
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "precise-schema"
 HOSTILE = {
-    "full_name": "Robert'}) DETACH DELETE n // \"},{\"admin\":true}",
+    "full_name": 'Robert\'}) DETACH DELETE n // "},{"admin":true}',
     "email": '"},{"admin":true,"x":"$param"}@example.test',
     "device": "dev-`Device`-$param-x'}) MATCH (n) DETACH DELETE n //",
     "ip": "10.0.0.1'}) MATCH (n) SET n.pwned = true //",
@@ -61,8 +62,14 @@ def generated(strategy, n: int) -> list:
     """``n`` examples of a strategy, the same on every run (derandomised, no example database)."""
     out: list = []
 
-    @hsettings(max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
-               suppress_health_check=list(HealthCheck))
+    @hsettings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def gather(example):
         out.append(example)
@@ -79,10 +86,15 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 def own_topics(run: str) -> dict[str, str]:
     """Environment giving a worker its own output, dead-letter and query topics."""
-    return {"FRAUDGRAPH_SCORES_TOPIC": f"hostile.scores.{run}", "FRAUDGRAPH_ALERTS_TOPIC": f"hostile.alerts.{run}",
-            "FRAUDGRAPH_DEAD_LETTER_TOPIC": f"hostile.dlq.{run}", "FRAUDGRAPH_SCORE_REQUESTS_TOPIC": f"hostile.requests.{run}",
-            "FRAUDGRAPH_SCORE_REPLIES_TOPIC": f"hostile.replies.{run}", "FRAUDGRAPH_RECS_REQUESTS_TOPIC": f"hostile.recs-requests.{run}",
-            "FRAUDGRAPH_RECS_REPLIES_TOPIC": f"hostile.recs-replies.{run}"}
+    return {
+        "FRAUDGRAPH_SCORES_TOPIC": f"hostile.scores.{run}",
+        "FRAUDGRAPH_ALERTS_TOPIC": f"hostile.alerts.{run}",
+        "FRAUDGRAPH_DEAD_LETTER_TOPIC": f"hostile.dlq.{run}",
+        "FRAUDGRAPH_SCORE_REQUESTS_TOPIC": f"hostile.requests.{run}",
+        "FRAUDGRAPH_SCORE_REPLIES_TOPIC": f"hostile.replies.{run}",
+        "FRAUDGRAPH_RECS_REQUESTS_TOPIC": f"hostile.recs-requests.{run}",
+        "FRAUDGRAPH_RECS_REPLIES_TOPIC": f"hostile.recs-replies.{run}",
+    }
 
 
 def neo4j_env(secured) -> dict[str, str]:
@@ -107,8 +119,13 @@ def injection_envelopes(prefix: str, base: int) -> tuple[list[tuple[str, bytes, 
         "accounts.c": {"id": ids["account"], "customer_id": ids["customer"]},
         "merchants.c": {"id": ids["merchant"], "name": strings["merchant"]},
         "devices.c": {"id": strings["device"], "user_agent": strings["user_agent"]},
-        "transactions.c": {"id": ids["transaction"], "account_id": ids["account"], "merchant_id": ids["merchant"],
-                           "device_id": strings["device"], "ip": strings["ip"]},
+        "transactions.c": {
+            "id": ids["transaction"],
+            "account_id": ids["account"],
+            "merchant_id": ids["merchant"],
+            "device_id": strings["device"],
+            "ip": strings["ip"],
+        },
     }
     out = []
     for stem, after in rows.items():
@@ -130,7 +147,8 @@ def read_back(secured, ids: dict) -> dict:
             "OPTIONAL MATCH (t)-[:FROM_IP]->(ip:IP) "
             "RETURN c.full_name AS full_name, c.email AS email, m.name AS merchant, d.id AS device, "
             "d.user_agent AS user_agent, ip.address AS ip",
-            tx=ids["transaction"]).records
+            tx=ids["transaction"],
+        ).records
     return records[0].data() if records else {}
 
 
@@ -138,34 +156,48 @@ def read_back(secured, ids: dict) -> dict:
 # 1. A live worker under hostile traffic
 # ---------------------------------------------------------------------------------------------
 
+
 def test_live_worker_under_fuzzed_cdc_and_queries_loses_nothing_and_answers_everything(
-        stack, worker_process, secured_neo4j):
+    stack, worker_process, secured_neo4j
+):
     run = uuid.uuid4().hex[:8]
     prefix = f"hostile{run}"
-    env = {"FRAUDGRAPH_TOPIC_PREFIX": prefix, "FRAUDGRAPH_WORKER_ID": f"test-hostile-{run}",
-           **own_topics(run), **neo4j_env(secured_neo4j)}
-    settings = stack.replace(topic_prefix=prefix, worker_id=env["FRAUDGRAPH_WORKER_ID"],
-                             dead_letter_topic=env["FRAUDGRAPH_DEAD_LETTER_TOPIC"],
-                             score_requests_topic=env["FRAUDGRAPH_SCORE_REQUESTS_TOPIC"],
-                             score_replies_topic=env["FRAUDGRAPH_SCORE_REPLIES_TOPIC"],
-                             scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"], alerts_topic=env["FRAUDGRAPH_ALERTS_TOPIC"],
-                             recs_requests_topic=env["FRAUDGRAPH_RECS_REQUESTS_TOPIC"],
-                             recs_replies_topic=env["FRAUDGRAPH_RECS_REPLIES_TOPIC"])
+    env = {
+        "FRAUDGRAPH_TOPIC_PREFIX": prefix,
+        "FRAUDGRAPH_WORKER_ID": f"test-hostile-{run}",
+        **own_topics(run),
+        **neo4j_env(secured_neo4j),
+    }
+    settings = stack.replace(
+        topic_prefix=prefix,
+        worker_id=env["FRAUDGRAPH_WORKER_ID"],
+        dead_letter_topic=env["FRAUDGRAPH_DEAD_LETTER_TOPIC"],
+        score_requests_topic=env["FRAUDGRAPH_SCORE_REQUESTS_TOPIC"],
+        score_replies_topic=env["FRAUDGRAPH_SCORE_REPLIES_TOPIC"],
+        scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
+        alerts_topic=env["FRAUDGRAPH_ALERTS_TOPIC"],
+        recs_requests_topic=env["FRAUDGRAPH_RECS_REQUESTS_TOPIC"],
+        recs_replies_topic=env["FRAUDGRAPH_RECS_REPLIES_TOPIC"],
+    )
     ensure_topics(settings, worker_topics(settings))
     topics = cdc_topics(settings)
 
     # The hostile set: generated before the worker starts, identical on every run.
     on_our_topic = st.sampled_from(topics)
-    cdc = generated(st.one_of(
-        mutated_envelopes().map(lambda c: (c[0].replace("bank.", f"{prefix}.", 1), c[1], c[3])),
-        damaged_bytes().map(lambda c: (c[0].replace("bank.", f"{prefix}.", 1), c[1], c[3])),
-        st.tuples(on_our_topic, st.binary(max_size=2000), st.none() | st.binary(max_size=40)),
-        st.tuples(on_our_topic, JSON_VALUES.map(dumps), st.none() | st.binary(max_size=40)),
-    ), N_CDC)
+    cdc = generated(
+        st.one_of(
+            mutated_envelopes().map(lambda c: (c[0].replace("bank.", f"{prefix}.", 1), c[1], c[3])),
+            damaged_bytes().map(lambda c: (c[0].replace("bank.", f"{prefix}.", 1), c[1], c[3])),
+            st.tuples(on_our_topic, st.binary(max_size=2000), st.none() | st.binary(max_size=40)),
+            st.tuples(on_our_topic, JSON_VALUES.map(dumps), st.none() | st.binary(max_size=40)),
+        ),
+        N_CDC,
+    )
     base = random.randrange(10**12, 9 * 10**12, 10**8)
     injections, injected = injection_envelopes(prefix, base)
     cdc = [c for c in cdc if c[1] is None or len(c[1]) <= MAX_SENT_BYTES] + injections
     assert all(expected_outcome(t, v, k, stack.decimal_handling_mode) == "event" for t, v, k in injections)
+
     def sendable(raws):
         return [r for r in raws if r is None or len(r) <= MAX_SENT_BYTES]
 
@@ -188,6 +220,7 @@ def test_live_worker_under_fuzzed_cdc_and_queries_loses_nothing_and_answers_ever
                 failed.append(err)
             elif i is not None:
                 positions[i] = (msg.topic(), msg.partition(), msg.offset())
+
         return callback
 
     for i, (topic, value, key) in enumerate(cdc):
@@ -263,8 +296,9 @@ def test_live_worker_under_fuzzed_cdc_and_queries_loses_nothing_and_answers_ever
     assert Counter(m.key() for m in recs_replies) == reply_keys(rec_requests, "r")  # request_id read by the same rules
     for m in score_replies + recs_replies:
         reply = orjson.loads(m.value())
-        assert reply["status"] == "ok" or (reply["status"] in {"not_found", "invalid_request", "model_unavailable"}
-                                           and reply["error"]), reply
+        assert reply["status"] == "ok" or (
+            reply["status"] in {"not_found", "invalid_request", "model_unavailable"} and reply["error"]
+        ), reply
 
     # The graph stage consumed everything (its offsets are committed only after Neo4j has the events).
     group = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": graph_group(settings)})
@@ -285,15 +319,23 @@ def test_live_worker_under_fuzzed_cdc_and_queries_loses_nothing_and_answers_ever
     # NUL bytes and injection text arrived in Neo4j verbatim.
     got = read_back(secured_neo4j, injected["ids"])
     strings = injected["strings"]
-    assert got == {"full_name": strings["full_name"], "email": strings["email"], "merchant": strings["merchant"],
-                   "device": strings["device"], "user_agent": strings["user_agent"], "ip": strings["ip"]}
+    assert got == {
+        "full_name": strings["full_name"],
+        "email": strings["email"],
+        "merchant": strings["merchant"],
+        "device": strings["device"],
+        "user_agent": strings["user_agent"],
+        "ip": strings["ip"],
+    }
 
     rss_after, peak = rss_mib(worker["proc"].pid)
     assert worker["proc"].poll() is None, "the worker must still be running"
-    print(f"\nhostile input: {len(cdc)} CDC messages ({dict(outcomes)}), {len(others)} processing errors, "
-          f"lost {lost}; {len(score_requests)} score + {len(rec_requests)} recommendation requests, "
-          f"{len(score_replies)} + {len(recs_replies)} replies; worker RSS {rss_before:.0f} -> {rss_after:.0f} MiB "
-          f"(peak {peak:.0f} MiB)")
+    print(
+        f"\nhostile input: {len(cdc)} CDC messages ({dict(outcomes)}), {len(others)} processing errors, "
+        f"lost {lost}; {len(score_requests)} score + {len(rec_requests)} recommendation requests, "
+        f"{len(score_replies)} + {len(recs_replies)} replies; worker RSS {rss_before:.0f} -> {rss_after:.0f} MiB "
+        f"(peak {peak:.0f} MiB)"
+    )
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_MIB
 
 
@@ -301,11 +343,15 @@ def test_live_worker_under_fuzzed_cdc_and_queries_loses_nothing_and_answers_ever
 # 2. Injection-looking strings through PostgreSQL, Debezium, Kafka, the worker and Neo4j
 # ---------------------------------------------------------------------------------------------
 
+
 def test_injection_strings_round_trip_verbatim_through_the_real_pipeline(stack, worker_process, secured_neo4j):
     run = uuid.uuid4().hex[:8]
     env = {**own_topics(run), **neo4j_env(secured_neo4j)}
-    out = stack.replace(scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"], score_requests_topic=env["FRAUDGRAPH_SCORE_REQUESTS_TOPIC"],
-                        score_replies_topic=env["FRAUDGRAPH_SCORE_REPLIES_TOPIC"])
+    out = stack.replace(
+        scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
+        score_requests_topic=env["FRAUDGRAPH_SCORE_REQUESTS_TOPIC"],
+        score_replies_topic=env["FRAUDGRAPH_SCORE_REPLIES_TOPIC"],
+    )
     ensure_topics(out, {t: 4 for t in (out.scores_topic, out.score_requests_topic, out.score_replies_topic)})
     scores = TopicReader(stack, out.scores_topic)
     # A node that must survive: were any string executed as Cypher, "DETACH DELETE n" would take it.
@@ -319,19 +365,33 @@ def test_injection_strings_round_trip_verbatim_through_the_real_pipeline(stack, 
     device = f"{HOSTILE['device']}-{run}"  # a primary key: unique per run
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with psycopg.connect(stack.pg_dsn()) as conn:
-        conn.execute("INSERT INTO customers (id, full_name, email, phone, country, kyc_level, created_at) "
-                     "VALUES (%s, %s, %s, %s, 'GB', 1, %s)", [cid, HOSTILE["full_name"], HOSTILE["email"], "$phone'})//", now])
-        conn.execute("INSERT INTO accounts (id, customer_id, kind, currency, status, opened_at) "
-                     "VALUES (%s, %s, 'checking', 'GBP', 'active', %s)", [aid, cid, now])
-        conn.execute("INSERT INTO merchants (id, name, mcc, country, created_at) VALUES (%s, %s, '5411', 'GB', %s)",
-                     [mid, HOSTILE["merchant"], now])
-        conn.execute("INSERT INTO devices (id, os, user_agent, first_seen) VALUES (%s, %s, %s, %s)",
-                     [device, "`os`", HOSTILE["user_agent"], now])
-        conn.execute("INSERT INTO logins (id, customer_id, device_id, ip, success, at) VALUES (%s, %s, %s, %s, true, %s)",
-                     [lid, cid, device, HOSTILE["ip"], now])
-        conn.execute("INSERT INTO transactions (id, account_id, kind, amount, currency, merchant_id, device_id, ip, status, "
-                     "created_at, updated_at) VALUES (%s, %s, 'card_payment', 12.34, 'GBP', %s, %s, %s, 'pending', %s, %s)",
-                     [tid, aid, mid, device, HOSTILE["ip"], now, now])
+        conn.execute(
+            "INSERT INTO customers (id, full_name, email, phone, country, kyc_level, created_at) "
+            "VALUES (%s, %s, %s, %s, 'GB', 1, %s)",
+            [cid, HOSTILE["full_name"], HOSTILE["email"], "$phone'})//", now],
+        )
+        conn.execute(
+            "INSERT INTO accounts (id, customer_id, kind, currency, status, opened_at) "
+            "VALUES (%s, %s, 'checking', 'GBP', 'active', %s)",
+            [aid, cid, now],
+        )
+        conn.execute(
+            "INSERT INTO merchants (id, name, mcc, country, created_at) VALUES (%s, %s, '5411', 'GB', %s)",
+            [mid, HOSTILE["merchant"], now],
+        )
+        conn.execute(
+            "INSERT INTO devices (id, os, user_agent, first_seen) VALUES (%s, %s, %s, %s)",
+            [device, "`os`", HOSTILE["user_agent"], now],
+        )
+        conn.execute(
+            "INSERT INTO logins (id, customer_id, device_id, ip, success, at) VALUES (%s, %s, %s, %s, true, %s)",
+            [lid, cid, device, HOSTILE["ip"], now],
+        )
+        conn.execute(
+            "INSERT INTO transactions (id, account_id, kind, amount, currency, merchant_id, device_id, ip, status, "
+            "created_at, updated_at) VALUES (%s, %s, 'card_payment', 12.34, 'GBP', %s, %s, %s, 'pending', %s, %s)",
+            [tid, aid, mid, device, HOSTILE["ip"], now, now],
+        )
     try:
         messages = scores.read_until(lambda ms: any(m.key() == str(tid).encode() for m in ms), timeout=180)
     finally:
@@ -345,8 +405,11 @@ def test_injection_strings_round_trip_verbatim_through_the_real_pipeline(stack, 
     replies = TopicReader(stack, out.score_replies_topic)
     try:
         producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
-        producer.produce(out.score_requests_topic, key=b"k",
-                         value=json.dumps({"request_id": request_id, "transaction_id": tid}).encode())
+        producer.produce(
+            out.score_requests_topic,
+            key=b"k",
+            value=json.dumps({"request_id": request_id, "transaction_id": tid}).encode(),
+        )
         assert producer.flush(30) == 0
         got = replies.read_until(lambda ms: any(m.key() == request_id.encode() for m in ms), timeout=60)
     finally:
@@ -356,8 +419,14 @@ def test_injection_strings_round_trip_verbatim_through_the_real_pipeline(stack, 
 
     # Neo4j: every string verbatim, the graph intact.
     deadline = time.monotonic() + 120
-    expected = {"full_name": HOSTILE["full_name"], "email": HOSTILE["email"], "merchant": HOSTILE["merchant"],
-                "device": device, "user_agent": HOSTILE["user_agent"], "ip": HOSTILE["ip"]}
+    expected = {
+        "full_name": HOSTILE["full_name"],
+        "email": HOSTILE["email"],
+        "merchant": HOSTILE["merchant"],
+        "device": device,
+        "user_agent": HOSTILE["user_agent"],
+        "ip": HOSTILE["ip"],
+    }
     while (got := read_back(secured_neo4j, {"transaction": tid})) != expected and time.monotonic() < deadline:
         time.sleep(1)
     assert got == expected
@@ -365,8 +434,13 @@ def test_injection_strings_round_trip_verbatim_through_the_real_pipeline(stack, 
         login = driver.execute_query(
             "MATCH (c:Customer {id: $cid})-[l:LOGGED_IN]->(d:Device {id: $device}) "
             "MATCH (c)-[:LOGIN_FROM]->(ip:IP {address: $ip}) RETURN count(*) AS n",
-            cid=cid, device=device, ip=HOSTILE["ip"]).records[0]["n"]
-        intact = driver.execute_query("MATCH (s:Sentinel {name: $name}) RETURN count(s) AS n", name=sentinel).records[0]["n"]
+            cid=cid,
+            device=device,
+            ip=HOSTILE["ip"],
+        ).records[0]["n"]
+        intact = driver.execute_query("MATCH (s:Sentinel {name: $name}) RETURN count(s) AS n", name=sentinel).records[
+            0
+        ]["n"]
         pwned = driver.execute_query("MATCH (n) WHERE n.pwned IS NOT NULL RETURN count(n) AS n").records[0]["n"]
     assert (login, intact, pwned) == (1, 1, 0)
     assert worker["proc"].poll() is None

@@ -20,7 +20,11 @@ def test_write_and_read_nodes_and_relationships(stack):
             MERGE (b:TestAccount {id: row.dst, run: $run})
             CREATE (a)-[:TEST_TRANSFER {amount: row.amount}]->(b)
             """,
-            rows=[{"src": 1, "dst": 2, "amount": 10.5}, {"src": 2, "dst": 3, "amount": 7.25}, {"src": 1, "dst": 3, "amount": 1.0}],
+            rows=[
+                {"src": 1, "dst": 2, "amount": 10.5},
+                {"src": 2, "dst": 3, "amount": 7.25},
+                {"src": 1, "dst": 3, "amount": 1.0},
+            ],
             run=run,
         )
         records, _, _ = driver.execute_query(
@@ -31,7 +35,9 @@ def test_write_and_read_nodes_and_relationships(stack):
         # A string that looks like Cypher is stored verbatim: it only ever travels as a parameter.
         hostile = "x'}) DETACH DELETE n //"
         driver.execute_query("CREATE (:TestAccount {id: $v, run: $run})", v=hostile, run=run)
-        records, _, _ = driver.execute_query("MATCH (n:TestAccount {run: $run}) RETURN count(n) AS n, collect(n.id) AS ids", run=run)
+        records, _, _ = driver.execute_query(
+            "MATCH (n:TestAccount {run: $run}) RETURN count(n) AS n, collect(n.id) AS ids", run=run
+        )
         assert records[0]["n"] == 4 and hostile in records[0]["ids"]
         driver.execute_query("MATCH (n:TestAccount {run: $run}) DETACH DELETE n", run=run)
 

@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
+from conftest import TopicReader, free_port, scrape
 
 from fraudgraph.connectors.decoder import decode
 from fraudgraph.connectors.events import FraudReported
@@ -29,16 +30,20 @@ from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, free_port, scrape
-
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)"
+)
 
 COMPARISONS = (" == ", " != ", " >= ", " <= ", " > ", " < ")
 
 
 def start_worker(env: dict, log_path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env,
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudgraph.cli", "worker"],
+        env=env,
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -90,35 +95,65 @@ def observed(stack, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("observability")
     run = uuid.uuid4().hex[:8]
     port = free_port()
-    env = dict(os.environ, FRAUDGRAPH_TOPIC_PREFIX=f"obs{run}", FRAUDGRAPH_SCORES_TOPIC=f"test.scores.{run}",
-               FRAUDGRAPH_WORKER_ID=f"test-obs-{run}", FRAUDGRAPH_WORKER_WEB_PORT=str(port),
-               FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap, FRAUDGRAPH_WORKER_DATA_DIR=str(tmp / "worker-data"),
-               FRAUDGRAPH_MODEL_DIR=str(tmp / "models"), FRAUDGRAPH_MODEL_DEVICE="cpu",
-               FRAUDGRAPH_QUALITY_RECENT_COHORT="7d-14d", FRAUDGRAPH_QUALITY_BASELINE_COHORT="14d-28d")
+    env = dict(
+        os.environ,
+        FRAUDGRAPH_TOPIC_PREFIX=f"obs{run}",
+        FRAUDGRAPH_SCORES_TOPIC=f"test.scores.{run}",
+        FRAUDGRAPH_WORKER_ID=f"test-obs-{run}",
+        FRAUDGRAPH_WORKER_WEB_PORT=str(port),
+        FRAUDGRAPH_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
+        FRAUDGRAPH_WORKER_DATA_DIR=str(tmp / "worker-data"),
+        FRAUDGRAPH_MODEL_DIR=str(tmp / "models"),
+        FRAUDGRAPH_MODEL_DEVICE="cpu",
+        FRAUDGRAPH_QUALITY_RECENT_COHORT="7d-14d",
+        FRAUDGRAPH_QUALITY_BASELINE_COHORT="14d-28d",
+    )
     register_untrained_model(tmp / "models")
-    settings = stack.replace(topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"], scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
-                             worker_id=env["FRAUDGRAPH_WORKER_ID"], worker_web_port=port)
+    settings = stack.replace(
+        topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"],
+        scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
+        worker_id=env["FRAUDGRAPH_WORKER_ID"],
+        worker_web_port=port,
+    )
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
     log_path = tmp / "worker.log"
     worker = start_worker(env, log_path)
-    prometheus = Prometheus(settings.replace(stack_dir=tmp / "stack", prometheus_port=free_port(),
-                                             prometheus_scrape_interval_s=1, prometheus_targets=f"127.0.0.1:{port}"))
+    prometheus = Prometheus(
+        settings.replace(
+            stack_dir=tmp / "stack",
+            prometheus_port=free_port(),
+            prometheus_scrape_interval_s=1,
+            prometheus_targets=f"127.0.0.1:{port}",
+        )
+    )
     try:
         prometheus.start()
         prometheus.wait_ready()
         # The worker drains this run in seconds: Prometheus must hold samples from before it, or
         # every rate over the run is computed from its final values alone (zero).
-        wait_for(lambda: any(r["value"][1] == "1" for r in promql(prometheus, 'up{job="fraudgraph-worker"}')), 60,
-                 "Prometheus scraping the worker")
+        wait_for(
+            lambda: any(r["value"][1] == "1" for r in promql(prometheus, 'up{job="fraudgraph-worker"}')),
+            60,
+            "Prometheus scraping the worker",
+        )
         time.sleep(2)
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
         producer.produce(settings.cdc_topic("transactions"), key=b"{}", value=b"\x00 not a change event")
         producer.flush(10)
         # A simulated month whose fraud reports arrive 1-6 days after the payment, as a bank's do,
         # read at its end: the reports still due are not in the log yet.
-        report = simulate(settings, mode="kafka", customers=20, duration_s=30 * 86_400, activity=0.25,
-                          fraud_rate=0.1, seed=7, report_delay_s=(86_400, 6 * 86_400), stop_at_end=True,
-                          start=daytime_start())
+        report = simulate(
+            settings,
+            mode="kafka",
+            customers=20,
+            duration_s=30 * 86_400,
+            activity=0.25,
+            fraud_rate=0.1,
+            seed=7,
+            report_delay_s=(86_400, 6 * 86_400),
+            stop_at_end=True,
+            start=daytime_start(),
+        )
         n = report.rows["transactions"]["insert"]
         reports = report.rows["fraud_reports"]["insert"]
         assert reports > 0
@@ -128,10 +163,18 @@ def observed(stack, tmp_path_factory):
             labels = sum(v for k, v in m.items() if k.startswith("fraudgraph_labels_total"))
             decided = sum(v for k, v in m.items() if k.startswith("fraudgraph_decisions_total"))
             return decided >= n and labels >= reports
+
         wait_for(done, 300, f"{n} decisions and {reports} labels")
         time.sleep(8)  # a few more scrapes and rule evaluations of the finished run
-        state = {"settings": settings, "env": env, "port": port, "worker": worker, "log": log_path,
-                 "prometheus": prometheus, "report": report}
+        state = {
+            "settings": settings,
+            "env": env,
+            "port": port,
+            "worker": worker,
+            "log": log_path,
+            "prometheus": prometheus,
+            "report": report,
+        }
         yield state
         worker = state["worker"]  # a test may have restarted it
     finally:
@@ -184,7 +227,9 @@ def test_every_dashboard_and_rule_expression_returns_data(observed):
     # And a few carry real figures, not just zero-count series.
     p99 = float(promql(prometheus, "fraudgraph:e2e_latency_seconds:p99_5m")[0]["value"][1])
     assert 0 < p99 < 120
-    print(f"\n{len(expressions)} expressions with data; e2e p99 over the run {p99 * 1000:.0f} ms (catch-up from a burst)")
+    print(
+        f"\n{len(expressions)} expressions with data; e2e p99 over the run {p99 * 1000:.0f} ms (catch-up from a burst)"
+    )
     groups = {r["metric"]["group"] for r in promql(prometheus, "fraudgraph_consumer_lag_messages")}
     assert groups == {"worker", "graph"}
     assert float(promql(prometheus, "sum(fraudgraph_dead_letters_total)")[0]["value"][1]) >= 1
@@ -227,8 +272,14 @@ def quality_metrics(port: int) -> dict[str, float]:
 
 
 COHORTS = cohorts("7d-14d", "14d-28d")  # as the fixture's worker is configured
-RATIOS = ("precision_ratio", "recall_ratio", "false_positive_ratio", "label_coverage_ratio", "alert_rate_ratio",
-          "labelled_alert_precision_ratio")
+RATIOS = (
+    "precision_ratio",
+    "recall_ratio",
+    "false_positive_ratio",
+    "label_coverage_ratio",
+    "alert_rate_ratio",
+    "labelled_alert_precision_ratio",
+)
 
 
 def assert_metrics_match_topics(metrics: dict[str, float], decisions, labels) -> dict[str, dict]:
@@ -241,15 +292,27 @@ def assert_metrics_match_topics(metrics: dict[str, float], decisions, labels) ->
         for window, ages in windows.items():
             expected = window_counts(triples, watermark, ages, bucket_s)
             got = {name: metrics[f'fraudgraph_quality_{name}{{window="{window}"}}'] for name in (*RATIOS, "alerts")}
-            want = {name: getattr(expected, attr) for name, attr in (
-                ("precision_ratio", "precision"), ("recall_ratio", "recall"),
-                ("false_positive_ratio", "false_positive_rate"), ("label_coverage_ratio", "label_coverage"),
-                ("alert_rate_ratio", "alert_rate"), ("labelled_alert_precision_ratio", "labelled_alert_precision"),
-                ("alerts", "alerts"))}
+            want = {
+                name: getattr(expected, attr)
+                for name, attr in (
+                    ("precision_ratio", "precision"),
+                    ("recall_ratio", "recall"),
+                    ("false_positive_ratio", "false_positive_rate"),
+                    ("label_coverage_ratio", "label_coverage"),
+                    ("alert_rate_ratio", "alert_rate"),
+                    ("labelled_alert_precision_ratio", "labelled_alert_precision"),
+                    ("alerts", "alerts"),
+                )
+            }
             for name in got:
                 assert got[name] == pytest.approx(want[name], nan_ok=True), (window, name, got, want)
-            unlabelled = sum(v for k, v in metrics.items() if k.startswith("fraudgraph_quality_decisions{")
-                             and f'window="{window}"' in k and 'label="unlabelled"' in k)
+            unlabelled = sum(
+                v
+                for k, v in metrics.items()
+                if k.startswith("fraudgraph_quality_decisions{")
+                and f'window="{window}"' in k
+                and 'label="unlabelled"' in k
+            )
             assert unlabelled == expected.unlabelled, window
             shown[window] = {"decisions": expected.decisions, **got}
     assert shown["early_15m"]["decisions"] < shown["early_24h"]["decisions"]  # the short window is a part
@@ -267,11 +330,18 @@ def test_online_precision_recall_equal_the_topics_and_survive_a_restart(observed
     assert shown["early_24h"]["label_coverage_ratio"] < shown["matured_recent"]["label_coverage_ratio"]
     recent = shown["matured_recent"]
     assert recent["alerts"] > 0 and recent["recall_ratio"] == recent["recall_ratio"]  # a number, not NaN
-    print(f"\nquality at the end of a simulated month, {len(decisions)} decisions, {len(labels)} labels "
-          "(exported = computed from the topics):")
+    print(
+        f"\nquality at the end of a simulated month, {len(decisions)} decisions, {len(labels)} labels "
+        "(exported = computed from the topics):"
+    )
     for window, figures in shown.items():
-        print(f"  {window:>16}: " + ", ".join(f"{k.removesuffix('_ratio')} {v:.3f}" if isinstance(v, float)
-                                              else f"{k} {v}" for k, v in figures.items()))
+        print(
+            f"  {window:>16}: "
+            + ", ".join(
+                f"{k.removesuffix('_ratio')} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in figures.items()
+            )
+        )
     counters = scrape(port)
     reports = sum(v for k, v in counters.items() if k.startswith("fraudgraph_labels_total"))
     assert counters["fraudgraph_label_lag_seconds_count"] == reports >= len(labels)  # each joined once
@@ -279,8 +349,11 @@ def test_online_precision_recall_equal_the_topics_and_survive_a_restart(observed
     # Restart: same worker id, data dir and port. The tracker is rebuilt from the tables.
     stop_worker(observed["worker"])
     observed["worker"] = start_worker(observed["env"], observed["log"])
-    after = wait_for(lambda: (m := quality_metrics(port)).get("fraudgraph_quality_watermark_timestamp_seconds") and m,
-                     120, "the rebuilt quality tracker")
+    after = wait_for(
+        lambda: (m := quality_metrics(port)).get("fraudgraph_quality_watermark_timestamp_seconds") and m,
+        120,
+        "the rebuilt quality tracker",
+    )
     assert after.keys() == before.keys()
     for key, value in before.items():
         assert after[key] == value or (math.isnan(value) and math.isnan(after[key])), key

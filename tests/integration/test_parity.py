@@ -11,13 +11,16 @@ payments were scored on histories missing the others' earlier events."""
 
 import asyncio
 import json
-from dataclasses import asdict
 import time
 import zlib
+from dataclasses import asdict
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from conftest import TopicReader, cdc_topics, isolated_run, scrape
+from test_observability import register_untrained_model
 
+from fraudgraph.connectors.events import TransactionCreated
 from fraudgraph.kafka_config import confluent_config
 from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
@@ -26,10 +29,6 @@ from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.pipeline import Record
 from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.replay import decoded, replay_decisions, simulator_records
-from fraudgraph.connectors.events import TransactionCreated
-
-from conftest import TopicReader, cdc_topics, isolated_run, scrape
-from test_observability import register_untrained_model
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -45,7 +44,9 @@ def skewed_backlog(records):
 
 
 def read_log(settings) -> list[Record]:
-    consumer = Consumer(confluent_config(settings, **{"group.id": f"{settings.worker_id}-check", "enable.auto.commit": False}))
+    consumer = Consumer(
+        confluent_config(settings, **{"group.id": f"{settings.worker_id}-check", "enable.auto.commit": False})
+    )
     out = []
     try:
         for topic in cdc_topics(settings):
@@ -82,14 +83,25 @@ class Score(float):
 
 
 def essence(d: dict) -> tuple:
-    return (d["decision"], Score(d["score"]), [r["code"] for r in d["reasons"]], d["model_version"],
-            d["state_versions"])
+    return (
+        d["decision"],
+        Score(d["score"]),
+        [r["code"] for r in d["reasons"]],
+        d["model_version"],
+        d["state_versions"],
+    )
 
 
 def produce_skewed_backlog(settings, seed: int) -> int:
     """The simulator run, produced in the skewed order; returns its number of transactions."""
-    sim = SimConfig(customers=50, duration_s=10 * 3600, fraud_rate=0.06, seed=seed, id_base=int(time.time()) * 1000,
-                    report_delay_s=(600, 4 * 3600))
+    sim = SimConfig(
+        customers=50,
+        duration_s=10 * 3600,
+        fraud_rate=0.06,
+        seed=seed,
+        id_base=int(time.time()) * 1000,
+        report_delay_s=(600, 4 * 3600),
+    )
     records = list(simulator_records(sim, settings))
     producer = Producer(confluent_config(settings, **{"enable.idempotence": True}))
     for topic, partition, key, value in skewed_backlog(records):
@@ -98,8 +110,9 @@ def produce_skewed_backlog(settings, seed: int) -> int:
     return sum(isinstance(e, TransactionCreated) for e in decoded(records, settings))
 
 
-def read_live(reader: TopicReader, transactions: int, live: dict[int, dict] | None = None,
-              timeout: float = 240, tail_s: float = 2) -> dict[int, dict]:
+def read_live(
+    reader: TopicReader, transactions: int, live: dict[int, dict] | None = None, timeout: float = 240, tail_s: float = 2
+) -> dict[int, dict]:
     """Scores until ``transactions`` are in ``live``, then ``tail_s`` more; none may come twice."""
     live = {} if live is None else live
     seen = 0
@@ -130,9 +143,11 @@ def assert_parity(live: dict[int, dict], settings, model_dir, version: str, tran
     assert sum(s.decision != "approve" for s in offline.values()) > 0
     assert {r["model_version"] for r in live.values()} == {version}
     differing = [t for t, s in offline.items() if essence(asdict(s)) != essence(live[t])]
-    assert not differing, (f"{len(differing)} of {len(offline)} decided unlike the offline replay, e.g. "
-                           f"{differing[0]}: offline {essence(asdict(offline[differing[0]]))}, "
-                           f"live {essence(live[differing[0]])}")
+    assert not differing, (
+        f"{len(differing)} of {len(offline)} decided unlike the offline replay, e.g. "
+        f"{differing[0]}: offline {essence(asdict(offline[differing[0]]))}, "
+        f"live {essence(live[differing[0]])}"
+    )
 
 
 def test_a_skewed_backlog_is_decided_as_the_offline_replay(stack, worker_process, tmp_path):
@@ -148,8 +163,10 @@ def test_a_skewed_backlog_is_decided_as_the_offline_replay(stack, worker_process
         live = read_live(reader, transactions)
     finally:
         reader.close()
-    print(f"\nskewed backlog: {transactions} transactions, "
-          f"{scrape(worker['port']).get('fraudgraph_late_events_total', 0.0):.0f} late events")
+    print(
+        f"\nskewed backlog: {transactions} transactions, "
+        f"{scrape(worker['port']).get('fraudgraph_late_events_total', 0.0):.0f} late events"
+    )
     assert_parity(live, settings, model_dir, version, transactions)
 
 
@@ -189,8 +206,17 @@ def test_live_traffic_is_decided_as_the_offline_replay(stack, worker_process, tm
     worker = worker_process(FRAUDGRAPH_MODEL_DIR=str(model_dir), FRAUDGRAPH_WORKER_MAX_IDLE_MS="500", **env)
     reader = TopicReader(settings, settings.scores_topic)
     try:
-        report = simulate(settings, mode="kafka", customers=120, duration_s=4 * 3600, fraud_rate=0.06, seed=13,
-                          rate=100, report_delay_s=(600, 2 * 3600), start=daytime_start())
+        report = simulate(
+            settings,
+            mode="kafka",
+            customers=120,
+            duration_s=4 * 3600,
+            fraud_rate=0.06,
+            seed=13,
+            rate=100,
+            report_delay_s=(600, 2 * 3600),
+            start=daytime_start(),
+        )
         transactions = report.rows["transactions"]["insert"]
         live = read_live(reader, transactions)
     finally:

@@ -10,6 +10,7 @@ import time
 import uuid
 
 from confluent_kafka import Producer
+from conftest import TopicReader, cdc_topics, commit_group_offsets
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.models.recs_fit import fit_recommender
@@ -20,8 +21,6 @@ from fraudgraph.streams import replay as rp
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
 
-from conftest import TopicReader, cdc_topics, commit_group_offsets
-
 ID_SPAN = 10**9
 K = 5
 
@@ -31,8 +30,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def ask(producer: Producer, replies: TopicReader, topic: str, request: dict | bytes, key: str,
-        timeout: float = 60) -> tuple[dict, float]:
+def ask(
+    producer: Producer, replies: TopicReader, topic: str, request: dict | bytes, key: str, timeout: float = 60
+) -> tuple[dict, float]:
     """Send one request and wait for its reply (keyed by request_id, or by the request's key when it
     has none); returns the reply and the seconds it took."""
     if isinstance(request, dict):
@@ -50,13 +50,23 @@ def ask(producer: Producer, replies: TopicReader, topic: str, request: dict | by
 
 def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_path):
     run = uuid.uuid4().hex[:8]
-    env = {"FRAUDGRAPH_TOPIC_PREFIX": f"recs{run}", "FRAUDGRAPH_SCORES_TOPIC": f"test.scores.{run}",
-           "FRAUDGRAPH_WORKER_ID": f"test-recs-{run}", "FRAUDGRAPH_RECS_REQUESTS_TOPIC": f"test.recs.requests.{run}",
-           "FRAUDGRAPH_RECS_REPLIES_TOPIC": f"test.recs.replies.{run}", "FRAUDGRAPH_MODEL_DIR": str(tmp_path / "models"),
-           "FRAUDGRAPH_MODEL_RELOAD_S": "1"}
-    settings = stack.replace(topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"], scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
-                             worker_id=env["FRAUDGRAPH_WORKER_ID"], recs_requests_topic=env["FRAUDGRAPH_RECS_REQUESTS_TOPIC"],
-                             recs_replies_topic=env["FRAUDGRAPH_RECS_REPLIES_TOPIC"], model_dir=tmp_path / "models")
+    env = {
+        "FRAUDGRAPH_TOPIC_PREFIX": f"recs{run}",
+        "FRAUDGRAPH_SCORES_TOPIC": f"test.scores.{run}",
+        "FRAUDGRAPH_WORKER_ID": f"test-recs-{run}",
+        "FRAUDGRAPH_RECS_REQUESTS_TOPIC": f"test.recs.requests.{run}",
+        "FRAUDGRAPH_RECS_REPLIES_TOPIC": f"test.recs.replies.{run}",
+        "FRAUDGRAPH_MODEL_DIR": str(tmp_path / "models"),
+        "FRAUDGRAPH_MODEL_RELOAD_S": "1",
+    }
+    settings = stack.replace(
+        topic_prefix=env["FRAUDGRAPH_TOPIC_PREFIX"],
+        scores_topic=env["FRAUDGRAPH_SCORES_TOPIC"],
+        worker_id=env["FRAUDGRAPH_WORKER_ID"],
+        recs_requests_topic=env["FRAUDGRAPH_RECS_REQUESTS_TOPIC"],
+        recs_replies_topic=env["FRAUDGRAPH_RECS_REPLIES_TOPIC"],
+        model_dir=tmp_path / "models",
+    )
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
     from fraudgraph.streams.graph_sink import graph_group
 
@@ -67,7 +77,9 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
     topic = settings.recs_requests_topic
     try:
         worker_process(**env)
-        report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=33, start=daytime_start())
+        report = simulate(
+            settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=33, start=daytime_start()
+        )
         base = report.config.id_base
         events = rp.event_time_order(rp.decoded(rp.kafka_records(settings), settings))
         paid: dict[int, set[int]] = {}
@@ -82,7 +94,9 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
         deadline, attempt = time.monotonic() + 180, 0
         while True:
             attempt += 1
-            reply, _ = ask(producer, replies, topic, {"request_id": f"{run}-first-{attempt}", "account_id": accounts[0]}, "")
+            reply, _ = ask(
+                producer, replies, topic, {"request_id": f"{run}-first-{attempt}", "account_id": accounts[0]}, ""
+            )
             if reply["status"] != "not_found" or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -94,7 +108,9 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
         while reply["status"] != "ok" and time.monotonic() < deadline:
             time.sleep(0.5)
             attempt += 1
-            reply, _ = ask(producer, replies, topic, {"request_id": f"{run}-reload-{attempt}", "account_id": accounts[0]}, "")
+            reply, _ = ask(
+                producer, replies, topic, {"request_id": f"{run}-reload-{attempt}", "account_id": accounts[0]}, ""
+            )
         assert reply["status"] == "ok" and reply["model_version"] == version
 
         latencies = []
@@ -119,8 +135,10 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
         for name, (request, status) in errors.items():
             reply, _ = ask(producer, replies, topic, request, f"{run}-{name}")
             assert reply["status"] == status and reply["error"] and reply["merchants"] == [], reply
-        print(f"\nrecommendation request -> reply over Kafka ({len(latencies)} sequential requests, k={K}): "
-              f"p50 {pct(latencies, 0.5) * 1000:.1f} ms, p99 {pct(latencies, 0.99) * 1000:.1f} ms, "
-              f"max {max(latencies) * 1000:.1f} ms")
+        print(
+            f"\nrecommendation request -> reply over Kafka ({len(latencies)} sequential requests, k={K}): "
+            f"p50 {pct(latencies, 0.5) * 1000:.1f} ms, p99 {pct(latencies, 0.99) * 1000:.1f} ms, "
+            f"max {max(latencies) * 1000:.1f} ms"
+        )
     finally:
         replies.close()

@@ -22,19 +22,20 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from conftest import scrape
 
 from fraudgraph.graph.writer import GraphWriter
 from fraudgraph.kafka_config import aiokafka_options, confluent_config
 from fraudgraph.streams.topics import ensure_topics
-
-from conftest import scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "precise-schema"
 
 
 def read(settings, topic: str, want: int, timeout: float = 60.0) -> list:
-    consumer = Consumer(confluent_config(settings, **{"group.id": f"t-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}))
+    consumer = Consumer(
+        confluent_config(settings, **{"group.id": f"t-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+    )
     consumer.subscribe([topic])
     got, deadline = [], time.monotonic() + timeout
     try:
@@ -48,8 +49,9 @@ def read(settings, topic: str, want: int, timeout: float = 60.0) -> list:
 
 
 async def read_with_aiokafka(settings, topic: str, want: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, group_id=f"t-{uuid.uuid4().hex}", auto_offset_reset="earliest",
-                                **aiokafka_options(settings))
+    consumer = AIOKafkaConsumer(
+        topic, group_id=f"t-{uuid.uuid4().hex}", auto_offset_reset="earliest", **aiokafka_options(settings)
+    )
     await consumer.start()
     try:
         got: list[bytes] = []
@@ -88,13 +90,18 @@ def test_wrong_or_missing_credentials_are_refused(stack, secured_kafka):
     assert not refused(good)
     assert refused(good.replace(kafka_sasl_password="not-the-password"))
     assert refused(good.replace(kafka_sasl_username="mallory"))
-    assert refused(good.replace(kafka_ssl_certfile="", kafka_ssl_keyfile="", kafka_ssl_key_password=""))  # no client cert
-    assert refused(good.replace(kafka_ssl_cafile=str(secured_kafka.pki.client_cert)))  # a CA that did not sign the broker
+    assert refused(
+        good.replace(kafka_ssl_certfile="", kafka_ssl_keyfile="", kafka_ssl_key_password="")
+    )  # no client cert
+    assert refused(
+        good.replace(kafka_ssl_cafile=str(secured_kafka.pki.client_cert))
+    )  # a CA that did not sign the broker
     assert refused(good.replace(kafka_security_protocol="PLAINTEXT"))
 
     async def aiokafka_with_wrong_password():
-        consumer = AIOKafkaConsumer("any", **aiokafka_options(good.replace(kafka_sasl_password="nope")),
-                                    request_timeout_ms=5000)
+        consumer = AIOKafkaConsumer(
+            "any", **aiokafka_options(good.replace(kafka_sasl_password="nope")), request_timeout_ms=5000
+        )
         try:
             await consumer.start()
         finally:
@@ -128,9 +135,13 @@ def _fixture_messages(prefix: str) -> list[tuple[str, bytes, bytes]]:
     """Captured change events with ids of their own (the private Neo4j is shared within the session)."""
     base = random.randrange(10**12, 9 * 10**12, 10**8)
     device = f"dev-{base}"
-    rows = {"customers.c": {"id": base + 1}, "accounts.c": {"id": base + 2, "customer_id": base + 1},
-            "merchants.c": {"id": base + 3}, "devices.c": {"id": device},
-            "transactions.c": {"id": base + 4, "account_id": base + 2, "merchant_id": base + 3, "device_id": device}}
+    rows = {
+        "customers.c": {"id": base + 1},
+        "accounts.c": {"id": base + 2, "customer_id": base + 1},
+        "merchants.c": {"id": base + 3},
+        "devices.c": {"id": device},
+        "transactions.c": {"id": base + 4, "account_id": base + 2, "merchant_id": base + 3, "device_id": device},
+    }
     out = []
     for stem, after in rows.items():
         fx = json.loads((FIXTURES / f"{stem}.json").read_text())
@@ -149,24 +160,37 @@ def _http(port: int, path: str) -> bytes:
 
 
 def test_worker_on_secured_kafka_and_neo4j_keeps_secrets_out_of_logs_metrics_and_environment(
-        stack, secured_kafka, secured_neo4j, worker_process, tmp_path):
+    stack, secured_kafka, secured_neo4j, worker_process, tmp_path
+):
     client = secured_kafka.client(stack)
     run = uuid.uuid4().hex[:8]
-    secrets = {"KAFKA_SASL_PASSWORD": client.kafka_sasl_password, "KAFKA_SSL_KEY_PASSWORD": client.kafka_ssl_key_password,
-               "NEO4J_PASSWORD": secured_neo4j.neo4j_password}
+    secrets = {
+        "KAFKA_SASL_PASSWORD": client.kafka_sasl_password,
+        "KAFKA_SSL_KEY_PASSWORD": client.kafka_ssl_key_password,
+        "NEO4J_PASSWORD": secured_neo4j.neo4j_password,
+    }
     env = {f"FRAUDGRAPH_{name}_FILE": str(tmp_path / name.lower()) for name in secrets}
     for name, value in secrets.items():
         (tmp_path / name.lower()).write_text(value + "\n")
     prefix, replies_topic = f"sec{run}", f"sec.replies.{run}"
-    env.update({
-        "FRAUDGRAPH_KAFKA_BOOTSTRAP": client.kafka_bootstrap, "FRAUDGRAPH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "FRAUDGRAPH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "FRAUDGRAPH_KAFKA_SASL_USERNAME": client.kafka_sasl_username,
-        "FRAUDGRAPH_KAFKA_SSL_CAFILE": client.kafka_ssl_cafile, "FRAUDGRAPH_KAFKA_SSL_CERTFILE": client.kafka_ssl_certfile,
-        "FRAUDGRAPH_KAFKA_SSL_KEYFILE": client.kafka_ssl_keyfile, "FRAUDGRAPH_NEO4J_URI": secured_neo4j.neo4j_uri,
-        "FRAUDGRAPH_TOPIC_PREFIX": prefix, "FRAUDGRAPH_SCORES_TOPIC": f"sec.scores.{run}",
-        "FRAUDGRAPH_SCORE_REQUESTS_TOPIC": f"sec.requests.{run}", "FRAUDGRAPH_SCORE_REPLIES_TOPIC": replies_topic,
-        "FRAUDGRAPH_ALERTS_TOPIC": f"sec.alerts.{run}", "FRAUDGRAPH_DEAD_LETTER_TOPIC": f"sec.dlq.{run}",
-    })
+    env.update(
+        {
+            "FRAUDGRAPH_KAFKA_BOOTSTRAP": client.kafka_bootstrap,
+            "FRAUDGRAPH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FRAUDGRAPH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "FRAUDGRAPH_KAFKA_SASL_USERNAME": client.kafka_sasl_username,
+            "FRAUDGRAPH_KAFKA_SSL_CAFILE": client.kafka_ssl_cafile,
+            "FRAUDGRAPH_KAFKA_SSL_CERTFILE": client.kafka_ssl_certfile,
+            "FRAUDGRAPH_KAFKA_SSL_KEYFILE": client.kafka_ssl_keyfile,
+            "FRAUDGRAPH_NEO4J_URI": secured_neo4j.neo4j_uri,
+            "FRAUDGRAPH_TOPIC_PREFIX": prefix,
+            "FRAUDGRAPH_SCORES_TOPIC": f"sec.scores.{run}",
+            "FRAUDGRAPH_SCORE_REQUESTS_TOPIC": f"sec.requests.{run}",
+            "FRAUDGRAPH_SCORE_REPLIES_TOPIC": replies_topic,
+            "FRAUDGRAPH_ALERTS_TOPIC": f"sec.alerts.{run}",
+            "FRAUDGRAPH_DEAD_LETTER_TOPIC": f"sec.dlq.{run}",
+        }
+    )
     worker = worker_process(**env)
 
     # Traffic through every client the worker has: Faust (ingest, scores, queries), aiokafka (graph sink).
@@ -177,14 +201,17 @@ def test_worker_on_secured_kafka_and_neo4j_keeps_secrets_out_of_logs_metrics_and
     assert producer.flush(30) == 0
     tx_id = json.loads(messages[-1][2])["payload"]["after"]["id"]
     assert [json.loads(m.value())["transaction_id"] for m in read(client, f"sec.scores.{run}", 1, 120)] == [tx_id]
-    producer.produce(f"sec.requests.{run}", key=b"q", value=json.dumps({"request_id": f"q-{run}", "transaction_id": tx_id}).encode())
+    producer.produce(
+        f"sec.requests.{run}", key=b"q", value=json.dumps({"request_id": f"q-{run}", "transaction_id": tx_id}).encode()
+    )
     assert producer.flush(30) == 0
     replies = [json.loads(m.value()) for m in read(client, replies_topic, 1, 60)]
     assert [(r["request_id"], r["status"]) for r in replies] == [(f"q-{run}", "ok")]
     with neo4j.GraphDatabase.driver(secured_neo4j.neo4j_uri, auth=secured_neo4j.neo4j_auth) as driver:
         deadline = time.monotonic() + 60
-        while not driver.execute_query("MATCH (t:Transaction {id: $id})<-[:INITIATED]-(:Account) RETURN count(t) AS n",
-                                       id=tx_id).records[0]["n"]:
+        while not driver.execute_query(
+            "MATCH (t:Transaction {id: $id})<-[:INITIATED]-(:Account) RETURN count(t) AS n", id=tx_id
+        ).records[0]["n"]:
             assert time.monotonic() < deadline, "the graph sink did not write the transaction to the secured Neo4j"
             time.sleep(1)
     metrics = scrape(worker["port"])
@@ -203,7 +230,11 @@ def test_worker_on_secured_kafka_and_neo4j_keeps_secrets_out_of_logs_metrics_and
         "command line": Path(f"/proc/{pid}/cmdline").read_bytes(),
         **{f"GET {path}": _http(worker["port"], path) for path in ("/metrics", "/", "/stats/", "/router/")},
     }
-    leaks = [f"{name} in {where}" for name, value in secrets.items() for where, text in exposed.items()
-             if value.encode() in text]
+    leaks = [
+        f"{name} in {where}"
+        for name, value in secrets.items()
+        for where, text in exposed.items()
+        if value.encode() in text
+    ]
     assert leaks == []
     assert worker["proc"].poll() is None

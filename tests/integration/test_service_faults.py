@@ -14,11 +14,10 @@ from collections import Counter
 
 import psycopg
 import pytest
+from conftest import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape
 from neo4j import GraphDatabase
 
 from fraudgraph.stack import local
-
-from conftest import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,7 +47,7 @@ def change_reaches_kafka(stack, timeout: float) -> float:
 def watchdog_actions(stack) -> dict[str, float]:
     """The stack's CDC watchdog's actions so far, by kind (its /metrics)."""
     prefix = "fraudgraph_cdc_watchdog_actions_total"
-    return {k[len(prefix):]: v for k, v in scrape(stack.cdc_watchdog_port).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in scrape(stack.cdc_watchdog_port).items() if k.startswith(prefix)}
 
 
 def actions_since(stack, before: dict[str, float]) -> str:
@@ -85,7 +84,7 @@ class ChangeWriter(threading.Thread):
 
 
 def rss_mib(pid: int) -> float:
-    return next(int(l.split()[1]) / 1024 for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+    return next(int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
 
 
 def records(messages: list) -> list:
@@ -118,16 +117,20 @@ def test_broker_restart_during_load_worker_reconnects_nothing_lost_or_duplicated
         load.join(300)
         counts = all_scored_once(scores, seen, out["report"])
         n = out["report"].rows["transactions"]["insert"]
-        print(f"\nbroker down {down_s:.1f}s under 40 tx/s: {n} transactions, {len(counts)} scored, "
-              f"{sum(c > 1 for c in counts.values())} twice")
+        print(
+            f"\nbroker down {down_s:.1f}s under 40 tx/s: {n} transactions, {len(counts)} scored, "
+            f"{sum(c > 1 for c in counts.values())} twice"
+        )
         assert worker["proc"].poll() is None  # it reconnected by itself
         assert len(counts) == n  # none lost
         assert set(counts.values()) == {1}  # none twice
         # Debezium too: a change made now reaches Kafka without help from the test (after a broker
         # outage the old task can keep the replication slot; the stack's CDC watchdog frees it).
         healed_s = change_reaches_kafka(stack, timeout=240)
-        print(f"CDC resumed: a new change reached Kafka {healed_s:.0f}s after the broker was back; "
-              f"watchdog: {actions_since(stack, acted)}")
+        print(
+            f"CDC resumed: a new change reached Kafka {healed_s:.0f}s after the broker was back; "
+            f"watchdog: {actions_since(stack, acted)}"
+        )
     finally:
         kafka.start()
         kafka.wait_ready()
@@ -161,10 +164,14 @@ def test_neo4j_away_30s_scoring_goes_on_graph_catches_up_memory_bounded(stack, w
             while in_graph < n and time.monotonic() < deadline:
                 in_graph = driver.execute_query(
                     "MATCH (a:Account)-[:INITIATED]->(t:Transaction) WHERE t.id >= $lo AND t.id < $hi RETURN count(t) AS n",
-                    lo=base, hi=base + ID_SPAN).records[0]["n"]
+                    lo=base,
+                    hi=base + ID_SPAN,
+                ).records[0]["n"]
                 time.sleep(2)
-        print(f"\nNeo4j away 30s under 40 tx/s: {len(scored_ids(during, base))} scored while it was away, "
-              f"graph queue {queued:.0f}, RSS {rss_before:.0f} -> {rss_peak:.0f} MiB; graph {in_graph}/{n} after")
+        print(
+            f"\nNeo4j away 30s under 40 tx/s: {len(scored_ids(during, base))} scored while it was away, "
+            f"graph queue {queued:.0f}, RSS {rss_before:.0f} -> {rss_peak:.0f} MiB; graph {in_graph}/{n} after"
+        )
         assert len(scored_ids(during, base)) > 100  # scoring did not wait for the graph
         assert worker["proc"].poll() is None
         assert len(counts) == n and set(counts.values()) == {1}
@@ -201,10 +208,12 @@ def test_postgres_and_connect_restarts_debezium_resumes_from_its_offsets_no_chan
         seen = merchant_ids(reader.read_until(lambda ms: written <= set(merchant_ids(ms)), timeout=300))
         lost = written - set(seen)
         twice = sum(seen[i] > 1 for i in written)
-        print(f"\nPostgreSQL and Connect restarted under {len(written)} changes at 40/s "
-              f"(writer reconnected {writer.reconnects}x): {len(written) - len(lost)} captured, {len(lost)} lost, "
-              f"{twice} delivered twice (at-least-once: replayed since the last offset flush); "
-              f"watchdog: {actions_since(stack, acted)}")
+        print(
+            f"\nPostgreSQL and Connect restarted under {len(written)} changes at 40/s "
+            f"(writer reconnected {writer.reconnects}x): {len(written) - len(lost)} captured, {len(lost)} lost, "
+            f"{twice} delivered twice (at-least-once: replayed since the last offset flush); "
+            f"watchdog: {actions_since(stack, acted)}"
+        )
         assert writer.reconnects > 0  # the database really went away under the writer
         assert not lost, f"{len(lost)} committed changes never reached Kafka, e.g. {sorted(lost)[:5]}"
     finally:

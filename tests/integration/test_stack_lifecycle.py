@@ -82,7 +82,11 @@ def test_server_that_fails_to_start_names_itself_and_its_log(settings, tmp_path)
         with pytest.raises(StackError) as err:
             local.up(s)
         message = str(err.value)
-        assert message.startswith("kafka ") and "listener" in message and str(s.stack_dir / "logs" / "kafka.log") in message
+        assert (
+            message.startswith("kafka ")
+            and "listener" in message
+            and str(s.stack_dir / "logs" / "kafka.log") in message
+        )
     finally:
         local.down(s)
         shutil.rmtree(Postgres(s).cluster, ignore_errors=True)

@@ -11,14 +11,24 @@ from collections import Counter
 
 import psycopg
 from confluent_kafka import Producer
+from conftest import (
+    ID_SPAN,
+    STATE_APPLIED,
+    TopicReader,
+    cdc_topics,
+    commit_group_offsets,
+    end_offset,
+    isolated_run,
+    read_scores,
+    scored_ids,
+    scrape,
+    wait_caught_up,
+)
 from neo4j import GraphDatabase
 
 from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
-
-from conftest import (ID_SPAN, STATE_APPLIED, TopicReader, cdc_topics, commit_group_offsets, end_offset,
-                      isolated_run, read_scores, scored_ids, scrape, wait_caught_up)
 
 GRAPH_QUERY = """
 MATCH (t:Transaction) WHERE t.id IN $ids AND coalesce(t.deleted, false) = false
@@ -36,17 +46,27 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
     from fraudgraph.streams.app import worker_topics
 
     # As the worker would: on a fresh broker the scores topic does not exist until a worker starts.
-    ensure_topics(stack, worker_topics(stack), stack.topic_replication_factor, {stack.scores_topic: {"cleanup.policy": "compact"}})
+    ensure_topics(
+        stack, worker_topics(stack), stack.topic_replication_factor, {stack.scores_topic: {"cleanup.policy": "compact"}}
+    )
     scores = topic_reader(stack.scores_topic, from_now=True)
     worker = worker_process(from_now=True)
-    report = simulate(stack, mode="postgres", customers=80, duration_s=2 * 3600, fraud_rate=0.05, seed=5, start=daytime_start())
+    report = simulate(
+        stack, mode="postgres", customers=80, duration_s=2 * 3600, fraud_rate=0.05, seed=5, start=daytime_start()
+    )
     base = report.config.id_base
     with psycopg.connect(stack.pg_dsn()) as conn:
         txs = conn.execute(
             "SELECT id, status, merchant_id, counterparty_account_id, device_id, ip, account_id FROM transactions"
-            " WHERE id >= %s AND id < %s", [base, base + ID_SPAN]).fetchall()
-        accounts = [r[0] for r in conn.execute(
-            "SELECT id FROM accounts WHERE id >= %s AND id < %s", [base, base + ID_SPAN]).fetchall()]
+            " WHERE id >= %s AND id < %s",
+            [base, base + ID_SPAN],
+        ).fetchall()
+        accounts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM accounts WHERE id >= %s AND id < %s", [base, base + ID_SPAN]
+            ).fetchall()
+        ]
     assert len(txs) == report.rows["transactions"]["insert"] > 30
 
     # Scores: exactly one per transaction, each carrying what an analyst needs.
@@ -55,8 +75,11 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
     counts = scored_ids(messages, base)
     assert set(counts) == {t[0] for t in txs}
     assert set(counts.values()) == {1}
-    records = {r["transaction_id"]: r for r in (json.loads(m.value()) for m in messages)
-               if base <= r["transaction_id"] < base + ID_SPAN}
+    records = {
+        r["transaction_id"]: r
+        for r in (json.loads(m.value()) for m in messages)
+        if base <= r["transaction_id"] < base + ID_SPAN
+    }
     for tx_id, *_, account_id in txs:
         r = records[tx_id]
         assert r["account_id"] == account_id and 0 <= r["score"] <= 1
@@ -69,9 +92,12 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
 
     # Graph: every node and relationship, newest row versions.
     expected = {
-        "transactions": len(txs), "initiated": len(txs),
-        "pays": sum(1 for t in txs if t[2] is not None), "transfers": sum(1 for t in txs if t[3] is not None),
-        "devices": sum(1 for t in txs if t[4] is not None), "ips": sum(1 for t in txs if t[5] is not None),
+        "transactions": len(txs),
+        "initiated": len(txs),
+        "pays": sum(1 for t in txs if t[2] is not None),
+        "transfers": sum(1 for t in txs if t[3] is not None),
+        "devices": sum(1 for t in txs if t[4] is not None),
+        "ips": sum(1 for t in txs if t[5] is not None),
     }
     auth = (stack.neo4j_user, stack.neo4j_password) if stack.neo4j_password else None
     with GraphDatabase.driver(stack.neo4j_uri, auth=auth) as driver:
@@ -83,8 +109,9 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
             if (got == expected and statuses == {t[0]: t[1] for t in txs}) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        owns = driver.execute_query("MATCH (:Customer)-[:OWNS]->(a:Account) WHERE a.id IN $ids RETURN count(a) AS n",
-                                    ids=accounts).records[0]["n"]
+        owns = driver.execute_query(
+            "MATCH (:Customer)-[:OWNS]->(a:Account) WHERE a.id IN $ids RETURN count(a) AS n", ids=accounts
+        ).records[0]["n"]
     assert got == expected
     assert statuses == {t[0]: t[1] for t in txs}  # the newest version of every row won
     assert owns == len(accounts)
@@ -112,11 +139,17 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
     account_scores = got[f"{run}-acct"]["scores"]
     assert got[f"{run}-acct"]["status"] == "ok" and account_scores
     assert all(s["account_id"] == some_account and s == records[s["transaction_id"]] for s in account_scores)
-    assert [s["source"]["lsn"] for s in account_scores] == sorted((s["source"]["lsn"] for s in account_scores), reverse=True)
+    assert [s["source"]["lsn"] for s in account_scores] == sorted(
+        (s["source"]["lsn"] for s in account_scores), reverse=True
+    )
     assert got[f"{run}-missing"]["status"] == "not_found"
     assert got[f"{run}-bad"]["status"] == "invalid_request" and "integer" in got[f"{run}-bad"]["error"]
-    assert got[f"{run}-garbage"] == {"request_id": None, "status": "invalid_request",
-                                     "error": got[f"{run}-garbage"]["error"], "scores": []}
+    assert got[f"{run}-garbage"] == {
+        "request_id": None,
+        "status": "invalid_request",
+        "error": got[f"{run}-garbage"]["error"],
+        "scores": [],
+    }
     assert scrape(worker["port"])['fraudgraph_score_queries_total{status="ok"}'] >= 2
 
 
@@ -136,7 +169,9 @@ def _graph_fingerprint(settings, base: int) -> tuple:
         row = driver.execute_query(
             "MATCH (t:Transaction) WHERE t.id >= $lo AND t.id < $hi OPTIONAL MATCH (t)-[r]-() "
             "RETURN count(DISTINCT t) AS n, count(r) AS rels, sum(t.version) AS versions, collect(DISTINCT t.status) AS s",
-            lo=base, hi=base + ID_SPAN).records[0]
+            lo=base,
+            hi=base + ID_SPAN,
+        ).records[0]
     return row["n"], row["rels"], row["versions"], sorted(row["s"])
 
 
@@ -157,7 +192,9 @@ def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
-        report = simulate(settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=21, start=daytime_start())
+        report = simulate(
+            settings, mode="kafka", customers=60, duration_s=2 * 3600, fraud_rate=0.05, seed=21, start=daytime_start()
+        )
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         assert len(scored_ids(read_scores(scores, base, n, timeout=180), base)) == n
         _wait_processed(first, report.total_rows)
@@ -188,7 +225,9 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
-        report = simulate(settings, mode="kafka", customers=400, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start())
+        report = simulate(
+            settings, mode="kafka", customers=400, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start()
+        )
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
         before = read_scores(scores, base, n // 3, timeout=180)
         assert len(scored_ids(before, base)) < n, "the worker finished before it could be killed"
@@ -203,10 +242,12 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
         counts = scored_ids(before + after, base)
         resumed_ms = min(m.timestamp()[1] for m in after if m.timestamp()[1] / 1000 > killed_at)
         metrics = scrape(second["port"])
-        print(f"\nSIGKILL recovery: {n} transactions, {report.total_rows} CDC events; first new score "
-              f"{resumed_ms / 1000 - killed_at:.1f}s after the kill (process start included); after restart "
-              f"{metrics.get(STATE_APPLIED, 0):.0f} events applied, "
-              f"{metrics.get('fraudgraph_replays_ignored_total', 0):.0f} node updates skipped as replays")
+        print(
+            f"\nSIGKILL recovery: {n} transactions, {report.total_rows} CDC events; first new score "
+            f"{resumed_ms / 1000 - killed_at:.1f}s after the kill (process start included); after restart "
+            f"{metrics.get(STATE_APPLIED, 0):.0f} events applied, "
+            f"{metrics.get('fraudgraph_replays_ignored_total', 0):.0f} node updates skipped as replays"
+        )
         assert len(counts) == n  # none lost
         assert set(counts.values()) == {1}  # none twice
     finally:
@@ -218,8 +259,14 @@ def test_worker_refuses_cdc_topics_partitioned_unlike_its_tables(stack, tmp_path
     created elsewhere with another partition count must stop the worker before it consumes."""
     settings = stack.replace(topic_prefix=f"parts{uuid.uuid4().hex[:8]}")
     ensure_topics(stack.kafka_bootstrap, {settings.cdc_topic("transactions"): 2})
-    env = {**os.environ, "FRAUDGRAPH_TOPIC_PREFIX": settings.topic_prefix,
-           "FRAUDGRAPH_WORKER_ID": f"test-parts-{uuid.uuid4().hex[:6]}", "FRAUDGRAPH_WORKER_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "FRAUDGRAPH_TOPIC_PREFIX": settings.topic_prefix,
+        "FRAUDGRAPH_WORKER_ID": f"test-parts-{uuid.uuid4().hex[:6]}",
+        "FRAUDGRAPH_WORKER_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{settings.cdc_topic('transactions')} has 2, needs 4" in done.stderr

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import scrape
 
 from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.mapping import load_mapping
-
-from conftest import scrape
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "precise-schema"
 
@@ -59,7 +58,13 @@ def test_garbage_is_dead_lettered_and_good_events_are_decoded(stack, worker, top
         (mutated(account_id=None), "missing_field"),
         (mutated(amount="/////w=="), "absurd_value"),  # -1 as two's complement: a negative amount
         (json.dumps(envelope | {"payload": envelope["payload"] | {"op": "z"}}).encode(), "unsupported_op"),
-        (json.dumps(envelope | {"payload": envelope["payload"] | {"source": envelope["payload"]["source"] | {"table": "payroll"}}}).encode(), "unknown_table"),
+        (
+            json.dumps(
+                envelope
+                | {"payload": envelope["payload"] | {"source": envelope["payload"]["source"] | {"table": "payroll"}}}
+            ).encode(),
+            "unknown_table",
+        ),
     ]
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "message.max.bytes": 2_000_000})
     sent_garbage = []

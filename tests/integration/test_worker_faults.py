@@ -5,18 +5,26 @@ the state a clean run builds from the same events."""
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from conftest import (
+    STATE_APPLIED,
+    TopicReader,
+    end_offset,
+    isolated_run,
+    paced_load,
+    read_scores,
+    scored_ids,
+    scrape,
+    wait_caught_up,
+)
 
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
-
-from conftest import (STATE_APPLIED, TopicReader, end_offset, isolated_run, paced_load, read_scores,
-                      scored_ids, scrape, wait_caught_up)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,8 +34,13 @@ KILLS = 5
 def final_states(settings, worker_id: str) -> dict[bytes, dict]:
     """The node-state table as its changelog leaves it: the last record per key."""
     topic = f"{worker_id}-node-state-changelog"
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"probe-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         ends = {p: end_offset(c, topic, p) for p in range(4)}
         c.assign([TopicPartition(topic, p, 0) for p in ends])
@@ -60,12 +73,16 @@ def essence(state: dict | None) -> dict | None:
     ``version``, the newest source position applied from any stream."""
     if state is None:
         return None
-    return {"applied": {s: o for s, o in state["applied"].items() if not any(x in s for x in ORDER_DEPENDENT_STREAMS)},
-            "row_version": state["row_version"], "deleted": state["deleted"],
-            "attrs": {k: sorted(v) if isinstance(v, list) else v for k, v in state["attrs"].items()},  # id sets
-            "marks": {k: v for k, v in state["marks"].items() if not k.startswith("profile:")},
-            "fraud_reports": state["fraud_reports"], "transactions": state["amounts"]["count"],
-            "amount_total": round(state["amounts"]["count"] * state["amounts"]["mean"], 6)}
+    return {
+        "applied": {s: o for s, o in state["applied"].items() if not any(x in s for x in ORDER_DEPENDENT_STREAMS)},
+        "row_version": state["row_version"],
+        "deleted": state["deleted"],
+        "attrs": {k: sorted(v) if isinstance(v, list) else v for k, v in state["attrs"].items()},  # id sets
+        "marks": {k: v for k, v in state["marks"].items() if not k.startswith("profile:")},
+        "fraud_reports": state["fraud_reports"],
+        "transactions": state["amounts"]["count"],
+        "amount_total": round(state["amounts"]["count"] * state["amounts"]["mean"], 6),
+    }
 
 
 def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_state(stack, worker_process, tmp_path):
@@ -89,8 +106,10 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
         seen += scores.read_until(lambda ms: len(scored_ids(seen + ms, base)) >= n, timeout=240)
         seen += scores.read_until(lambda _: False, timeout=5)  # anything more would be a duplicate
         counts = scored_ids(seen, base)
-        print(f"\n{KILLS} SIGKILLs under {n} transactions / {r.total_rows} CDC events at 40 tx/s: "
-              f"{len(counts)} scored, {sum(c > 1 for c in counts.values())} twice")
+        print(
+            f"\n{KILLS} SIGKILLs under {n} transactions / {r.total_rows} CDC events at 40 tx/s: "
+            f"{len(counts)} scored, {sum(c > 1 for c in counts.values())} twice"
+        )
         assert len(counts) == n  # none lost
         assert set(counts.values()) == {1}  # none twice
 
@@ -99,8 +118,14 @@ def test_repeated_sigkill_under_load_loses_nothing_and_ends_in_the_clean_run_sta
         ensure_topics(settings.kafka_bootstrap, worker_topics(settings.replace(scores_topic=clean_topic)))
         clean_scores = TopicReader(stack, clean_topic)
         try:
-            worker_process(**env | {"FRAUDGRAPH_WORKER_ID": clean_id, "FRAUDGRAPH_SCORES_TOPIC": clean_topic,
-                                   "FRAUDGRAPH_WORKER_DATA_DIR": str(tmp_path / "clean-data")})
+            worker_process(
+                **env
+                | {
+                    "FRAUDGRAPH_WORKER_ID": clean_id,
+                    "FRAUDGRAPH_SCORES_TOPIC": clean_topic,
+                    "FRAUDGRAPH_WORKER_DATA_DIR": str(tmp_path / "clean-data"),
+                }
+            )
             assert len(scored_ids(read_scores(clean_scores, base, n, timeout=240), base)) == n
         finally:
             clean_scores.close()
@@ -137,8 +162,10 @@ def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(stack, w
         seen += scores.read_until(lambda ms: len(scored_ids(seen + ms, base)) >= n, timeout=240)
         seen += scores.read_until(lambda _: False, timeout=5)
         counts = scored_ids(seen, base)
-        print(f"\ntwo workers, one killed: {n} transactions, {len(counts)} scored, "
-              f"{sum(c > 1 for c in counts.values())} twice")
+        print(
+            f"\ntwo workers, one killed: {n} transactions, {len(counts)} scored, "
+            f"{sum(c > 1 for c in counts.values())} twice"
+        )
         assert len(counts) == n  # none lost
         # None twice: a score's record is in the scores partition numbered like its CDC partition,
         # so the member taking a partition over recovers the markers of what it replays.
@@ -174,8 +201,11 @@ def test_the_graph_sink_process_reports_through_the_worker_and_ends_with_it(stac
     worker = worker_process(from_now=True)
 
     def lag_groups() -> set[str]:
-        return {k.split('group="')[1].split('"')[0] for k in scrape(worker["port"])
-                if k.startswith("fraudgraph_consumer_lag_messages{")}
+        return {
+            k.split('group="')[1].split('"')[0]
+            for k in scrape(worker["port"])
+            if k.startswith("fraudgraph_consumer_lag_messages{")
+        }
 
     deadline = time.monotonic() + 60
     while lag_groups() != {"graph", "worker"} or not graph_sink_pids(worker["proc"].pid):

@@ -1,7 +1,8 @@
 import random
 import statistics
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fraudgraph.models.incremental import NeighbourSums
 from fraudgraph.streams.aggregates import DistinctSketch, RunningMoments, SlidingCounter

@@ -6,7 +6,10 @@ STALL = 30.0
 
 
 def status(connector: str = "RUNNING", *tasks: str) -> dict:
-    return {"connector": {"state": connector}, "tasks": [{"id": i, "state": s} for i, s in enumerate(tasks or ("RUNNING",))]}
+    return {
+        "connector": {"state": connector},
+        "tasks": [{"id": i, "state": s} for i, s in enumerate(tasks or ("RUNNING",))],
+    }
 
 
 def kinds(obs: Observation) -> list[str]:

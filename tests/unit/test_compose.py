@@ -44,7 +44,7 @@ def test_engine_settings_are_real_settings_with_the_local_defaults_where_not_net
     networked = {"kafka_bootstrap", "neo4j_uri", "pg_host", "connect_url", "worker_web_host"}
     for key, value in env.items():
         assert key.startswith(ENV_PREFIX), key
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         assert name in names, f"{key} is not a setting"
         if name not in networked:
             assert str(value) == str(getattr(DEFAULTS, name)), key
@@ -54,7 +54,10 @@ def test_engine_settings_are_real_settings_with_the_local_defaults_where_not_net
 def test_source_database_matches_settings_and_publication():
     env = COMPOSE["postgres"]["environment"]
     assert (env["POSTGRES_DB"], env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == (
-        DEFAULTS.pg_database, DEFAULTS.pg_user, DEFAULTS.pg_password)
+        DEFAULTS.pg_database,
+        DEFAULTS.pg_user,
+        DEFAULTS.pg_password,
+    )
     assert "wal_level=logical" in COMPOSE["postgres"]["command"]
     volumes = " ".join(COMPOSE["postgres"]["volumes"])
     assert "./connectors/bank_schema.sql" in volumes
@@ -120,7 +123,9 @@ def test_local_prometheus_config_comes_from_settings(tmp_path):
     cfg = config(settings)
     assert cfg["scrape_configs"][0]["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULTS.worker_web_port}"]
     assert cfg["global"]["scrape_interval"] == "2s" and cfg["rule_files"] == [str(RULES_FILE)]
-    assert config(settings.replace(prometheus_targets="a:1, b:2"))["scrape_configs"][0]["static_configs"][0]["targets"] == ["a:1", "b:2"]
+    assert config(settings.replace(prometheus_targets="a:1, b:2"))["scrape_configs"][0]["static_configs"][0][
+        "targets"
+    ] == ["a:1", "b:2"]
     assert cfg["scrape_configs"][1]["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULTS.cdc_watchdog_port}"]
     service = Prometheus(settings)
     assert service.ports() == [DEFAULTS.prometheus_port]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,12 +13,16 @@ import pytest
 from fraudgraph.connectors.amlsim import AMLSIM_MAPPING, DEFAULT_AMLSIM_DIR, read_amlsim
 from fraudgraph.connectors.csv_log import CsvLogError, IdMap, RejectedRow, read_csv_log
 from fraudgraph.connectors.csv_log_mapping import (
-    CsvColumns, CsvLogMapping, CsvLogMappingError, load_csv_log_mapping, parse_csv_log_mapping,
+    CsvColumns,
+    CsvLogMapping,
+    CsvLogMappingError,
+    load_csv_log_mapping,
+    parse_csv_log_mapping,
 )
 from fraudgraph.connectors.events import FraudReported, TransactionCreated
 from fraudgraph.streams.state import Source, apply_event
 
-UTC = timezone.utc
+UTC = UTC
 COLUMNS = CsvColumns(time="t", source="from", target="to", amount="amt")
 AMLSIM_DIR = Path(os.environ.get("FRAUDGRAPH_AMLSIM_DIR") or DEFAULT_AMLSIM_DIR)
 
@@ -40,6 +44,7 @@ def summary(events) -> list[tuple]:
 
 # ---- mapping validation ----
 
+
 def test_toml_mapping_is_validated_with_errors_naming_the_field(tmp_path):
     good = {"columns": {"time": "t", "source": "from", "target": "to", "amount": "amt"}}
     assert parse_csv_log_mapping(good).columns == COLUMNS
@@ -58,15 +63,20 @@ def test_toml_mapping_is_validated_with_errors_naming_the_field(tmp_path):
         "fraud_values: expected a list of strings": {**good, "fraud_values": [1]},
         'target_is = "column" needs columns.target_kind': {**good, "target_is": "column"},
         "label_delay_s must be >= 0": {**good, "label_delay_s": -1},
-        "fraud_values and non_fraud_values overlap": {"columns": {**good["columns"], "label": "y"},
-                                                      "fraud_values": ["Y"], "non_fraud_values": ["y "]},
+        "fraud_values and non_fraud_values overlap": {
+            "columns": {**good["columns"], "label": "y"},
+            "fraud_values": ["Y"],
+            "non_fraud_values": ["y "],
+        },
     }
     for message, data in cases.items():
         with pytest.raises(CsvLogMappingError, match=message.replace("[", r"\[").replace("]", r"\]")):
             parse_csv_log_mapping(data)
 
     # The classic TOML slip: an option written after [columns] lands inside it, and is named.
-    path = write(tmp_path, '[columns]\ntime = "t"\nsource = "a"\ntarget = "b"\namount = "c"\nlabel_delay_s = 5\n', "m.toml")
+    path = write(
+        tmp_path, '[columns]\ntime = "t"\nsource = "a"\ntarget = "b"\namount = "c"\nlabel_delay_s = 5\n', "m.toml"
+    )
     with pytest.raises(CsvLogMappingError, match="columns.label_delay_s: unknown column key"):
         load_csv_log_mapping(path)
     with pytest.raises(CsvLogMappingError, match="not valid TOML"):
@@ -94,25 +104,69 @@ def test_a_mapped_column_missing_from_the_header_fails_before_any_row(tmp_path):
 
 def test_the_shipped_amlsim_mapping_loads():
     m = load_csv_log_mapping(AMLSIM_MAPPING)
-    assert (m.columns.source, m.columns.target, m.columns.amount, m.columns.time) == ("sourceNodeId", "targetNodeId", "value", "time")
-    assert (m.time_format, m.step_seconds, m.target_is, m.ids, m.label_delay_s) == ("step", 86400, "account", "integer", 604800)
+    assert (m.columns.source, m.columns.target, m.columns.amount, m.columns.time) == (
+        "sourceNodeId",
+        "targetNodeId",
+        "value",
+        "time",
+    )
+    assert (m.time_format, m.step_seconds, m.target_is, m.ids, m.label_delay_s) == (
+        "step",
+        86400,
+        "account",
+        "integer",
+        604800,
+    )
 
 
 # ---- time formats ----
 
-@pytest.mark.parametrize("time_format, texts, options, expected", [
-    ("iso", ["2024-03-01T12:00:00Z", "2024-03-01T13:30:00.250", "2024-03-01T16:00:00+02:00"], {},
-     [datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 1, 13, 30, 0, 250000, tzinfo=UTC),
-      datetime(2024, 3, 1, 16, tzinfo=timezone(timedelta(hours=2)))]),
-    ("epoch_s", ["1709294400", "1709299800.25", "1709301600"], {},
-     [datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 1, 13, 30, 0, 250000, tzinfo=UTC),
-      datetime(2024, 3, 1, 14, tzinfo=UTC)]),
-    ("epoch_ms", ["1709294400000", "1709299800250", "1709301600000"], {},
-     [datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 1, 13, 30, 0, 250000, tzinfo=UTC),
-      datetime(2024, 3, 1, 14, tzinfo=UTC)]),
-    ("step", ["0", "1", "5"], {"step_seconds": 1800, "step_origin": datetime(2024, 3, 1, 12, tzinfo=UTC)},
-     [datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 1, 12, 30, tzinfo=UTC), datetime(2024, 3, 1, 14, 30, tzinfo=UTC)]),
-])
+
+@pytest.mark.parametrize(
+    "time_format, texts, options, expected",
+    [
+        (
+            "iso",
+            ["2024-03-01T12:00:00Z", "2024-03-01T13:30:00.250", "2024-03-01T16:00:00+02:00"],
+            {},
+            [
+                datetime(2024, 3, 1, 12, tzinfo=UTC),
+                datetime(2024, 3, 1, 13, 30, 0, 250000, tzinfo=UTC),
+                datetime(2024, 3, 1, 16, tzinfo=timezone(timedelta(hours=2))),
+            ],
+        ),
+        (
+            "epoch_s",
+            ["1709294400", "1709299800.25", "1709301600"],
+            {},
+            [
+                datetime(2024, 3, 1, 12, tzinfo=UTC),
+                datetime(2024, 3, 1, 13, 30, 0, 250000, tzinfo=UTC),
+                datetime(2024, 3, 1, 14, tzinfo=UTC),
+            ],
+        ),
+        (
+            "epoch_ms",
+            ["1709294400000", "1709299800250", "1709301600000"],
+            {},
+            [
+                datetime(2024, 3, 1, 12, tzinfo=UTC),
+                datetime(2024, 3, 1, 13, 30, 0, 250000, tzinfo=UTC),
+                datetime(2024, 3, 1, 14, tzinfo=UTC),
+            ],
+        ),
+        (
+            "step",
+            ["0", "1", "5"],
+            {"step_seconds": 1800, "step_origin": datetime(2024, 3, 1, 12, tzinfo=UTC)},
+            [
+                datetime(2024, 3, 1, 12, tzinfo=UTC),
+                datetime(2024, 3, 1, 12, 30, tzinfo=UTC),
+                datetime(2024, 3, 1, 14, 30, tzinfo=UTC),
+            ],
+        ),
+    ],
+)
 def test_each_time_format(tmp_path, time_format, texts, options, expected):
     path = write(tmp_path, "t,from,to,amt\n" + "".join(f"{t},1,2,10.00\n" for t in texts))
     events = list(read_csv_log(path, mapping(time_format=time_format, **options)))
@@ -141,8 +195,13 @@ def test_labels_arrive_late_and_interleave_with_later_transactions_deterministic
     path = write(tmp_path, "t,from,to,amt,fraud\n0,1,2,5,1\n10,1,3,5,true\n20,2,3,5,0\n30,3,1,5,\n40,1,2,5,False\n")
     events = list(read_csv_log(path, mapping(columns=LABELLED, time_format="epoch_s", label_delay_s=20)))
     assert summary(events) == [
-        ("T", 1, 0, 1), ("T", 2, 10_000, 2), ("T", 3, 20_000, 3), ("F", 1, 20_000, 4),
-        ("T", 4, 30_000, 5), ("F", 2, 30_000, 6), ("T", 5, 40_000, 7),
+        ("T", 1, 0, 1),
+        ("T", 2, 10_000, 2),
+        ("T", 3, 20_000, 3),
+        ("F", 1, 20_000, 4),
+        ("T", 4, 30_000, 5),
+        ("F", 2, 30_000, 6),
+        ("T", 5, 40_000, 7),
     ]
     reports = [e for e in events if isinstance(e, FraudReported)]
     assert [(r.report_id, r.kind, r.reported_at) for r in reports] == [
@@ -154,11 +213,22 @@ def test_labels_arrive_late_and_interleave_with_later_transactions_deterministic
 
 def test_reports_outlast_the_file_and_negatives_are_reported_only_when_asked(tmp_path):
     path = write(tmp_path, "t,from,to,amt,fraud\n0,1,2,5,1\n0,1,3,5,0\n1,2,3,5,1\n")
-    m = mapping(columns=LABELLED, time_format="epoch_s", label_delay_s=3600, report_negatives=True,
-                fraud_report_kind="chargeback")
+    m = mapping(
+        columns=LABELLED,
+        time_format="epoch_s",
+        label_delay_s=3600,
+        report_negatives=True,
+        fraud_report_kind="chargeback",
+    )
     events = list(read_csv_log(path, m))
-    assert summary(events) == [("T", 1, 0, 1), ("T", 2, 0, 2), ("T", 3, 1000, 3),
-                               ("F", 1, 3_600_000, 4), ("F", 2, 3_600_000, 5), ("F", 3, 3_601_000, 6)]
+    assert summary(events) == [
+        ("T", 1, 0, 1),
+        ("T", 2, 0, 2),
+        ("T", 3, 1000, 3),
+        ("F", 1, 3_600_000, 4),
+        ("F", 2, 3_600_000, 5),
+        ("F", 3, 3_601_000, 6),
+    ]
     assert [e.kind for e in events[3:]] == ["chargeback", "false_positive", "chargeback"]
     # without a delay a report still follows its own transaction and every other one at that instant
     events = list(read_csv_log(path, mapping(columns=LABELLED, time_format="epoch_s")))
@@ -169,25 +239,35 @@ def test_an_unsorted_file_is_an_error_unless_sorting_in_memory_is_asked_for(tmp_
     path = write(tmp_path, "t,from,to,amt,fraud\n20,1,2,5,1\n10,1,3,5,0\n20,2,3,5,\n5,3,1,5,1\n")
     with pytest.raises(CsvLogError, match=r"log.csv:3: time .* is before the previous row's .*time_ordered = false"):
         list(read_csv_log(path, mapping(columns=LABELLED, time_format="epoch_s")))
-    events = list(read_csv_log(path, mapping(columns=LABELLED, time_format="epoch_s", time_ordered=False, label_delay_s=10)))
+    events = list(
+        read_csv_log(path, mapping(columns=LABELLED, time_format="epoch_s", time_ordered=False, label_delay_s=10))
+    )
     # sorted by time, ties in file order; ids stay the rows' numbers in the file
-    assert summary(events) == [("T", 4, 5000, 1), ("T", 2, 10_000, 2), ("F", 4, 15_000, 3),
-                               ("T", 1, 20_000, 4), ("T", 3, 20_000, 5), ("F", 1, 30_000, 6)]
+    assert summary(events) == [
+        ("T", 4, 5000, 1),
+        ("T", 2, 10_000, 2),
+        ("F", 4, 15_000, 3),
+        ("T", 1, 20_000, 4),
+        ("T", 3, 20_000, 5),
+        ("F", 1, 30_000, 6),
+    ]
 
 
 # ---- malformed rows ----
 
-BAD = ("t,from,to,amt,fraud\n"
-       "0,1,2,5.00,0\n"
-       "1,1,2,five,0\n"          # line 3: bad number
-       "2,,2,5.00,0\n"           # line 4: missing source
-       "3,1,2,5.00\n"            # line 5: short row
-       "4,1,2,5.00,maybe\n"      # line 6: unknown label value
-       "5,1,2,-1,0\n"            # line 7: negative amount
-       "6,1,x,5.00,0\n"          # line 8: non-integer id with ids = "integer"
-       "soon,1,2,5.00,0\n"       # line 9: bad time
-       "\n"                      # blank line: no row
-       "10,1,2,7.50,1\n")
+BAD = (
+    "t,from,to,amt,fraud\n"
+    "0,1,2,5.00,0\n"
+    "1,1,2,five,0\n"  # line 3: bad number
+    "2,,2,5.00,0\n"  # line 4: missing source
+    "3,1,2,5.00\n"  # line 5: short row
+    "4,1,2,5.00,maybe\n"  # line 6: unknown label value
+    "5,1,2,-1,0\n"  # line 7: negative amount
+    "6,1,x,5.00,0\n"  # line 8: non-integer id with ids = "integer"
+    "soon,1,2,5.00,0\n"  # line 9: bad time
+    "\n"  # blank line: no row
+    "10,1,2,7.50,1\n"
+)
 
 
 def test_a_malformed_row_raises_with_its_line_by_default(tmp_path):
@@ -234,16 +314,34 @@ def test_a_labeller_that_cannot_label_a_row_makes_it_malformed(tmp_path):
 
 # ---- ids, targets, optional columns ----
 
-RICH = CsvColumns(time="when", source="payer", target="payee", amount="amount", kind="type", device="dev",
-                  ip="ip", transaction_id="ref", target_kind="payee_type")
-RICH_LOG = ("when,payer,payee,payee_type,amount,type,dev,ip,ref\n"
-            "2024-01-01T00:00:00Z,alice,shop-9,M,12.00,PAYMENT,ph1,10.0.0.1,tx-a\n"
-            "2024-01-01T00:01:00Z,bob,alice,C,3.00,TRANSFER,,,tx-b\n"
-            "2024-01-01T00:02:00Z,carol,shop-2,M,8.00,CASH_OUT,ph2,10.0.0.2,tx-c\n"
-            "2024-01-01T00:03:00Z,alice,bob,C,1.00,,,,tx-d\n")
-RICH_MAPPING = dict(columns=RICH, ids="first_seen", target_is="column", merchant_values=frozenset({"M"}),
-                    account_values=frozenset({"C"}), kind_values={"PAYMENT": "card_payment", "TRANSFER": "transfer"},
-                    default_kind="topup", currency="EUR")
+RICH = CsvColumns(
+    time="when",
+    source="payer",
+    target="payee",
+    amount="amount",
+    kind="type",
+    device="dev",
+    ip="ip",
+    transaction_id="ref",
+    target_kind="payee_type",
+)
+RICH_LOG = (
+    "when,payer,payee,payee_type,amount,type,dev,ip,ref\n"
+    "2024-01-01T00:00:00Z,alice,shop-9,M,12.00,PAYMENT,ph1,10.0.0.1,tx-a\n"
+    "2024-01-01T00:01:00Z,bob,alice,C,3.00,TRANSFER,,,tx-b\n"
+    "2024-01-01T00:02:00Z,carol,shop-2,M,8.00,CASH_OUT,ph2,10.0.0.2,tx-c\n"
+    "2024-01-01T00:03:00Z,alice,bob,C,1.00,,,,tx-d\n"
+)
+RICH_MAPPING = dict(
+    columns=RICH,
+    ids="first_seen",
+    target_is="column",
+    merchant_values=frozenset({"M"}),
+    account_values=frozenset({"C"}),
+    kind_values={"PAYMENT": "card_payment", "TRANSFER": "transfer"},
+    default_kind="topup",
+    currency="EUR",
+)
 
 
 def test_text_ids_get_integers_in_first_seen_order_per_namespace_deterministically(tmp_path):
@@ -251,7 +349,11 @@ def test_text_ids_get_integers_in_first_seen_order_per_namespace_deterministical
     ids = IdMap()
     events = list(read_csv_log(path, mapping(**RICH_MAPPING), ids=ids))
     assert [(e.transaction_id, e.account_id, e.merchant_id, e.counterparty_account_id) for e in events] == [
-        (1, 1, 1, None), (2, 2, None, 1), (3, 3, 2, None), (4, 1, None, 2)]
+        (1, 1, 1, None),
+        (2, 2, None, 1),
+        (3, 3, 2, None),
+        (4, 1, None, 2),
+    ]
     assert ids.raw_ids("account") == {1: "alice", 2: "bob", 3: "carol"}
     assert ids.raw_ids("merchant") == {1: "shop-9", 2: "shop-2"}
     assert ids.raw_ids("transaction") == {1: "tx-a", 2: "tx-b", 3: "tx-c", 4: "tx-d"}
@@ -260,8 +362,11 @@ def test_text_ids_get_integers_in_first_seen_order_per_namespace_deterministical
     assert again.namespaces == ids.namespaces
     # kinds mapped, unmapped ones kept as they are, an empty one defaulted; empty device/ip -> None
     assert [(e.kind, e.device_id, e.ip, e.currency) for e in events] == [
-        ("card_payment", "ph1", "10.0.0.1", "EUR"), ("transfer", None, None, "EUR"),
-        ("CASH_OUT", "ph2", "10.0.0.2", "EUR"), ("topup", None, None, "EUR")]
+        ("card_payment", "ph1", "10.0.0.1", "EUR"),
+        ("transfer", None, None, "EUR"),
+        ("CASH_OUT", "ph2", "10.0.0.2", "EUR"),
+        ("topup", None, None, "EUR"),
+    ]
 
 
 def test_absent_optional_columns_give_none_fields_and_defaults(tmp_path):
@@ -269,14 +374,22 @@ def test_absent_optional_columns_give_none_fields_and_defaults(tmp_path):
     (event,) = read_csv_log(path, mapping(target_is="merchant"))
     assert isinstance(event, TransactionCreated)
     assert (event.account_id, event.merchant_id, event.counterparty_account_id) == (7, 8, None)
-    assert (event.device_id, event.ip, event.kind, event.status, event.currency) == (None, None, "transfer", "settled", "USD")
+    assert (event.device_id, event.ip, event.kind, event.status, event.currency) == (
+        None,
+        None,
+        "transfer",
+        "settled",
+        "USD",
+    )
 
 
 def test_an_unknown_target_kind_value_is_a_malformed_row(tmp_path):
     path = write(tmp_path, RICH_LOG.replace(",C,3.00", ",X,3.00"))
     rejected = []
     events = list(read_csv_log(path, mapping(**RICH_MAPPING), rejected=rejected))
-    assert [(r.line, r.reason) for r in rejected] == [(3, "columns.target_kind: 'X' is in neither merchant_values nor account_values")]
+    assert [(r.line, r.reason) for r in rejected] == [
+        (3, "columns.target_kind: 'X' is in neither merchant_values nor account_values")
+    ]
     assert len(events) == 3
 
 
@@ -300,6 +413,7 @@ def test_replaying_a_log_through_the_worker_state_function(tmp_path):
 
 
 # ---- AMLSim ----
+
 
 def amlsim_label_count_with_the_csv_module() -> tuple[int, int, int, int]:
     """Rows, laundering transfers, first and last step, straight from the raw files."""
@@ -328,7 +442,10 @@ def test_amlsim_reads_fully_with_late_labels_on_laundering_transfers():
     transactions, reports = {}, []
     previous = None
     for event in read_amlsim(AMLSIM_DIR, rejected=rejected):
-        assert previous is None or (event.position.ts_ms, event.position.lsn) > (previous.position.ts_ms, previous.position.lsn)
+        assert previous is None or (event.position.ts_ms, event.position.lsn) > (
+            previous.position.ts_ms,
+            previous.position.lsn,
+        )
         previous = event
         if isinstance(event, TransactionCreated):
             transactions[event.transaction_id] = event

@@ -17,15 +17,25 @@ from __future__ import annotations
 
 import ast
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fraudgraph.connectors.events import (
-    AccountUpserted, CustomerUpserted, DeviceUpserted, EntityDeleted, FraudReported, LoginRecorded, MerchantUpserted,
-    ProfileChanged, SourcePosition, TransactionCreated, TransactionUpdated,
+    AccountUpserted,
+    CustomerUpserted,
+    DeviceUpserted,
+    EntityDeleted,
+    FraudReported,
+    LoginRecorded,
+    MerchantUpserted,
+    ProfileChanged,
+    SourcePosition,
+    TransactionCreated,
+    TransactionUpdated,
 )
 from fraudgraph.graph.cypher import CYPHER, plan_batch
 
@@ -93,8 +103,11 @@ def _query_argument(call: ast.Call) -> ast.AST | None:
 
 def _is_query_call(call: ast.Call) -> bool:
     f = call.func
-    return (isinstance(f, ast.Attribute) and f.attr in QUERY_METHODS
-            and not (isinstance(f.value, ast.Name) and f.value.id in NOT_NEO4J))
+    return (
+        isinstance(f, ast.Attribute)
+        and f.attr in QUERY_METHODS
+        and not (isinstance(f.value, ast.Name) and f.value.id in NOT_NEO4J)
+    )
 
 
 def data_built_queries(source: str, filename: str = "<src>") -> tuple[list[str], int]:
@@ -122,7 +135,9 @@ def data_built_queries(source: str, filename: str = "<src>") -> tuple[list[str],
             return
         leaked = _names(query) & tainted
         if leaked:
-            problems.append(f"{filename}:{call.lineno}: query text depends on {sorted(leaked)} (pass data as parameters)")
+            problems.append(
+                f"{filename}:{call.lineno}: query text depends on {sorted(leaked)} (pass data as parameters)"
+            )
 
     visit(ast.parse(source, filename), set())
     return problems, checked
@@ -142,7 +157,7 @@ def test_no_query_text_in_the_package_is_built_from_data():
 
 
 def test_the_checker_catches_queries_built_from_data():
-    bad = '''
+    bad = """
 async def by_name(session, name):
     await session.run(f"MATCH (c:Customer {{full_name: '{name}'}}) RETURN c")
 
@@ -158,8 +173,8 @@ def nested(tx, ip):
     def inner():
         tx.run(query=f"MATCH (i:IP {{address: '{ip}'}}) RETURN i")
     inner()
-'''
-    good = '''
+"""
+    good = """
 import asyncio
 QUERY = "MATCH (c:Customer {id: $id}) RETURN c"
 LABELS = ("Customer", "Account")
@@ -170,7 +185,7 @@ async def fine(session, customer_id, stmt):
         await session.run(f"MATCH (n:{label}) WHERE n.id = $id RETURN n", id=customer_id)
     await session.run(stmt.cypher, stmt.params)
     asyncio.run(something(customer_id))
-'''
+"""
     problems, checked = data_built_queries(bad)
     assert checked == 4 and len(problems) == 4, problems
     assert any("['name']" in p for p in problems) and any("['label']" in p for p in problems)
@@ -180,20 +195,40 @@ async def fine(session, customer_id, stmt):
 
 # ---- runtime: what the planner sends ----
 
-HOSTILE = st.sampled_from([
-    "x'}) DETACH DELETE n //", '"},{"admin":true', "$param", "$rows", "`Customer`", "\x00", "a\x00b", "\\", "'", '"',
-    "}) MATCH (n) SET n.pwned = true //", "${x}", "\u202e", "𝕏", "CALL dbms.killQueries([])", "*/ RETURN 1 /*",
-]) | st.text(min_size=1, max_size=30)
-T = datetime(2026, 1, 1, tzinfo=timezone.utc)
+HOSTILE = st.sampled_from(
+    [
+        "x'}) DETACH DELETE n //",
+        '"},{"admin":true',
+        "$param",
+        "$rows",
+        "`Customer`",
+        "\x00",
+        "a\x00b",
+        "\\",
+        "'",
+        '"',
+        "}) MATCH (n) SET n.pwned = true //",
+        "${x}",
+        "\u202e",
+        "𝕏",
+        "CALL dbms.killQueries([])",
+        "*/ RETURN 1 /*",
+    ]
+) | st.text(min_size=1, max_size=30)
+T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @st.composite
 def hostile_events(draw):
-    s = lambda: draw(HOSTILE)  # noqa: E731
+    s = lambda: draw(HOSTILE)
     lsn = draw(st.integers(1, 2**63 - 1))
     pos = SourcePosition(lsn, None, draw(st.integers(0, 2**62)))
-    i = lambda: draw(st.integers(-(2**63), 2**63 - 1))  # noqa: E731
-    kind = draw(st.sampled_from(["customer", "account", "merchant", "device", "tx", "txu", "login", "change", "report", "delete"]))
+    i = lambda: draw(st.integers(-(2**63), 2**63 - 1))
+    kind = draw(
+        st.sampled_from(
+            ["customer", "account", "merchant", "device", "tx", "txu", "login", "change", "report", "delete"]
+        )
+    )
     if kind == "customer":
         return CustomerUpserted(pos, i(), s(), s(), draw(st.none() | HOSTILE), s(), i(), T)
     if kind == "account":
@@ -203,17 +238,34 @@ def hostile_events(draw):
     if kind == "device":
         return DeviceUpserted(pos, s(), draw(st.none() | HOSTILE), draw(st.none() | HOSTILE), T)
     if kind in ("tx", "txu"):
-        common = dict(transaction_id=i(), account_id=i(), kind=s(), amount=Decimal("12.34"), currency=s(),
-                      merchant_id=draw(st.none() | st.integers()), counterparty_account_id=draw(st.none() | st.integers()),
-                      device_id=draw(st.none() | HOSTILE), ip=draw(st.none() | HOSTILE), status=s(), created_at=T, updated_at=T)
-        return TransactionCreated(pos, **common) if kind == "tx" else TransactionUpdated(pos, previous_status=s(), **common)
+        common = dict(
+            transaction_id=i(),
+            account_id=i(),
+            kind=s(),
+            amount=Decimal("12.34"),
+            currency=s(),
+            merchant_id=draw(st.none() | st.integers()),
+            counterparty_account_id=draw(st.none() | st.integers()),
+            device_id=draw(st.none() | HOSTILE),
+            ip=draw(st.none() | HOSTILE),
+            status=s(),
+            created_at=T,
+            updated_at=T,
+        )
+        return (
+            TransactionCreated(pos, **common)
+            if kind == "tx"
+            else TransactionUpdated(pos, previous_status=s(), **common)
+        )
     if kind == "login":
         return LoginRecorded(pos, i(), i(), draw(st.none() | HOSTILE), s(), draw(st.booleans()), T)
     if kind == "change":
         return ProfileChanged(pos, i(), i(), s(), draw(st.none() | HOSTILE), draw(st.none() | HOSTILE), T)
     if kind == "report":
         return FraudReported(pos, i(), i(), s(), T)
-    return EntityDeleted(pos, draw(st.sampled_from(["customer", "account", "merchant", "device", "transaction", "login"])), s())
+    return EntityDeleted(
+        pos, draw(st.sampled_from(["customer", "account", "merchant", "device", "transaction", "login"])), s()
+    )
 
 
 def _strings(value) -> set[str]:
@@ -228,7 +280,9 @@ def _strings(value) -> set[str]:
 
 def _event_strings(event) -> set[str]:
     """The event's strings the graph keeps (a transaction update's previous status is not a graph property)."""
-    return {v for v in (getattr(event, f.name) for f in fields(event) if f.name != "previous_status") if isinstance(v, str)}
+    return {
+        v for v in (getattr(event, f.name) for f in fields(event) if f.name != "previous_status") if isinstance(v, str)
+    }
 
 
 @settings(max_examples=300, deadline=None)

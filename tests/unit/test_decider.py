@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import torch
@@ -30,8 +30,14 @@ from fraudgraph.streams.state import Source, apply_event
 def simulated_inputs(n: int) -> list[ScoringInput]:
     """The last ``n`` transactions of a small simulated run, as the worker would hold them: the
     simulator's rows through the Debezium envelope, the decoder and ``apply_event``."""
-    config = SimConfig(customers=300, duration_s=3 * 3600, start=datetime(2026, 11, 1, tzinfo=timezone.utc),
-                       fraud_rate=0.1, seed=7, id_base=10**12)
+    config = SimConfig(
+        customers=300,
+        duration_s=3 * 3600,
+        start=datetime(2026, 11, 1, tzinfo=UTC),
+        fraud_rate=0.1,
+        seed=7,
+        id_base=10**12,
+    )
     settings = load_settings()
     store, inputs = _LiveStore(), []
     for offset, event in enumerate(event_time_order(decoded(simulator_records(config, settings), settings))):
@@ -125,7 +131,9 @@ def test_model_failure_decides_on_rules_with_reason(tmp_path, monkeypatch, caplo
 
     async def body(decider):
         assert decider.server.loaded is not None  # the model is there, it fails at inference
-        monkeypatch.setattr(LoadedModel, "infer", lambda self, requests: (_ for _ in ()).throw(RuntimeError("CUDA on fire")))
+        monkeypatch.setattr(
+            LoadedModel, "infer", lambda self, requests: (_ for _ in ()).throw(RuntimeError("CUDA on fire"))
+        )
         return await decider.decide(INPUTS[:16])
 
     decided = run_with_server(tmp_path, body)

@@ -2,17 +2,27 @@
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fraudgraph.connectors.decoder import REASONS, DecodeError, Tombstone, decode
 from fraudgraph.connectors.events import (
-    AccountUpserted, CustomerUpserted, DeviceUpserted, EntityDeleted, FraudReported, LoginRecorded,
-    MerchantUpserted, ProfileChanged, TableTruncated, TransactionCreated, TransactionUpdated,
+    AccountUpserted,
+    CustomerUpserted,
+    DeviceUpserted,
+    EntityDeleted,
+    FraudReported,
+    LoginRecorded,
+    MerchantUpserted,
+    ProfileChanged,
+    TableTruncated,
+    TransactionCreated,
+    TransactionUpdated,
 )
 from fraudgraph.connectors.mapping import load_mapping, parse_mapping
 
@@ -20,9 +30,14 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
 VARIANTS = sorted(p.name for p in FIXTURES.iterdir())
 MAPPING = load_mapping()
 EXPECTED_CREATE = {
-    "customers": CustomerUpserted, "accounts": AccountUpserted, "merchants": MerchantUpserted,
-    "devices": DeviceUpserted, "logins": LoginRecorded, "profile_changes": ProfileChanged,
-    "transactions": TransactionCreated, "fraud_reports": FraudReported,
+    "customers": CustomerUpserted,
+    "accounts": AccountUpserted,
+    "merchants": MerchantUpserted,
+    "devices": DeviceUpserted,
+    "logins": LoginRecorded,
+    "profile_changes": ProfileChanged,
+    "transactions": TransactionCreated,
+    "fraud_reports": FraudReported,
 }
 
 
@@ -61,14 +76,23 @@ def test_transaction_lifecycle(variant):
     updated = run(fixture(variant, "transactions.u"))
     deleted = run(fixture(variant, "transactions.d"))
     tomb = run(fixture(variant, "transactions.tombstone"))
-    assert isinstance(updated, TransactionUpdated) and updated.previous_status == "pending" and updated.status == "settled"
+    assert (
+        isinstance(updated, TransactionUpdated) and updated.previous_status == "pending" and updated.status == "settled"
+    )
     assert updated.amount == Decimal("0.01")
     assert deleted == EntityDeleted(deleted.position, "transaction", str(created.transaction_id))
     assert isinstance(tomb, Tombstone)
     assert created.position.version < updated.position.version < deleted.position.version
-    assert created.created_at == datetime(created.created_at.year, created.created_at.month, created.created_at.day,
-                                          created.created_at.hour, created.created_at.minute, created.created_at.second,
-                                          123456, tzinfo=timezone.utc)
+    assert created.created_at == datetime(
+        created.created_at.year,
+        created.created_at.month,
+        created.created_at.day,
+        created.created_at.hour,
+        created.created_at.minute,
+        created.created_at.second,
+        123456,
+        tzinfo=UTC,
+    )
     # NUMERIC(18,2) max-precision amount: exact except where the connector itself sends a double.
     expected = Decimal("1234567890123456.8") if variant.startswith("double") else Decimal("1234567890123456.78")
     assert created.amount == expected
@@ -157,28 +181,66 @@ def test_precise_decimal_roundtrip_with_negative_scale_bytes():
 
 def test_mapping_rejects_a_field_the_event_does_not_have():
     with pytest.raises(ValueError, match="amount_cents"):
-        parse_mapping({"tables": {"payments": {
-            "entity": "transaction", "key": "id", "create": "FraudReported", "update": "FraudReported",
-            "fields": {"report_id": "id", "transaction_id": "tx", "kind": "k", "reported_at": "at", "amount_cents": "c"},
-        }}})
+        parse_mapping(
+            {
+                "tables": {
+                    "payments": {
+                        "entity": "transaction",
+                        "key": "id",
+                        "create": "FraudReported",
+                        "update": "FraudReported",
+                        "fields": {
+                            "report_id": "id",
+                            "transaction_id": "tx",
+                            "kind": "k",
+                            "reported_at": "at",
+                            "amount_cents": "c",
+                        },
+                    }
+                }
+            }
+        )
 
 
 def test_another_schema_maps_onto_the_same_events():
-    mapping = parse_mapping({"tables": {"chargebacks": {
-        "entity": "fraud_report", "key": "cb_id", "create": "FraudReported", "update": "FraudReported",
-        "fields": {"report_id": "cb_id", "transaction_id": "payment_ref", "kind": "reason", "reported_at": "filed"},
-    }}})
-    value = {"before": None, "after": {"cb_id": 9, "payment_ref": 77, "reason": "chargeback", "filed": 1_795_000_000_000},
-             "source": {"table": "chargebacks", "lsn": 10, "ts_ms": 1_795_000_000_000}, "op": "c"}
+    mapping = parse_mapping(
+        {
+            "tables": {
+                "chargebacks": {
+                    "entity": "fraud_report",
+                    "key": "cb_id",
+                    "create": "FraudReported",
+                    "update": "FraudReported",
+                    "fields": {
+                        "report_id": "cb_id",
+                        "transaction_id": "payment_ref",
+                        "kind": "reason",
+                        "reported_at": "filed",
+                    },
+                }
+            }
+        }
+    )
+    value = {
+        "before": None,
+        "after": {"cb_id": 9, "payment_ref": 77, "reason": "chargeback", "filed": 1_795_000_000_000},
+        "source": {"table": "chargebacks", "lsn": 10, "ts_ms": 1_795_000_000_000},
+        "op": "c",
+    }
     event = decode("core.dbo.chargebacks", json.dumps(value).encode(), mapping)
-    assert event == FraudReported(event.position, 9, 77, "chargeback", datetime.fromtimestamp(1_795_000_000, timezone.utc))
+    assert event == FraudReported(event.position, 9, 77, "chargeback", datetime.fromtimestamp(1_795_000_000, UTC))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=2000) | st.text(max_size=500).map(str.encode) | st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=30).map(lambda doc: json.dumps(doc).encode()))
+@given(
+    st.binary(max_size=2000)
+    | st.text(max_size=500).map(str.encode)
+    | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+        max_leaves=30,
+    ).map(lambda doc: json.dumps(doc).encode())
+)
 def test_anything_either_decodes_or_fails_with_a_known_reason(value):
     try:
         decode("bank.public.transactions", value, MAPPING)
@@ -196,9 +258,12 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(
     variant=st.sampled_from(VARIANTS),
-    stem=st.sampled_from(["transactions.c", "transactions.u", "customers.c", "logins.c", "fraud_reports.c", "transactions.d"]),
+    stem=st.sampled_from(
+        ["transactions.c", "transactions.u", "customers.c", "logins.c", "fraud_reports.c", "transactions.d"]
+    ),
     part=st.sampled_from(["after", "before", "source", "op", "envelope"]),
-    column=st.text(max_size=12) | st.sampled_from(["id", "amount", "account_id", "created_at", "ip", "lsn", "ts_ms", "table"]),
+    column=st.text(max_size=12)
+    | st.sampled_from(["id", "amount", "account_id", "created_at", "ip", "lsn", "ts_ms", "table"]),
     replacement=JSON_VALUES,
 )
 def test_mutated_real_envelopes_decode_or_fail_with_a_known_reason(variant, stem, part, column, replacement):

@@ -19,8 +19,9 @@ from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
 from fraudgraph.streams.replay import replay
 
-needs_data = pytest.mark.skipif(not (DEFAULT_AMLSIM_DIR / "transactions.csv").exists(),
-                                reason="../shared/datasets/amlsim_fanin200 is not present")
+needs_data = pytest.mark.skipif(
+    not (DEFAULT_AMLSIM_DIR / "transactions.csv").exists(), reason="../shared/datasets/amlsim_fanin200 is not present"
+)
 
 
 @pytest.fixture
@@ -42,9 +43,17 @@ def test_evaluate_amlsim_end_to_end_on_the_first_steps(tmp_path, one_thread):
 
     # the split is by time: whole steps, train before validation before test, nothing lost
     w = report["split"]["windows"]
-    assert w["train"]["last_ts_ms"] < w["validation"]["first_ts_ms"] <= w["validation"]["last_ts_ms"] < w["test"]["first_ts_ms"]
+    assert (
+        w["train"]["last_ts_ms"]
+        < w["validation"]["first_ts_ms"]
+        <= w["validation"]["last_ts_ms"]
+        < w["test"]["first_ts_ms"]
+    )
     assert w["train"]["first_step"] == 1 and w["test"]["last_step"] == 35
-    assert w["train"]["last_step"] < w["validation"]["first_step"] and w["validation"]["last_step"] < w["test"]["first_step"]
+    assert (
+        w["train"]["last_step"] < w["validation"]["first_step"]
+        and w["validation"]["last_step"] < w["test"]["first_step"]
+    )
     assert sum(x["n"] for x in w.values()) == report["data"]["transfers"]
     assert sum(x["positives"] for x in w.values()) == report["data"]["laundering"]
     assert all(x["positives"] > 0 for x in w.values())
@@ -54,7 +63,14 @@ def test_evaluate_amlsim_end_to_end_on_the_first_steps(tmp_path, one_thread):
         results = report["results_test"][variant]
         assert set(results) == {"rgcn", "mlp", "gbt"}
         for name, m in results.items():
-            for key in ("auc_roc", "auc_pr", "recall_at_1pct_fpr", "val_auc_roc", "recall_at_val_threshold", "fpr_at_val_threshold"):
+            for key in (
+                "auc_roc",
+                "auc_pr",
+                "recall_at_1pct_fpr",
+                "val_auc_roc",
+                "recall_at_val_threshold",
+                "fpr_at_val_threshold",
+            ):
                 assert 0.0 <= m[key] <= 1.0, (variant, name, key, m)
             assert m["train_seconds"] >= 0
     # the amount alone separates pattern transfers: every model finds it
@@ -100,20 +116,31 @@ def test_without_amount_is_the_replay_of_the_log_with_every_amount_zero():
 
 
 def test_point_in_time_graph_rows_and_edges():
-    from fraudgraph.models.incremental import NeighbourSums, NodeState
     from fraudgraph.models.batch import ScoringRequest
+    from fraudgraph.models.incremental import NeighbourSums, NodeState
 
     tx_w, acc_w = FEATURE_WIDTHS["Transaction"], FEATURE_WIDTHS["Account"]
-    acc = lambda sent: NodeState("Account", [0.0] * (acc_w - 1) + [1.0],  # noqa: E731
-                                 NeighbourSums({"Transaction:rev_INITIATED:Account": sent},
-                                               {"Transaction:rev_INITIATED:Account": [float(sent)] * tx_w}))
-    tx = lambda amount: NodeState("Transaction", [amount] + [0.0] * (tx_w - 1),  # noqa: E731
-                                  NeighbourSums({"Account:INITIATED:Transaction": 1}, {"Account:INITIATED:Transaction": [1.0] * acc_w}))
-    reqs = [ScoringRequest(tx(1.0), {"Account:INITIATED:Transaction": [acc(1)]}),
-            ScoringRequest(tx(2.0), {"Account:INITIATED:Transaction": [acc(3)]})]
+    acc = lambda sent: NodeState(
+        "Account",
+        [0.0] * (acc_w - 1) + [1.0],
+        NeighbourSums(
+            {"Transaction:rev_INITIATED:Account": sent}, {"Transaction:rev_INITIATED:Account": [float(sent)] * tx_w}
+        ),
+    )
+    tx = lambda amount: NodeState(
+        "Transaction",
+        [amount] + [0.0] * (tx_w - 1),
+        NeighbourSums({"Account:INITIATED:Transaction": 1}, {"Account:INITIATED:Transaction": [1.0] * acc_w}),
+    )
+    reqs = [
+        ScoringRequest(tx(1.0), {"Account:INITIATED:Transaction": [acc(1)]}),
+        ScoringRequest(tx(2.0), {"Account:INITIATED:Transaction": [acc(3)]}),
+    ]
     x, edges, names = am.point_in_time_graph(reqs)
     assert x.shape[0] == 4 and x.shape[1] == len(names)
     assert edges["Account:INITIATED:Transaction"].tolist() == [[2, 3], [0, 1]]
     assert "Transaction.log_amount" in names and "Account<rev_INITIATED.log_count" in names
     col = names.index("Account<rev_INITIATED.log_count")
-    assert x[2:, col].tolist() == pytest.approx([torch.log1p(torch.tensor(1.0)).item(), torch.log1p(torch.tensor(3.0)).item()])
+    assert x[2:, col].tolist() == pytest.approx(
+        [torch.log1p(torch.tensor(1.0)).item(), torch.log1p(torch.tensor(3.0)).item()]
+    )

@@ -14,22 +14,24 @@ from __future__ import annotations
 import json
 import tracemalloc
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings, strategies as st
+from hostile import FIXTURES, JSON_VALUES, RawToken, damaged_bytes, deep_text, dumps, mutated_envelopes
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import strategies as st
 
 from fraudgraph.connectors.decoder import MAX_MESSAGE_BYTES, MAX_STRING_CHARS, REASONS, DecodeError, Tombstone, decode
 from fraudgraph.connectors.events import DomainEvent, EntityDeleted
 from fraudgraph.connectors.mapping import load_mapping
 
-from hostile import FIXTURES, JSON_VALUES, RawToken, deep_text, damaged_bytes, dumps, mutated_envelopes
-
 MAPPING = load_mapping()
 INT64 = (-(2**63), 2**63 - 1)
-FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 def assert_safe_event(event) -> None:
@@ -54,7 +56,7 @@ def assert_safe_event(event) -> None:
             assert value.is_finite() and 0 <= value < Decimal("1e16"), (f.name, value)
         elif isinstance(value, datetime):
             assert value.tzinfo is not None
-            value.astimezone(timezone.utc)  # raises OverflowError where an offset leaves datetime's range
+            value.astimezone(UTC)  # raises OverflowError where an offset leaves datetime's range
         elif f.name != "position":
             raise AssertionError(f"unexpected field type {f.name}: {type(value)}")
     if isinstance(event, EntityDeleted):
@@ -82,6 +84,7 @@ MODES = st.sampled_from(["precise", "double", "string", "bogus"])
 
 
 # ---- properties ----
+
 
 @FUZZ
 @given(TOPICS, st.binary(max_size=4096), MODES)
@@ -111,6 +114,7 @@ def test_damaged_real_envelopes(case):
 
 # ---- targeted cases the fuzzer found or that bound memory ----
 
+
 def _fixture(stem: str, variant: str = "precise-schema") -> dict:
     return json.loads((FIXTURES / variant / f"{stem}.json").read_text())
 
@@ -124,12 +128,15 @@ def _with_column_schema(change) -> bytes:
     return orjson.dumps(doc)
 
 
-@pytest.mark.parametrize("change", [
-    lambda c: c.update(field=[c["field"]]),  # an unhashable column name crashed the column lookup (TypeError)
-    lambda c: c.update(field={"x": 1}),
-    lambda c: c.update(name=["io.debezium.time.Timestamp"]),  # unhashable logical type name
-    lambda c: c.update(name={"n": 1}),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c.update(field=[c["field"]]),  # an unhashable column name crashed the column lookup (TypeError)
+        lambda c: c.update(field={"x": 1}),
+        lambda c: c.update(name=["io.debezium.time.Timestamp"]),  # unhashable logical type name
+        lambda c: c.update(name={"n": 1}),
+    ],
+)
 def test_malformed_schema_is_a_reason_not_a_crash(change):
     reason = decodes_or_rejects("bank.public.transactions", _with_column_schema(change))
     assert reason in ("event", *REASONS)
@@ -142,17 +149,20 @@ def _tx(**source_or_after) -> bytes:
     return json.dumps(doc).encode()
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"lsn": 2**63}, "absurd_value"),  # orjson reads up to 2**64-1; Neo4j and the Bolt driver stop at 2**63-1
-    ({"lsn": 2**64 - 1}, "absurd_value"),
-    ({"ts_ms": 2**63}, "absurd_value"),
-    ({"ts_ms": -(2**63) - 1}, "missing_field"),  # below int64 orjson reads a float: not an integer timestamp
-    ({"account_id": 2**63}, "bad_value"),
-    ({"merchant_id": 2**64 - 1}, "bad_value"),
-    ({"txId": 2**63}, "event"),  # informational only: dropped (None) rather than rejected
-    ({"created_at": "0001-01-01T00:00:00+14:00"}, "absurd_value"),  # before year 1 in UTC
-    ({"created_at": "9999-12-31T23:59:59-14:00"}, "absurd_value"),  # after year 9999 in UTC
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"lsn": 2**63}, "absurd_value"),  # orjson reads up to 2**64-1; Neo4j and the Bolt driver stop at 2**63-1
+        ({"lsn": 2**64 - 1}, "absurd_value"),
+        ({"ts_ms": 2**63}, "absurd_value"),
+        ({"ts_ms": -(2**63) - 1}, "missing_field"),  # below int64 orjson reads a float: not an integer timestamp
+        ({"account_id": 2**63}, "bad_value"),
+        ({"merchant_id": 2**64 - 1}, "bad_value"),
+        ({"txId": 2**63}, "event"),  # informational only: dropped (None) rather than rejected
+        ({"created_at": "0001-01-01T00:00:00+14:00"}, "absurd_value"),  # before year 1 in UTC
+        ({"created_at": "9999-12-31T23:59:59-14:00"}, "absurd_value"),  # after year 9999 in UTC
+    ],
+)
 def test_values_downstream_cannot_hold_are_rejected(change, reason):
     assert decodes_or_rejects("bank.public.transactions", _tx(**change), "string") == reason
 
@@ -171,13 +181,16 @@ def test_delete_keys_that_are_fine():
         assert decode("bank.public.transactions", json.dumps(doc).encode(), MAPPING).key == expected
 
 
-@pytest.mark.parametrize("value, reason", [
-    (b"[" * 200_000 + b"]" * 200_000, "not_json"),  # orjson stops at depth 1024: no recursion, no stack overflow
-    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "not_json"),
-    (b"[" * 1000 + b"]" * 1000, "not_an_envelope"),  # deep but within the parser's limit
-    (b" " * (MAX_MESSAGE_BYTES + 1), "too_large"),
-    (b'"' + b"x" * (MAX_MESSAGE_BYTES + 1) + b'"', "too_large"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "not_json"),  # orjson stops at depth 1024: no recursion, no stack overflow
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "not_json"),
+        (b"[" * 1000 + b"]" * 1000, "not_an_envelope"),  # deep but within the parser's limit
+        (b" " * (MAX_MESSAGE_BYTES + 1), "too_large"),
+        (b'"' + b"x" * (MAX_MESSAGE_BYTES + 1) + b'"', "too_large"),
+    ],
+)
 def test_deep_or_huge_input_is_rejected_with_a_reason(value, reason):
     assert decodes_or_rejects("bank.public.transactions", value) == reason
 
@@ -192,11 +205,18 @@ def test_deeply_nested_field_values_are_rejected_without_recursion_errors():
     assert decodes_or_rejects("bank.public.transactions", _deep_table_envelope(1000)) == "unknown_table"
 
 
-@pytest.mark.parametrize("make", [
-    lambda n: b"[" + b"[]," * (n // 3 - 1) + b"[]]",  # as many empty containers as fit
-    lambda n: b"{" + b",".join(b'"%d":{}' % i for i in range(n // 12)) + b"}",
-    lambda n: b'{"payload":{"op":"c","source":{"lsn":1,"ts_ms":1,"table":"transactions"},"after":{"ip":"' + b"\\u0000" * (n // 6 - 40) + b'"}}}',
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: b"[" + b"[]," * (n // 3 - 1) + b"[]]",  # as many empty containers as fit
+        lambda n: b"{" + b",".join(b'"%d":{}' % i for i in range(n // 12)) + b"}",
+        lambda n: (
+            b'{"payload":{"op":"c","source":{"lsn":1,"ts_ms":1,"table":"transactions"},"after":{"ip":"'
+            + b"\\u0000" * (n // 6 - 40)
+            + b'"}}}'
+        ),
+    ],
+)
 def test_memory_for_one_message_is_bounded(make):
     """A message at the size limit costs at most a bounded multiple of its size: the worker's memory
     cannot be exhausted by one message (and the consumer holds a bounded number at a time)."""

@@ -8,18 +8,22 @@ import asyncio
 import json
 
 import orjson
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings, strategies as st
+from hostile import JSON_VALUES, dumps, recs_requests, requests
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import strategies as st
 
 from fraudgraph.models.recommend import RiskParams
 from fraudgraph.streams.queries import MAX_ID_CHARS, MAX_REQUEST_BYTES, answer
 from fraudgraph.streams.recommendations import answer_batch
 
-from hostile import JSON_VALUES, dumps, recs_requests, requests
-
-SCORES = {1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
-          2**63 - 1: {"transaction_id": 2**63 - 1, "score": 0.9, "source": {"lsn": 20}}}
+SCORES = {
+    1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
+    2**63 - 1: {"transaction_id": 2**63 - 1, "score": 0.9, "source": {"lsn": 20}},
+}
 RECENT = {7: [1, 2**63 - 1, 3], 8: []}
-FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 def check_reply(raw: bytes | None) -> dict:
@@ -49,7 +53,11 @@ def test_mutated_requests_get_one_wellformed_reply(raw):
         sent = orjson.loads(raw) if len(raw) <= MAX_REQUEST_BYTES else None
     except orjson.JSONDecodeError:
         pass
-    if isinstance(sent, dict) and isinstance(sent.get("request_id"), str) and 0 < len(sent["request_id"]) <= MAX_ID_CHARS:
+    if (
+        isinstance(sent, dict)
+        and isinstance(sent.get("request_id"), str)
+        and 0 < len(sent["request_id"]) <= MAX_ID_CHARS
+    ):
         assert reply["request_id"] == sent["request_id"]  # the asker can always correlate its reply
 
 
@@ -74,6 +82,7 @@ def test_ids_at_the_int64_edge():
 
 # ---- recommendation requests (streams/recommendations.py) ----
 
+
 class NoAccounts:
     def get(self, key):
         return None
@@ -96,7 +105,11 @@ def check_recs_replies(raws: list[bytes | None]) -> list[dict]:
             sent = orjson.loads(raw) if raw is not None and len(raw) <= MAX_REQUEST_BYTES else None
         except orjson.JSONDecodeError:
             sent = None
-        if isinstance(sent, dict) and isinstance(sent.get("request_id"), str) and 0 < len(sent["request_id"]) <= MAX_ID_CHARS:
+        if (
+            isinstance(sent, dict)
+            and isinstance(sent.get("request_id"), str)
+            and 0 < len(sent["request_id"]) <= MAX_ID_CHARS
+        ):
             assert rid == sent["request_id"]
         if currently_in_test_context():
             event(reply["status"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fraudgraph.graph import model
 from fraudgraph.graph.cypher import CYPHER, Statement, plan, plan_batch, schema_statements
@@ -27,12 +28,26 @@ def _strings(value) -> list[str]:
 
 def _everything(f: EventFactory):
     return [
-        f.customer(1, name=HOSTILE), f.account(2, 1), f.merchant(3, name=HOSTILE + "m"), f.device(HOSTILE),
-        f.device(4), f.card_payment(5, 2, 3, device=4, ip=1), f.transfer(6, 2, 7, device=4, ip=2),
-        f.login(8, 1, 4, 1), f.login(9, 1, None, 3), f.profile_change(10, 1, 4), f.profile_change(11, 1, None),
-        f.fraud_report(12, 5), f.delete("device", HOSTILE + "d"), f.delete("account", 7), f.delete("login", 9),
-        f.delete("profile_change", 11), f.delete("fraud_report", 12), f.delete("customer", 13),
-        f.delete("merchant", 14), f.delete("transaction", 15),
+        f.customer(1, name=HOSTILE),
+        f.account(2, 1),
+        f.merchant(3, name=HOSTILE + "m"),
+        f.device(HOSTILE),
+        f.device(4),
+        f.card_payment(5, 2, 3, device=4, ip=1),
+        f.transfer(6, 2, 7, device=4, ip=2),
+        f.login(8, 1, 4, 1),
+        f.login(9, 1, None, 3),
+        f.profile_change(10, 1, 4),
+        f.profile_change(11, 1, None),
+        f.fraud_report(12, 5),
+        f.delete("device", HOSTILE + "d"),
+        f.delete("account", 7),
+        f.delete("login", 9),
+        f.delete("profile_change", 11),
+        f.delete("fraud_report", 12),
+        f.delete("customer", 13),
+        f.delete("merchant", 14),
+        f.delete("transaction", 15),
     ]
 
 
@@ -100,13 +115,14 @@ def test_statement_order_is_fixed_and_rows_keep_batch_order():
     assert plan(batch) == first  # same input, same statements
     order = list(CYPHER)
     assert all(k.startswith("upsert_") for k in order[: len(order) // 2])
-    assert all(k.startswith("delete_") for k in order[len(order) // 2:])
+    assert all(k.startswith("delete_") for k in order[len(order) // 2 :])
 
 
 def test_truncate_unknown_entity_and_bad_key_are_skipped_and_counted():
     f = EventFactory(base=0)
-    result = plan_batch([f.truncate("transaction"), f.delete("no_such_table", 1), f.delete("account", "not-an-int"),
-                         f.customer(1)])
+    result = plan_batch(
+        [f.truncate("transaction"), f.delete("no_such_table", 1), f.delete("account", "not-an-int"), f.customer(1)]
+    )
     assert [s.kind for s in result.statements] == ["upsert_customer"]
     assert dict(result.skipped) == {"truncate": 1, "unknown_entity": 1, "bad_key": 1}
     assert plan([]) == []
@@ -136,8 +152,16 @@ _keys = st.integers(min_value=1, max_value=4)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["customer", "device", "login", "delete_customer"]), _keys,
-                          st.integers(min_value=1, max_value=50)), max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["customer", "device", "login", "delete_customer"]),
+            _keys,
+            st.integers(min_value=1, max_value=50),
+        ),
+        max_size=30,
+    )
+)
 def test_plan_keeps_exactly_the_newest_event_per_key(spec):
     f = EventFactory(base=0)
     events = []
@@ -152,7 +176,7 @@ def test_plan_keeps_exactly_the_newest_event_per_key(spec):
         else:
             events.append(f.delete("customer", key, position=p))
     expected: dict = {}
-    for i, (kind, key, version) in enumerate(spec):
+    for kind, key, version in spec:
         family = "customer" if kind in ("customer", "delete_customer") else kind
         held = expected.get((family, key))
         if held is None or held[0] <= version:

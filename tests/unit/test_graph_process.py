@@ -14,7 +14,8 @@ def test_the_sinks_samples_join_the_workers_families(tmp_path):
     metrics.CONSUMER_LAG.labels("worker", "bank.public.transactions", "0").set(3)
     sink = CollectorRegistry()  # what the sink process writes: its lag and graph metrics
     Gauge(graph_process.LAG, "lag", ["group", "topic", "partition"], registry=sink).labels(
-        "graph", "bank.public.transactions", "0").set(7)
+        "graph", "bank.public.transactions", "0"
+    ).set(7)
     Histogram("fraudgraph_graph_freshness_seconds", "f", registry=sink).observe(0.5)
     graph_process.metrics_file(settings).write_bytes(generate_latest(sink))
 
@@ -23,11 +24,15 @@ def test_the_sinks_samples_join_the_workers_families(tmp_path):
     series = [line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")]
     assert len(series) == len(set(series))  # no series twice: Prometheus would reject the scrape
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    lag = {s.labels["group"]: s.value for s in families[graph_process.LAG].samples
-           if s.labels["topic"] == "bank.public.transactions"}
+    lag = {
+        s.labels["group"]: s.value
+        for s in families[graph_process.LAG].samples
+        if s.labels["topic"] == "bank.public.transactions"
+    }
     assert lag == {"worker": 3, "graph": 7}
-    assert next(s.value for s in families["fraudgraph_graph_freshness_seconds"].samples
-                if s.name.endswith("_count")) == 1
+    assert (
+        next(s.value for s in families["fraudgraph_graph_freshness_seconds"].samples if s.name.endswith("_count")) == 1
+    )
     assert "fraudgraph_decisions" in families  # the worker's own, untouched
 
 
@@ -37,6 +42,11 @@ def test_no_sink_file_yet_serves_the_workers_metrics_alone(tmp_path):
 
 
 def test_the_sink_gets_the_workers_settings_exactly(tmp_path):
-    settings = Settings(worker_id="w7", worker_data_dir=tmp_path, kafka_ssl_check_hostname=False,
-                        worker_max_idle_ms=12.5, neo4j_password="s3cret")
+    settings = Settings(
+        worker_id="w7",
+        worker_data_dir=tmp_path,
+        kafka_ssl_check_hostname=False,
+        worker_max_idle_ms=12.5,
+        neo4j_password="s3cret",
+    )
     assert load_settings(settings.environ()) == settings

@@ -58,8 +58,17 @@ def test_scores_do_not_depend_on_the_labels_of_scored_nodes(model):
         torch.manual_seed(0)
         if model == "gbt":
             return train_gbt(x, {"r": edge_index}, labels, split, seed=0, max_iter=30, known_labels=True).scores
-        return train_rgcn(x, edge_index, torch.zeros(edge_index.size(1), dtype=torch.long), 1, labels, split, seed=0,
-                          max_epochs=20, known_labels=True)[0].scores
+        return train_rgcn(
+            x,
+            edge_index,
+            torch.zeros(edge_index.size(1), dtype=torch.long),
+            1,
+            labels,
+            split,
+            seed=0,
+            max_epochs=20,
+            known_labels=True,
+        )[0].scores
 
     np.testing.assert_array_equal(scores(y), scores(flipped))
 
@@ -74,8 +83,18 @@ def test_models_learn_from_neighbours_known_labels(model):
         if model == "gbt":
             run = train_gbt(x, {"r": edge_index}, y, split, seed=0, known_labels=known_labels)
         else:
-            run = train_rgcn(x, edge_index, torch.zeros(edge_index.size(1), dtype=torch.long), 1, y, split, seed=0,
-                             lr=0.03, max_epochs=200, known_labels=known_labels)[0]
+            run = train_rgcn(
+                x,
+                edge_index,
+                torch.zeros(edge_index.size(1), dtype=torch.long),
+                1,
+                y,
+                split,
+                seed=0,
+                lr=0.03,
+                max_epochs=200,
+                known_labels=known_labels,
+            )[0]
         return auc_roc(y.numpy()[test], run.scores[test])
 
     with_labels, without = test_auc(known_labels=True), test_auc(known_labels=False)

@@ -34,6 +34,7 @@ def register(reg: ModelRegistry, seed: int, make_current=True):
 def offline(version_seed: int) -> list[float]:
     card = {"version": "x", **card_for(model(version_seed), threshold=0.5, target_fpr=0.01)}
     from fraudgraph.models.registry import ModelCard
+
     return [o.score for o in LoadedModel(model(version_seed), ModelCard(**card), torch.device("cpu")).infer(REQUESTS)]
 
 
@@ -86,7 +87,7 @@ def test_hot_reload_under_concurrent_scoring_loses_nothing(tmp_path):
     answered: list[tuple[int, str, float]] = []
 
     async def client(server, i):
-        for round_ in range(30):
+        for _ in range(30):
             out = (await server.score([REQUESTS[i]]))[0]
             answered.append((i, out.version, out.score))
             await asyncio.sleep(0)
@@ -124,7 +125,7 @@ def test_a_broken_version_is_skipped_and_the_old_one_keeps_serving(tmp_path):
         await server.start()
         reg.promote(v2.version)
         swapped = await server.check_for_new_version()
-        out = (await server.score(REQUESTS[:3]))
+        out = await server.score(REQUESTS[:3])
         await server.stop()
         return swapped, out
 

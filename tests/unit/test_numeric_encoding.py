@@ -8,8 +8,14 @@ from fraudgraph.models.numeric_encoding import fit_bin_edges, piecewise_linear
 
 def test_encoding_is_bounded_monotone_and_recovers_the_value():
     gen = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.randn(500, 1, generator=gen).exp(), torch.randint(0, 2, (500, 1), generator=gen).float(),
-                   torch.full((500, 1), 3.0)], dim=1)
+    x = torch.cat(
+        [
+            torch.randn(500, 1, generator=gen).exp(),
+            torch.randint(0, 2, (500, 1), generator=gen).float(),
+            torch.full((500, 1), 3.0),
+        ],
+        dim=1,
+    )
     edges = fit_bin_edges(x, 8)
     enc = piecewise_linear(x, edges)
     # 8 bins for the continuous column; the binary and the constant column pass through

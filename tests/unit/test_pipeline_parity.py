@@ -45,8 +45,13 @@ class Score(float):
 
 
 def essence(scored) -> tuple:
-    return (scored.decision, Score(scored.score), [r["code"] for r in scored.reasons], scored.model_version,
-            scored.state_versions)
+    return (
+        scored.decision,
+        Score(scored.score),
+        [r["code"] for r in scored.reasons],
+        scored.model_version,
+        scored.state_versions,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +74,15 @@ async def with_decider(model_dir, work):
 
 async def live(decider: Decider, arrivals: list[Record], max_wait_ms: float = 1e12) -> MemorySinks:
     sinks = MemorySinks()
-    pipeline = Pipeline(load_mapping(None), SETTINGS.decimal_handling_mode, JsonStore(), decider, sinks,
-                        EventTimeMerger(max_idle_ms=0, max_wait_ms=max_wait_ms), sinks.score_of)
+    pipeline = Pipeline(
+        load_mapping(None),
+        SETTINGS.decimal_handling_mode,
+        JsonStore(),
+        decider,
+        sinks,
+        EventTimeMerger(max_idle_ms=0, max_wait_ms=max_wait_ms),
+        sinks.score_of,
+    )
     await deliver(pipeline, arrivals)
     return sinks
 
@@ -98,11 +110,12 @@ async def one_at_a_time(decider: Decider) -> dict[int, object]:
 def orders() -> dict[str, list[Record]]:
     skewed = max((s for s in LOGS if s[0].endswith(".transactions")), key=lambda s: len(LOGS[s]))
     out = {f"interleaved-{seed}": interleaved(LOGS, random.Random(seed)) for seed in range(4)}
-    out["reports-first"] = ([r for r in LOG if is_table(r, "fraud_reports")]
-                            + interleaved({s: v for s, v in LOGS.items() if not s[0].endswith(".fraud_reports")},
-                                          random.Random(9)))
-    out["one-partition-ahead"] = LOGS[skewed] + interleaved({s: v for s, v in LOGS.items() if s != skewed},
-                                                            random.Random(7))
+    out["reports-first"] = [r for r in LOG if is_table(r, "fraud_reports")] + interleaved(
+        {s: v for s, v in LOGS.items() if not s[0].endswith(".fraud_reports")}, random.Random(9)
+    )
+    out["one-partition-ahead"] = LOGS[skewed] + interleaved(
+        {s: v for s, v in LOGS.items() if s != skewed}, random.Random(7)
+    )
     out["fine-grained"] = interleaved(LOGS, random.Random(5), max_chunk=1)
     return out
 
@@ -131,6 +144,7 @@ def test_every_arrival_order_decides_as_the_offline_replay(model_dir):
 def test_applying_in_arrival_order_would_not_be_parity(model_dir):
     """The same check fails without the merge (every event released as it arrives): reports read
     before their transactions, and one partition hours ahead, change decisions."""
+
     async def run(decider):
         offline = await replay_decisions(LOG, SETTINGS, decider)
         naive = await live(decider, orders()["reports-first"], max_wait_ms=0)
@@ -169,8 +183,15 @@ def test_a_crash_after_the_scores_and_before_the_states_changes_no_decision(mode
         offline = await replay_decisions(LOG, SETTINGS, decider)
         durable = JsonStore()  # the changelog: survives the crash, as the scores do
         sinks = CrashingSinks(at=6)
-        first = Pipeline(load_mapping(None), SETTINGS.decimal_handling_mode, durable, decider, sinks,
-                         EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12), sinks.score_of)
+        first = Pipeline(
+            load_mapping(None),
+            SETTINGS.decimal_handling_mode,
+            durable,
+            decider,
+            sinks,
+            EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12),
+            sinks.score_of,
+        )
         with pytest.raises(Crash):
             await deliver(first, arrivals)
         scored_before = len(sinks.scores)
@@ -178,12 +199,21 @@ def test_a_crash_after_the_scores_and_before_the_states_changes_no_decision(mode
         # re-delivered from a committed offset at or before its first record not done.
         done = {(r.topic, r.partition, r.offset) for r in sinks.completed}
         again = []
-        for stream, log in LOGS.items():
-            first_not_done = next((i for i, r in enumerate(log) if (r.topic, r.partition, r.offset) not in done), len(log))
-            again += log[max(0, first_not_done - rng.randint(0, 30)):]
+        for log in LOGS.values():
+            first_not_done = next(
+                (i for i, r in enumerate(log) if (r.topic, r.partition, r.offset) not in done), len(log)
+            )
+            again += log[max(0, first_not_done - rng.randint(0, 30)) :]
         second_sinks = MemorySinks(scores=dict(sinks.scores))
-        second = Pipeline(load_mapping(None), SETTINGS.decimal_handling_mode, durable, decider, second_sinks,
-                          EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12), second_sinks.score_of)
+        second = Pipeline(
+            load_mapping(None),
+            SETTINGS.decimal_handling_mode,
+            durable,
+            decider,
+            second_sinks,
+            EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12),
+            second_sinks.score_of,
+        )
         await deliver(second, sorted(again, key=lambda r: (r.topic, r.partition, r.offset)))
         return offline, scored_before, second_sinks
 

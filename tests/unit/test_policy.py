@@ -3,7 +3,7 @@ previous policy on a bad file, and decide()'s precedence (deny > allow > rules/c
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -15,7 +15,7 @@ from fraudgraph.streams.rules import HIGH, LOW, MEDIUM, Hit
 from fraudgraph.streams.scoring import ModelOpinion, Reason, ScoringInput, scored_record
 from fraudgraph.streams.state import NodeState, Source
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 MS0 = int(T0.timestamp() * 1000)
 
 POLICY = """
@@ -64,30 +64,48 @@ def test_a_valid_file_sets_thresholds_actions_params_and_lists():
         policy.rules["velocity"].params["account_per_minute"] = 1  # read-only
 
 
-@pytest.mark.parametrize("text, message", [
-    ('version = "v"\nmodle = {}', "unknown key modle"),
-    ('review_at = 0.5', "unknown key review_at"),
-    ('[model]\nreview_at = 0.5', "version: required"),
-    ('version = ""', "version: required"),
-    ('version = 3', "version: required"),
-    ('version = "v"\n[model]\nreview_at = 0.95\nblock_at = 0.9', "model.review_at (0.95) must not exceed model.block_at (0.9)"),
-    ('version = "v"\n[model]\nblock_at = 1.5', "model.block_at: must be between 0 and 1"),
-    ('version = "v"\n[model]\nreview_at = "high"', "model.review_at: expected a number"),
-    ('version = "v"\n[combine]\nreview_at_rules = 4\nblock_at_rules = 2', "combine.review_at_rules (4) must not exceed"),
-    ('version = "v"\n[rules.velocty]\naction = "review"', "unknown rule rules.velocty"),
-    ('version = "v"\n[rules.velocity]\nper_minute = 3', "unknown parameter rules.velocity.per_minute"),
-    ('version = "v"\n[rules.velocity]\naccount_per_minute = 2.5', "rules.velocity.account_per_minute: expected a non-negative integer"),
-    ('version = "v"\n[rules.velocity]\naccount_per_minute = -1', "rules.velocity.account_per_minute: expected a non-negative integer"),
-    ('version = "v"\n[rules.velocity]\nonline_only = "yes"', "rules.velocity.online_only: expected true or false"),
-    ('version = "v"\n[rules.velocity]\naction = "alert"', "rules.velocity.action: expected one of"),
-    ('version = "v"\n[rules.mule]\nwindow_s = -5', "rules.mule.window_s: must be >= 0"),
-    ('version = "v"\n[rules.fraud_proximity]\nparties = ["acount"]', "rules.fraud_proximity.parties: unknown value(s) ['acount']"),
-    ('version = "v"\n[allow]\naccounts = ["7"]', "allow.accounts: expected a list of integers"),
-    ('version = "v"\n[deny]\nphones = ["+44"]', "unknown list deny.phones"),
-    ('version = "v"\n[allow]\nips = ["1.2.3.4"]\n[deny]\nips = ["1.2.3.4"]', "allow.ips and deny.ips both list"),
-    ('version = "v"\n[rules]\nvelocity = 3', "rules.velocity: expected a table"),
-    ('version = "v"\n[model\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('version = "v"\nmodle = {}', "unknown key modle"),
+        ("review_at = 0.5", "unknown key review_at"),
+        ("[model]\nreview_at = 0.5", "version: required"),
+        ('version = ""', "version: required"),
+        ("version = 3", "version: required"),
+        (
+            'version = "v"\n[model]\nreview_at = 0.95\nblock_at = 0.9',
+            "model.review_at (0.95) must not exceed model.block_at (0.9)",
+        ),
+        ('version = "v"\n[model]\nblock_at = 1.5', "model.block_at: must be between 0 and 1"),
+        ('version = "v"\n[model]\nreview_at = "high"', "model.review_at: expected a number"),
+        (
+            'version = "v"\n[combine]\nreview_at_rules = 4\nblock_at_rules = 2',
+            "combine.review_at_rules (4) must not exceed",
+        ),
+        ('version = "v"\n[rules.velocty]\naction = "review"', "unknown rule rules.velocty"),
+        ('version = "v"\n[rules.velocity]\nper_minute = 3', "unknown parameter rules.velocity.per_minute"),
+        (
+            'version = "v"\n[rules.velocity]\naccount_per_minute = 2.5',
+            "rules.velocity.account_per_minute: expected a non-negative integer",
+        ),
+        (
+            'version = "v"\n[rules.velocity]\naccount_per_minute = -1',
+            "rules.velocity.account_per_minute: expected a non-negative integer",
+        ),
+        ('version = "v"\n[rules.velocity]\nonline_only = "yes"', "rules.velocity.online_only: expected true or false"),
+        ('version = "v"\n[rules.velocity]\naction = "alert"', "rules.velocity.action: expected one of"),
+        ('version = "v"\n[rules.mule]\nwindow_s = -5', "rules.mule.window_s: must be >= 0"),
+        (
+            'version = "v"\n[rules.fraud_proximity]\nparties = ["acount"]',
+            "rules.fraud_proximity.parties: unknown value(s) ['acount']",
+        ),
+        ('version = "v"\n[allow]\naccounts = ["7"]', "allow.accounts: expected a list of integers"),
+        ('version = "v"\n[deny]\nphones = ["+44"]', "unknown list deny.phones"),
+        ('version = "v"\n[allow]\nips = ["1.2.3.4"]\n[deny]\nips = ["1.2.3.4"]', "allow.ips and deny.ips both list"),
+        ('version = "v"\n[rules]\nvelocity = 3', "rules.velocity: expected a table"),
+        ('version = "v"\n[model\n', "not valid TOML"),
+    ],
+)
 def test_invalid_files_are_rejected_naming_the_field(tmp_path, text, message):
     path = tmp_path / "policy.toml"
     path.write_text(text)
@@ -146,8 +164,21 @@ POL = parse_policy(POLICY.format(version="p7").encode())
 
 
 def inp(account=1, device="d1", ip="81.0.0.1", merchant=3, counterparty=None, owner=None):
-    t = ev.TransactionCreated(ev.SourcePosition(10, None, MS0), 99, account, "card_payment", Decimal("50"), "EUR",
-                              merchant, counterparty, device, ip, "pending", T0, T0)
+    t = ev.TransactionCreated(
+        ev.SourcePosition(10, None, MS0),
+        99,
+        account,
+        "card_payment",
+        Decimal("50"),
+        "EUR",
+        merchant,
+        counterparty,
+        device,
+        ip,
+        "pending",
+        T0,
+        T0,
+    )
     states = {}
     if owner is not None:
         states[f"Account:{account}"] = NodeState("Account", f"Account:{account}", [0.0], attrs={"owner": owner})

@@ -12,8 +12,9 @@ S = 1000  # ms
 
 
 def tracker(**windows) -> QualityTracker:
-    return QualityTracker(windows or {"1m": Window(0, 60), "10m": Window(0, 600), "2m-5m": Window(120, 300)},
-                          bucket_s=10)
+    return QualityTracker(
+        windows or {"1m": Window(0, 60), "10m": Window(0, 600), "2m-5m": Window(120, 300)}, bucket_s=10
+    )
 
 
 def test_labels_from_report_kinds():

@@ -1,7 +1,7 @@
 """The label join from both ends, its rebuild from the tables, the scrape-time collector, and lag."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import orjson
@@ -28,8 +28,9 @@ def score(tx: int, ts_ms: int, decision: str) -> bytes:
 
 
 def report(tx: int, kind: str, ts_ms: int = T0) -> FraudReported:
-    return FraudReported(SourcePosition(1, None, ts_ms), report_id=tx, transaction_id=tx, kind=kind,
-                         reported_at=datetime.now(timezone.utc))
+    return FraudReported(
+        SourcePosition(1, None, ts_ms), report_id=tx, transaction_id=tx, kind=kind, reported_at=datetime.now(UTC)
+    )
 
 
 def tx_state(tx: int, label: str | None = None) -> NodeState:
@@ -98,7 +99,7 @@ def test_partition_lag():
 def test_lag_reporter_reports_its_topics_and_forgets_revoked_partitions():
     from fraudgraph.streams import metrics
 
-    tp = lambda t, p: SimpleNamespace(topic=t, partition=p)  # noqa: E731
+    tp = lambda t, p: SimpleNamespace(topic=t, partition=p)
     reporter = LagReporter("unit", ["a"])
 
     async def position(x):
@@ -108,7 +109,9 @@ def test_lag_reporter_reports_its_topics_and_forgets_revoked_partitions():
     assert lags == {("a", 0): 15, ("a", 1): 15}
     assert metrics.CONSUMER_LAG.labels("unit", "a", "1")._value.get() == 15
     asyncio.run(reporter.report([tp("a", 0)], lambda x: 10, position))
-    samples = {s.labels["partition"] for m in metrics.CONSUMER_LAG.collect() for s in m.samples if s.labels["group"] == "unit"}
+    samples = {
+        s.labels["partition"] for m in metrics.CONSUMER_LAG.collect() for s in m.samples if s.labels["group"] == "unit"
+    }
     assert samples == {"0"}
 
 

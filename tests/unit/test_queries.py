@@ -4,12 +4,15 @@ import json
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fraudgraph.streams.queries import answer
 
-SCORES = {1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
-          2: {"transaction_id": 2, "score": 0.9, "source": {"lsn": 20}}}
+SCORES = {
+    1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
+    2: {"transaction_id": 2, "score": 0.9, "source": {"lsn": 20}},
+}
 RECENT = {7: [1, 2, 3]}  # 3 is not scored (yet)
 
 
@@ -29,20 +32,40 @@ def test_not_found():
     assert ask({"request_id": "a", "account_id": 8})["status"] == "not_found"
 
 
-@pytest.mark.parametrize("request_, why", [
-    (None, "empty"), (b"{nope", "not JSON"), ([1], "JSON object"), ({"transaction_id": 1}, "request_id"),
-    ({"request_id": "a"}, "exactly one"), ({"request_id": "a", "transaction_id": 1, "account_id": 7}, "exactly one"),
-    ({"request_id": "a", "transaction_id": "1"}, "integer"), ({"request_id": "a", "transaction_id": True}, "integer"),
-    ({"request_id": "x" * 1000, "transaction_id": 1}, "request_id"), (b" " * 70_000, "larger"),
-])
+@pytest.mark.parametrize(
+    "request_, why",
+    [
+        (None, "empty"),
+        (b"{nope", "not JSON"),
+        ([1], "JSON object"),
+        ({"transaction_id": 1}, "request_id"),
+        ({"request_id": "a"}, "exactly one"),
+        ({"request_id": "a", "transaction_id": 1, "account_id": 7}, "exactly one"),
+        ({"request_id": "a", "transaction_id": "1"}, "integer"),
+        ({"request_id": "a", "transaction_id": True}, "integer"),
+        ({"request_id": "x" * 1000, "transaction_id": 1}, "request_id"),
+        (b" " * 70_000, "larger"),
+    ],
+)
 def test_invalid_requests_get_a_reason(request_, why):
     reply = ask(request_)
     assert reply["status"] == "invalid_request" and why in reply["error"] and reply["scores"] == []
 
 
-@given(st.one_of(st.binary(max_size=300), st.dictionaries(st.text(max_size=20), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8), max_size=5)))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(
+            st.text(max_size=20),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+                lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                max_leaves=8,
+            ),
+            max_size=5,
+        ),
+    )
+)
 def test_any_input_gets_exactly_one_wellformed_reply(request_):
     reply = ask(request_)
     assert reply["status"] in {"ok", "not_found", "invalid_request"}

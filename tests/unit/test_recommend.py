@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from fraudgraph.models.recommend import (RecsModel, RiskParams, UserInput, encode_users, merchant_risk, rerank,
-                                         top_candidates)
+from fraudgraph.models.recommend import (
+    RecsModel,
+    RiskParams,
+    UserInput,
+    encode_users,
+    merchant_risk,
+    rerank,
+    top_candidates,
+)
 from fraudgraph.streams.aggregates import RecentSet, RunningMoments
 
 H = "Item:rev_CHOSE:User"
@@ -29,6 +36,7 @@ def small_model(seed: int = 0, items: int = 6) -> RecsModel:
 def reference_score(model: RecsModel, user: UserInput, index: dict, item: int) -> float:
     item_id = next(i for i, n in index.items() if n == item)
     """The encoder and DistMult decoder written out per node, with loops, from the module docstring."""
+
     def lin(layer, v):
         out = v @ layer.weight.T
         return out + layer.bias if layer.bias is not None else out
@@ -49,17 +57,20 @@ def reference_score(model: RecsModel, user: UserInput, index: dict, item: int) -
             mean = sum(h1[m] * w for m, w in known.items()) / sum(known.values())
             z_u = z_u + lin(model.user_history[rel.replace(":", "__")], mean)
     z_m = lin(model.item_out, h1[item])
-    repeat = sum(model.repeat[r] * math.log1p(user.history.get(rel, {}).get(item_id, 0.0))
-                 for r, rel in enumerate((H, H2)))
+    repeat = sum(
+        model.repeat[r] * math.log1p(user.history.get(rel, {}).get(item_id, 0.0)) for r, rel in enumerate((H, H2))
+    )
     return float((z_u * model.relation * z_m).sum() + model.item_bias[item] + repeat)
 
 
 def test_batched_scores_equal_the_per_node_reference():
     model = small_model()
     index = {f"m{i}": i for i in range(6)}
-    users = [UserInput([1.0, 0.0, 2.0], {H: {"m0": 3.0, "m2": 1.0}, H2: {"m5": 1.0}}, {F: [0.3, 0.7]}),
-             UserInput([0.0, 1.0, 0.0], {H: {}}, {}),  # cold: own features only
-             UserInput([1.0, 1.0, 1.0], {H: {"m4": 1.0, "unknown": 9.0}}, {F: [1.0, 0.0]})]  # new item: ignored
+    users = [
+        UserInput([1.0, 0.0, 2.0], {H: {"m0": 3.0, "m2": 1.0}, H2: {"m5": 1.0}}, {F: [0.3, 0.7]}),
+        UserInput([0.0, 1.0, 0.0], {H: {}}, {}),  # cold: own features only
+        UserInput([1.0, 1.0, 1.0], {H: {"m4": 1.0, "unknown": 9.0}}, {F: [1.0, 0.0]}),
+    ]  # new item: ignored
     with torch.no_grad():
         scores = model(encode_users(users, model, index))
         for b, u in enumerate(users):

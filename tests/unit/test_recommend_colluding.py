@@ -50,8 +50,11 @@ def test_flagged_colluding_merchants_never_appear_in_recommendations(tmp_path):
 
     store = log.states
     risk = RiskParams()
-    flagged = {m for m in colluding
-               if merchant_risk(store.get(node_key("Merchant", m)), server.loaded.prior[m], risk) >= risk.max_risk}
+    flagged = {
+        m
+        for m in colluding
+        if merchant_risk(store.get(node_key("Merchant", m)), server.loaded.prior[m], risk) >= risk.max_risk
+    }
     assert flagged, "some colluding merchant must have been reported by the log's end"
 
     accounts = sorted(int(k.split(":")[1]) for k, s in store.items() if s.node_type == "Account" and s.merchants)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -19,12 +19,12 @@ from fraudgraph.models.recs_fit import new_bank_model
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.models.registry import RegistryError
+from fraudgraph.streams.queries import InvalidRequest
 from fraudgraph.streams.recommendations import answer_batch, parse_request
 from fraudgraph.streams.recs_replay import recs_replay
 from fraudgraph.streams.state import MERCHANTS_PER_ACCOUNT, NodeState, Source, apply_event, node_key
-from fraudgraph.streams.queries import InvalidRequest
 
-T0 = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 
 
 class Store(dict):
@@ -33,20 +33,34 @@ class Store(dict):
 
 
 def pos(n: int) -> ev.SourcePosition:
-    return ev.SourcePosition(lsn=1000 + n, tx_id=n, ts_ms=int((T0 + timedelta(seconds=n)).timestamp() * 1000), snapshot=False)
+    return ev.SourcePosition(
+        lsn=1000 + n, tx_id=n, ts_ms=int((T0 + timedelta(seconds=n)).timestamp() * 1000), snapshot=False
+    )
 
 
 def payment(n: int, account: int, merchant: int | None, tx: int | None = None) -> ev.TransactionCreated:
     at = T0 + timedelta(seconds=n)
-    return ev.TransactionCreated(position=pos(n), transaction_id=tx or n, account_id=account, kind="card_payment",
-                                 amount=Decimal("12.50"), currency="EUR", merchant_id=merchant,
-                                 counterparty_account_id=None if merchant else 99, device_id=None, ip=None,
-                                 status="pending", created_at=at, updated_at=at)
+    return ev.TransactionCreated(
+        position=pos(n),
+        transaction_id=tx or n,
+        account_id=account,
+        kind="card_payment",
+        amount=Decimal("12.50"),
+        currency="EUR",
+        merchant_id=merchant,
+        counterparty_account_id=None if merchant else 99,
+        device_id=None,
+        ip=None,
+        status="pending",
+        created_at=at,
+        updated_at=at,
+    )
 
 
 def report(n: int, tx: int) -> ev.FraudReported:
-    return ev.FraudReported(position=pos(n), report_id=n, transaction_id=tx, kind="confirmed_fraud",
-                            reported_at=T0 + timedelta(seconds=n))
+    return ev.FraudReported(
+        position=pos(n), report_id=n, transaction_id=tx, kind="confirmed_fraud", reported_at=T0 + timedelta(seconds=n)
+    )
 
 
 def apply_all(events, store=None, topic: str = "t") -> Store:
@@ -133,16 +147,23 @@ def test_registry_round_trip_and_server_candidates_match_the_model(tmp_path):
     assert not asyncio.run(server.check_for_new_version()) and server.version == card.version
 
 
-@pytest.mark.parametrize("raw,error", [
-    (None, "empty"), (b"[1]", "JSON object"), (b'{"account_id": 1}', "request_id"),
-    (b'{"request_id": "r", "account_id": -1}', "account_id"), (b'{"request_id": "r"}', "account_id is required"),
-    (b'{"request_id": "r", "account_id": 1, "k": 0}', "k must"), (b'{"request_id": "r", "account_id": 1, "k": 101}', "k must"),
-    (b'{"request_id": "r", "account_id": 1, "k": true}', "k must"),
-    (b'{"request_id": "r", "account_id": 1, "exclude_used": "yes"}', "exclude_used"),
-    (b'{"request_id": "r", "account_id": 1, "max_risk": 0.5}', "max_risk"),
-    (b'{"request_id": "r", "account_id": 1, "max_risk": 0}', "max_risk"),
-    (b'{"request_id": "r", "account_id": 1, "colour": "red"}', "unknown fields"),
-])
+@pytest.mark.parametrize(
+    "raw,error",
+    [
+        (None, "empty"),
+        (b"[1]", "JSON object"),
+        (b'{"account_id": 1}', "request_id"),
+        (b'{"request_id": "r", "account_id": -1}', "account_id"),
+        (b'{"request_id": "r"}', "account_id is required"),
+        (b'{"request_id": "r", "account_id": 1, "k": 0}', "k must"),
+        (b'{"request_id": "r", "account_id": 1, "k": 101}', "k must"),
+        (b'{"request_id": "r", "account_id": 1, "k": true}', "k must"),
+        (b'{"request_id": "r", "account_id": 1, "exclude_used": "yes"}', "exclude_used"),
+        (b'{"request_id": "r", "account_id": 1, "max_risk": 0.5}', "max_risk"),
+        (b'{"request_id": "r", "account_id": 1, "max_risk": 0}', "max_risk"),
+        (b'{"request_id": "r", "account_id": 1, "colour": "red"}', "unknown fields"),
+    ],
+)
 def test_invalid_requests_are_named(raw, error):
     with pytest.raises(InvalidRequest, match=error):
         parse_request(raw, 100, 0.2)
@@ -151,14 +172,23 @@ def test_invalid_requests_are_named(raw, error):
 def test_valid_request_defaults():
     req = parse_request(b'{"request_id": "r", "account_id": 7}', 100, 0.2)
     assert (req.k, req.exclude_used, req.max_risk) == (10, False, 0.2)
-    req = parse_request(b'{"request_id": "r", "account_id": 7, "k": 3, "exclude_used": true, "max_risk": 0.05}', 100, 0.2)
+    req = parse_request(
+        b'{"request_id": "r", "account_id": 7, "k": 3, "exclude_used": true, "max_risk": 0.05}', 100, 0.2
+    )
     assert (req.k, req.exclude_used, req.max_risk) == (3, True, 0.05)
 
 
 def test_answers_every_request_once_with_errors_exclusions_and_risk(tmp_path):
     # account 7 pays 3 and 5; merchant 6 is flagged by three victims' confirmed-fraud reports
-    events = [payment(1, 7, 3), payment(2, 7, 5), payment(3, 8, 6, tx=50), payment(4, 9, 6, tx=51),
-              payment(5, 10, 6, tx=52), payment(6, 11, 4), payment(7, 11, 2)]
+    events = [
+        payment(1, 7, 3),
+        payment(2, 7, 5),
+        payment(3, 8, 6, tx=50),
+        payment(4, 9, 6, tx=51),
+        payment(5, 10, 6, tx=52),
+        payment(6, 11, 4),
+        payment(7, 11, 2),
+    ]
     store = apply_all(events)
     items = [2, 3, 4, 5, 6]
     model = bank_model(store, items, seed=3)
@@ -166,8 +196,12 @@ def test_answers_every_request_once_with_errors_exclusions_and_risk(tmp_path):
         model.item_bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 100.0]))
     registry = RecsRegistry(tmp_path / "recs")
     server = RecsServer(registry, "cpu", reload_s=3600)
-    raws = [b'{"request_id": "a", "account_id": 7, "k": 5}', b"not json", b'{"request_id": "b", "account_id": 404}',
-            b'{"request_id": "c", "account_id": 7, "k": 5, "exclude_used": true}']
+    raws = [
+        b'{"request_id": "a", "account_id": 7, "k": 5}',
+        b"not json",
+        b'{"request_id": "b", "account_id": 404}',
+        b'{"request_id": "c", "account_id": 7, "k": 5, "exclude_used": true}',
+    ]
 
     replies = asyncio.run(answer_batch(raws, store, server, 100))  # nothing registered yet
     assert [r["status"] for r in replies] == ["model_unavailable", "invalid_request", "not_found", "model_unavailable"]

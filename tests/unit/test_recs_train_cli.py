@@ -5,17 +5,37 @@ from __future__ import annotations
 import asyncio
 import json
 
+from fraudgraph.models.recommend import PAID, UserInput
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
-from fraudgraph.models.recommend import UserInput, PAID
 
 
 def test_train_registers_a_servable_recommender(tmp_path, monkeypatch, capsys):
     from fraudgraph.cli import main
 
     monkeypatch.setenv("FRAUDGRAPH_MODEL_DIR", str(tmp_path))
-    assert main(["train", "--source", "simulator", "--customers", "100", "--hours", "8", "--epochs", "2",
-                 "--recs-epochs", "3", "--fraud-rate", "0.05", "--report", str(tmp_path / "report.json")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--source",
+                "simulator",
+                "--customers",
+                "100",
+                "--hours",
+                "8",
+                "--epochs",
+                "2",
+                "--recs-epochs",
+                "3",
+                "--fraud-rate",
+                "0.05",
+                "--report",
+                str(tmp_path / "report.json"),
+            ]
+        )
+        == 0
+    )
     registry = RecsRegistry(tmp_path / "recs")
     version = registry.current_version()
     assert version and version in capsys.readouterr().out
@@ -30,6 +50,23 @@ def test_train_registers_a_servable_recommender(tmp_path, monkeypatch, capsys):
     cold = UserInput([0.0, 0.0, 0.0, 0.0, 1.0], {PAID: {card.items[0]: 2.0}}, {})
     assert len(server.loaded.candidates([cold], [set()], 5)[0]) == 5
 
-    assert main(["train", "--source", "simulator", "--customers", "100", "--hours", "8", "--epochs", "2",
-                 "--fraud-rate", "0.05", "--no-recs"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--source",
+                "simulator",
+                "--customers",
+                "100",
+                "--hours",
+                "8",
+                "--epochs",
+                "2",
+                "--fraud-rate",
+                "0.05",
+                "--no-recs",
+            ]
+        )
+        == 0
+    )
     assert registry.current_version() == version  # --no-recs leaves the recommender alone

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import torch_geometric.backend
 from torch_geometric.nn import RGCNConv
 
@@ -113,11 +112,15 @@ def _outputs(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor
     model, homo, g = model.to(device, dtype), homo.to(device, dtype), g.to(device)
     x = {t: v.to(dtype) for t, v in g.x.items()}
     with torch.no_grad():
-        return {"hetero": model(x, g.edge_index, g.edge_type).cpu().double(),
-                "featureless": homo(None, ei.to(device), et.to(device)).cpu().double()}
+        return {
+            "hetero": model(x, g.edge_index, g.edge_type).cpu().double(),
+            "featureless": homo(None, ei.to(device), et.to(device)).cpu().double(),
+        }
 
 
-def compare_devices(reference: tuple[torch.device, torch.dtype], other: tuple[torch.device, torch.dtype], tol: float) -> float:
+def compare_devices(
+    reference: tuple[torch.device, torch.dtype], other: tuple[torch.device, torch.dtype], tol: float
+) -> float:
     """Max abs difference between the same models (same seeds) run in two (device, dtype) settings."""
     a, b = _outputs(*reference), _outputs(*other)
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -126,9 +129,11 @@ def compare_devices(reference: tuple[torch.device, torch.dtype], other: tuple[to
 
 
 if torch.cuda.is_available():
+
     def test_cpu_vs_cuda_outputs_match():
         compare_devices((torch.device("cpu"), torch.float32), (torch.device("cuda"), torch.float32), tol=1e-4)
 else:
+
     def test_cpu_float32_vs_cpu_float64_outputs_match():
         # No CUDA here: check the float32 path against a float64 run instead (the same helper runs
         # CPU vs CUDA where CUDA exists; see test_cpu_vs_cuda_outputs_match).

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fraudgraph.models.datasets import DEFAULT_AIFB_SOURCE, AIFB_FILES, EntityGraph
+from fraudgraph.models.datasets import AIFB_FILES, DEFAULT_AIFB_SOURCE, EntityGraph
 from fraudgraph.models.evaluate_aifb import CONFIGS, train_one
 
 SOURCE = Path(os.environ.get("FRAUDGRAPH_AIFB_DIR") or DEFAULT_AIFB_SOURCE)
@@ -39,7 +39,9 @@ def synthetic_entity_graph(num_nodes=2000, num_relations=20, num_edges=20000, se
     edge_type = torch.cat([typ, typ + 1])
     labelled = torch.randperm(num_nodes, generator=gen)[:200]
     y = torch.randint(4, (200,), generator=gen)
-    return EntityGraph(num_nodes, num_relations, 4, edge_index, edge_type, labelled[:160], y[:160], labelled[160:], y[160:])
+    return EntityGraph(
+        num_nodes, num_relations, 4, edge_index, edge_type, labelled[:160], y[:160], labelled[160:], y[160:]
+    )
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))

@@ -10,7 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraudgraph.models.hetero import FRAUD_NODE_TYPES, FRAUD_RELATIONS, Relation, build_graph, random_fraud_graph
-from fraudgraph.models.incremental import IncrementalScorer, NodeState, link, neighbour_states, score_from_state, states_from_graph
+from fraudgraph.models.incremental import (
+    IncrementalScorer,
+    NodeState,
+    link,
+    neighbour_states,
+    score_from_state,
+    states_from_graph,
+)
 from fraudgraph.models.rgcn import HeteroRGCN
 
 R = {(r.src, r.name): r for r in FRAUD_RELATIONS}
@@ -53,7 +60,12 @@ def test_every_node_matches_full_graph(num_tx, seed, num_bases):
     states = states_from_graph(graph)
     scorer = IncrementalScorer(model)
     # every transaction, and a sample of the other types (their fan-out is larger but still exact)
-    targets = range(graph.num_nodes) if graph.num_nodes <= 200 else list(range(graph.offsets["Transaction"], graph.num_nodes))[:80] + list(range(0, graph.offsets["Transaction"], 7))
+    targets = (
+        range(graph.num_nodes)
+        if graph.num_nodes <= 200
+        else list(range(graph.offsets["Transaction"], graph.num_nodes))[:80]
+        + list(range(0, graph.offsets["Transaction"], 7))
+    )
     for v in targets:
         got = scorer.score(states[v], neighbour_states(graph, states, v))
         assert rel_err(got, full64[v]) <= 1e-10  # exact: same maths, float64 both sides
@@ -88,13 +100,17 @@ def test_new_transaction_scored_from_its_neighbours_state_only():
     x["Transaction"] = torch.cat([graph.x["Transaction"], tx_features.unsqueeze(0)])
     n_tx = graph.x["Transaction"].size(0)
     old = [(graph.relations[r], u, v) for (u, v), r in zip(graph.edge_index.t().tolist(), graph.edge_type.tolist())]
-    local = lambda rel, u, v: (rel, u - off[rel.src], v - off[rel.dst])  # noqa: E731
+    local = lambda rel, u, v: (rel, u - off[rel.src], v - off[rel.dst])
     assert FRAUD_NODE_TYPES[-1] == "Transaction"  # appending one transaction keeps every global id
     edges = [local(*e) for e in old] + [
-        (R["Account", "INITIATED"], account, n_tx), (R["Account", "INITIATED"].inverse(), n_tx, account),
-        (R["Transaction", "PAYS"], n_tx, merchant), (R["Transaction", "PAYS"].inverse(), merchant, n_tx),
-        (R["Transaction", "USING_DEVICE"], n_tx, device), (R["Transaction", "USING_DEVICE"].inverse(), device, n_tx),
-        (R["Transaction", "FROM_IP"], n_tx, ip), (R["Transaction", "FROM_IP"].inverse(), ip, n_tx),
+        (R["Account", "INITIATED"], account, n_tx),
+        (R["Account", "INITIATED"].inverse(), n_tx, account),
+        (R["Transaction", "PAYS"], n_tx, merchant),
+        (R["Transaction", "PAYS"].inverse(), merchant, n_tx),
+        (R["Transaction", "USING_DEVICE"], n_tx, device),
+        (R["Transaction", "USING_DEVICE"].inverse(), device, n_tx),
+        (R["Transaction", "FROM_IP"], n_tx, ip),
+        (R["Transaction", "FROM_IP"].inverse(), ip, n_tx),
     ]
     bigger = build_graph(x, FRAUD_RELATIONS, edges, add_inverses=False)
     bigger.validate()
@@ -107,8 +123,13 @@ def test_new_transaction_scored_from_its_neighbours_state_only():
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(num_tx=st.integers(1, 60), seed=st.integers(0, 10_000), hidden=st.sampled_from([4, 16]),
-       num_bases=st.sampled_from([None, 1, 5]), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+@given(
+    num_tx=st.integers(1, 60),
+    seed=st.integers(0, 10_000),
+    hidden=st.sampled_from([4, 16]),
+    num_bases=st.sampled_from([None, 1, 5]),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+)
 def test_random_graphs_property(num_tx, seed, hidden, num_bases, scale):
     graph = random_fraud_graph(num_tx, seed=seed)
     graph.x = {t: v * scale for t, v in graph.x.items()}

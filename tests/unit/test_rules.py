@@ -2,7 +2,7 @@
 holds): each rule fires on the shape it is for and stays quiet on the nearest legitimate shape."""
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,7 +14,7 @@ from fraudgraph.streams.rules import RULES, evaluate
 from fraudgraph.streams.scoring import ScoringInput
 from fraudgraph.streams.state import NodeState, Source, apply_event
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 MS0 = int(T0.timestamp() * 1000)
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 PARAMS = load_policy().rule_params  # the shipped defaults
@@ -32,7 +32,7 @@ class DictStore(dict):
 
 
 def at(ms):
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class World:
@@ -51,33 +51,76 @@ class World:
         return ev.SourcePosition(lsn=lsn, tx_id=None, ts_ms=ts)
 
     def account(self, account_id, customer_id, opened_ms=MS0 - 400 * DAY):
-        self._apply("accounts", lambda lsn: ev.AccountUpserted(
-            self.pos(lsn, opened_ms), account_id, customer_id, "checking", "EUR", "active", at(opened_ms)))
+        self._apply(
+            "accounts",
+            lambda lsn: ev.AccountUpserted(
+                self.pos(lsn, opened_ms), account_id, customer_id, "checking", "EUR", "active", at(opened_ms)
+            ),
+        )
 
     def merchant(self, merchant_id, created_ms=MS0 - 400 * DAY):
-        self._apply("merchants", lambda lsn: ev.MerchantUpserted(
-            self.pos(lsn, created_ms), merchant_id, "Shop", "5999", "GB", at(created_ms)))
+        self._apply(
+            "merchants",
+            lambda lsn: ev.MerchantUpserted(
+                self.pos(lsn, created_ms), merchant_id, "Shop", "5999", "GB", at(created_ms)
+            ),
+        )
 
     def login(self, customer_id, device, ip, ts):
-        self._apply("logins", lambda lsn: ev.LoginRecorded(self.pos(lsn, ts), lsn, customer_id, device, ip, True, at(ts)))
+        self._apply(
+            "logins", lambda lsn: ev.LoginRecorded(self.pos(lsn, ts), lsn, customer_id, device, ip, True, at(ts))
+        )
 
     def profile(self, customer_id, field, ts):
-        self._apply("profile_changes", lambda lsn: ev.ProfileChanged(
-            self.pos(lsn, ts), lsn, customer_id, field, "d-new", "9.9.9.9", at(ts)))
+        self._apply(
+            "profile_changes",
+            lambda lsn: ev.ProfileChanged(self.pos(lsn, ts), lsn, customer_id, field, "d-new", "9.9.9.9", at(ts)),
+        )
 
     def pay(self, account, amount, ts, merchant=None, counterparty=None, device="d1", ip="81.0.0.1"):
         self.tid += 1
         tid = self.tid
-        applied, source = self._apply("transactions", lambda lsn: ev.TransactionCreated(
-            self.pos(lsn, ts), tid, account, "card_payment" if merchant else "transfer", Decimal(str(amount)), "EUR",
-            merchant, counterparty, device, ip, "pending", at(ts), at(ts)))
+        applied, source = self._apply(
+            "transactions",
+            lambda lsn: ev.TransactionCreated(
+                self.pos(lsn, ts),
+                tid,
+                account,
+                "card_payment" if merchant else "transfer",
+                Decimal(str(amount)),
+                "EUR",
+                merchant,
+                counterparty,
+                device,
+                ip,
+                "pending",
+                at(ts),
+                at(ts),
+            ),
+        )
         return ScoringInput(applied.transaction, source, {s.key: s for s in applied.touched})
 
     def decline(self, inp, ts):
         t = inp.transaction
-        self._apply("transactions", lambda lsn: ev.TransactionUpdated(
-            self.pos(lsn, ts), t.transaction_id, t.account_id, t.kind, t.amount, t.currency, t.merchant_id,
-            t.counterparty_account_id, t.device_id, t.ip, "declined", t.created_at, at(ts), "pending"))
+        self._apply(
+            "transactions",
+            lambda lsn: ev.TransactionUpdated(
+                self.pos(lsn, ts),
+                t.transaction_id,
+                t.account_id,
+                t.kind,
+                t.amount,
+                t.currency,
+                t.merchant_id,
+                t.counterparty_account_id,
+                t.device_id,
+                t.ip,
+                "declined",
+                t.created_at,
+                at(ts),
+                "pending",
+            ),
+        )
 
     def report(self, transaction_id, ts, kind="confirmed_fraud"):
         self._apply("fraud_reports", lambda lsn: ev.FraudReported(self.pos(lsn, ts), lsn, transaction_id, kind, at(ts)))
@@ -93,6 +136,7 @@ def fired(rule, inp, **overrides):
 
 
 # ---- velocity ----
+
 
 def test_velocity_fires_on_a_card_testing_burst_and_not_on_a_normal_session():
     w = World()
@@ -126,6 +170,7 @@ def test_device_velocity_fires_across_accounts():
 
 # ---- amount anomaly ----
 
+
 def test_amount_anomaly_judges_against_the_history_before_the_payment():
     w = World()
     w.history(1)
@@ -156,6 +201,7 @@ def test_running_moments_without_undoes_add():
 
 # ---- first use of a device or IP ----
 
+
 def test_new_device_and_ip_fire_only_for_an_established_account_on_first_use():
     w = World()
     w.history(1)
@@ -169,6 +215,7 @@ def test_new_device_and_ip_fire_only_for_an_established_account_on_first_use():
 
 
 # ---- shared device or IP ----
+
 
 def test_shared_device_fires_when_many_accounts_or_customers_use_it_recently():
     w = World()
@@ -191,6 +238,7 @@ def test_shared_device_counts_customers_logging_in():
 
 # ---- profile change before a large transfer ----
 
+
 def test_profile_change_before_large_transfer():
     w = World()
     w.account(1, customer_id=7)
@@ -212,17 +260,23 @@ def test_profile_change_of_an_unwatched_field_does_not_fire():
 
 # ---- mule ----
 
+
 def test_mule_fires_on_a_new_account_collecting_and_forwarding():
     w = World()
     w.account(500, customer_id=50, opened_ms=MS0 - HOUR)  # the mule, opened an hour ago
     w.account(600, customer_id=60, opened_ms=MS0 - HOUR)  # the collector
-    first = [w.pay(10 + v, 1000, MS0 + v * 5 * MIN, counterparty=500, device=f"v{v}", ip=f"81.2.0.{v}")
-             for v in range(3)]
+    first = [
+        w.pay(10 + v, 1000, MS0 + v * 5 * MIN, counterparty=500, device=f"v{v}", ip=f"81.2.0.{v}") for v in range(3)
+    ]
     assert fired("mule", first[1]) == []  # two payers: not yet many
-    assert fired("mule", first[2])[0].startswith("payee account 500, known for 70min, received transfers from 3 accounts")
+    assert fired("mule", first[2])[0].startswith(
+        "payee account 500, known for 70min, received transfers from 3 accounts"
+    )
     forward = fired("mule", w.pay(500, 2850, MS0 + 25 * MIN, counterparty=600, device="ring", ip="81.9.9.9"))
-    assert any(d.startswith("account 500, known for 85min, forwards 2850.00 (95% of 3000.00 received from 3 accounts)")
-               for d in forward)
+    assert any(
+        d.startswith("account 500, known for 85min, forwards 2850.00 (95% of 3000.00 received from 3 accounts)")
+        for d in forward
+    )
 
 
 def test_mule_stays_quiet_for_an_old_account_or_a_slow_small_forward():
@@ -242,6 +296,7 @@ def test_mule_stays_quiet_for_an_old_account_or_a_slow_small_forward():
 
 # ---- proximity to confirmed fraud ----
 
+
 def test_fraud_report_marks_the_parties_and_proximity_fires():
     w = World()
     bad = w.pay(1, 300, MS0, merchant=5, device="kit", ip="185.0.0.1")
@@ -249,7 +304,8 @@ def test_fraud_report_marks_the_parties_and_proximity_fires():
     w.report(bad.transaction.transaction_id, MS0 + HOUR)
     inp = w.pay(2, 30, MS0 + 2 * HOUR, merchant=6, device="kit", ip="81.0.0.2")
     assert fired("fraud_proximity", inp) == [
-        "device kit was used in 1 confirmed-fraud transaction(s), last reported 60min ago"]
+        "device kit was used in 1 confirmed-fraud transaction(s), last reported 60min ago"
+    ]
     assert fired("fraud_proximity", w.pay(3, 30, MS0 + 2 * HOUR, merchant=5, device="d3", ip="81.0.0.3")) == []
     assert fired("fraud_proximity", w.pay(2, 30, MS0 + 40 * DAY, merchant=6, device="kit", ip="81.0.0.2")) == []
 
@@ -263,13 +319,15 @@ def test_a_false_positive_report_marks_nothing():
 
 # ---- colluding merchant ----
 
+
 def test_colluding_merchant_fires_on_payers_concentrated_on_few_devices():
     w = World()
     w.merchant(77, created_ms=MS0 - HOUR)
     for v in range(5):
         inp = w.pay(100 + v, 300, MS0 + v * MIN, merchant=77, device="kit", ip="185.7.7.7")
     assert fired("colluding_merchant", inp) == [
-        "merchant 77, created 64min ago: 5 online payers through only 1 device(s) in the last 60min"]
+        "merchant 77, created 64min ago: 5 online payers through only 1 device(s) in the last 60min"
+    ]
     honest = World()
     for v in range(8):
         inp = honest.pay(100 + v, 30, MS0 + v * MIN, merchant=78, device=f"phone{v}", ip=f"81.0.1.{v}")
@@ -292,6 +350,7 @@ def test_colluding_merchant_fraud_share_counts_distinct_reported_payers():
 
 # ---- the rule set as a whole ----
 
+
 def test_rules_do_not_raise_on_a_transaction_without_neighbour_states():
     w = World()
     inp = w.pay(1, 5000, MS0, merchant=5, counterparty=None)
@@ -306,8 +365,12 @@ def test_evaluate_lists_hits_most_severe_first():
     w.profile(7, "email", MS0)
     inp = w.pay(1, 4000, MS0 + MIN, counterparty=99, device="d-new", ip="45.0.0.1")
     hits = evaluate(inp, PARAMS)
-    assert [h.rule for h in hits] == ["profile_change_before_transfer", "amount_anomaly",
-                                      "new_device_or_ip", "new_device_or_ip"]
+    assert [h.rule for h in hits] == [
+        "profile_change_before_transfer",
+        "amount_anomaly",
+        "new_device_or_ip",
+        "new_device_or_ip",
+    ]
     assert [h.severity for h in hits] == ["high", "medium", "low", "low"]
     assert all(h.reason.code == h.rule for h in hits)
 
@@ -319,8 +382,9 @@ def test_new_state_fields_round_trip_through_json():
     w.profile(50, "mfa", MS0)
     inp = w.pay(1, 300, MS0 + MIN, counterparty=500, device="kit", ip="185.0.0.1")
     w.decline(inp, MS0 + MIN + 500)
-    w.report(w.pay(2, 30, MS0 + 2 * MIN, merchant=77, device="kit", ip="185.0.0.1").transaction.transaction_id,
-             MS0 + HOUR)
+    w.report(
+        w.pay(2, 30, MS0 + 2 * MIN, merchant=77, device="kit", ip="185.0.0.1").transaction.transaction_id, MS0 + HOUR
+    )
     for key in ("Account:1", "Account:500", "Merchant:77", "Device:kit", "Customer:50"):
         raw = dict.__getitem__(w.store, key)
         state = NodeState.from_json(raw)
@@ -336,6 +400,7 @@ def test_new_state_fields_round_trip_through_json():
 
 def test_a_state_written_before_the_new_fields_still_loads():
     import orjson
+
     w = World()
     w.pay(1, 30, MS0, merchant=5)
     d = orjson.loads(dict.__getitem__(w.store, "Account:1"))
@@ -387,7 +452,9 @@ def test_proximity_follows_the_money_not_the_victim():
     scam = w.pay(1, 900, MS0, counterparty=500, device="victim-phone", ip="81.0.0.1")
     w.report(scam.transaction.transaction_id, MS0 + HOUR)
     assert fired("fraud_proximity", w.pay(1, 30, MS0 + 2 * HOUR, merchant=6, device="d9", ip="81.0.0.9")) == []
-    assert fired("fraud_proximity", w.pay(500, 850, MS0 + 2 * HOUR, counterparty=600, device="ring", ip="81.5.5.5")) == [
-        "account 500 received money in 1 confirmed-fraud transaction(s), last reported 60min ago"]
+    assert fired(
+        "fraud_proximity", w.pay(500, 850, MS0 + 2 * HOUR, counterparty=600, device="ring", ip="81.5.5.5")
+    ) == ["account 500 received money in 1 confirmed-fraud transaction(s), last reported 60min ago"]
     assert fired("fraud_proximity", w.pay(2, 50, MS0 + 3 * HOUR, counterparty=500, device="d2", ip="81.0.0.2")) == [
-        "counterparty 500 received money in 1 confirmed-fraud transaction(s), last reported 2h ago"]
+        "counterparty 500 received money in 1 confirmed-fraud transaction(s), last reported 2h ago"
+    ]

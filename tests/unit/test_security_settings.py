@@ -13,14 +13,18 @@ from pathlib import Path
 import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from pki import make_pki
 
 from fraudgraph.kafka_config import (
-    KafkaSecurityError, aiokafka_options, check, confluent_config, faust_credentials, ssl_context,
+    KafkaSecurityError,
+    aiokafka_options,
+    check,
+    confluent_config,
+    faust_credentials,
+    ssl_context,
 )
 from fraudgraph.settings import SECRET_FIELDS, Settings, load_settings
 from fraudgraph.stack.neo4j_server import write_config
-
-from pki import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Kafka-pw-4242"
@@ -32,8 +36,14 @@ def pki(tmp_path_factory):
 
 
 def sasl(mechanism="SCRAM-SHA-512", protocol="SASL_SSL", **kw) -> Settings:
-    return Settings(kafka_bootstrap="broker-1:9094,broker-2:9094", kafka_security_protocol=protocol,
-                    kafka_sasl_mechanism=mechanism, kafka_sasl_username="fraudgraph", kafka_sasl_password=SECRET, **kw)
+    return Settings(
+        kafka_bootstrap="broker-1:9094,broker-2:9094",
+        kafka_security_protocol=protocol,
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="fraudgraph",
+        kafka_sasl_password=SECRET,
+        **kw,
+    )
 
 
 def faust_view(settings: Settings) -> dict:
@@ -53,14 +63,24 @@ def test_plaintext_by_default_and_sasl_settings_are_not_applied_there():
 def test_sasl_scram_over_tls_is_the_same_for_every_client(mechanism, pki):
     s = sasl(mechanism, kafka_ssl_cafile=str(pki.ca))
     assert confluent_config(s, **{"group.id": "g"}) == {
-        "bootstrap.servers": "broker-1:9094,broker-2:9094", "security.protocol": "SASL_SSL",
-        "sasl.mechanism": mechanism, "sasl.username": "fraudgraph", "sasl.password": SECRET,
-        "ssl.ca.location": str(pki.ca), "ssl.endpoint.identification.algorithm": "https", "group.id": "g",
+        "bootstrap.servers": "broker-1:9094,broker-2:9094",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": mechanism,
+        "sasl.username": "fraudgraph",
+        "sasl.password": SECRET,
+        "ssl.ca.location": str(pki.ca),
+        "ssl.endpoint.identification.algorithm": "https",
+        "group.id": "g",
     }
     aio = aiokafka_options(s)
     context = aio.pop("ssl_context")
-    assert aio == {"bootstrap_servers": "broker-1:9094,broker-2:9094", "security_protocol": "SASL_SSL",
-                   "sasl_mechanism": mechanism, "sasl_plain_username": "fraudgraph", "sasl_plain_password": SECRET}
+    assert aio == {
+        "bootstrap_servers": "broker-1:9094,broker-2:9094",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "fraudgraph",
+        "sasl_plain_password": SECRET,
+    }
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert len(context.get_ca_certs()) == 1  # exactly the configured CA, not the system bundle
     via_faust = faust_view(s)
@@ -74,18 +94,31 @@ def test_sasl_without_tls(pki):
     config = confluent_config(s)
     assert config["security.protocol"] == "SASL_PLAINTEXT" and not any(k.startswith("ssl.") for k in config)
     assert "ssl_context" not in aiokafka_options(s)
-    assert faust_view(s) == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
-                             "sasl_plain_username": "fraudgraph", "sasl_plain_password": SECRET, "ssl_context": None}
+    assert faust_view(s) == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "fraudgraph",
+        "sasl_plain_password": SECRET,
+        "ssl_context": None,
+    }
 
 
 def test_tls_client_certificate_with_an_encrypted_key(pki):
-    s = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(pki.ca), kafka_ssl_certfile=str(pki.client_cert),
-                 kafka_ssl_keyfile=str(pki.client_key), kafka_ssl_key_password=pki.client_key_password,
-                 kafka_ssl_check_hostname=False)
+    s = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=str(pki.ca),
+        kafka_ssl_certfile=str(pki.client_cert),
+        kafka_ssl_keyfile=str(pki.client_key),
+        kafka_ssl_key_password=pki.client_key_password,
+        kafka_ssl_check_hostname=False,
+    )
     config = confluent_config(s)
     assert config["security.protocol"] == "SSL" and "sasl.username" not in config
     assert (config["ssl.certificate.location"], config["ssl.key.location"], config["ssl.key.password"]) == (
-        str(pki.client_cert), str(pki.client_key), pki.client_key_password)
+        str(pki.client_cert),
+        str(pki.client_key),
+        pki.client_key_password,
+    )
     assert config["ssl.endpoint.identification.algorithm"] == "none"
     assert ssl_context(s).check_hostname is False  # the key was decrypted and loaded with its password
     assert isinstance(faust_credentials(s), faust.SSLCredentials)
@@ -94,14 +127,17 @@ def test_tls_client_certificate_with_an_encrypted_key(pki):
         ssl_context(s.replace(kafka_ssl_key_password="wrong"))
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"kafka_security_protocol": "SASL_TLS"}, "kafka_security_protocol"),
-    ({"kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism"),
-    ({"kafka_sasl_password": ""}, "kafka_sasl_password"),
-    ({"kafka_sasl_username": ""}, "kafka_sasl_username"),
-    ({"kafka_ssl_cafile": "/no/such/ca.pem"}, "kafka_ssl_cafile: no such file /no/such/ca.pem"),
-    ({"kafka_ssl_keyfile": __file__}, "kafka_ssl_keyfile is set without kafka_ssl_certfile"),
-])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"kafka_security_protocol": "SASL_TLS"}, "kafka_security_protocol"),
+        ({"kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism"),
+        ({"kafka_sasl_password": ""}, "kafka_sasl_password"),
+        ({"kafka_sasl_username": ""}, "kafka_sasl_username"),
+        ({"kafka_ssl_cafile": "/no/such/ca.pem"}, "kafka_ssl_cafile: no such file /no/such/ca.pem"),
+        ({"kafka_ssl_keyfile": __file__}, "kafka_ssl_keyfile is set without kafka_ssl_certfile"),
+    ],
+)
 def test_misconfiguration_names_the_setting(changes, named):
     s = sasl().replace(**changes)
     for build in (check, confluent_config, aiokafka_options, faust_credentials):
@@ -113,16 +149,25 @@ def test_misconfiguration_names_the_setting(changes, named):
 def test_kafka_security_from_environment_and_secret_files(tmp_path):
     (tmp_path / "kafka_pw").write_text(f"  {SECRET} \n")  # as `echo` writes it; inner spaces are the password's
     (tmp_path / "key_pw").write_text("key-pass")
-    s = load_settings(env={
-        "FRAUDGRAPH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "FRAUDGRAPH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
-        "FRAUDGRAPH_KAFKA_SASL_USERNAME": "fraudgraph", "FRAUDGRAPH_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "kafka_pw"),
-        "FRAUDGRAPH_KAFKA_SSL_KEY_PASSWORD_FILE": str(tmp_path / "key_pw"), "FRAUDGRAPH_KAFKA_SSL_CHECK_HOSTNAME": "false",
-    })
+    s = load_settings(
+        env={
+            "FRAUDGRAPH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FRAUDGRAPH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+            "FRAUDGRAPH_KAFKA_SASL_USERNAME": "fraudgraph",
+            "FRAUDGRAPH_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "kafka_pw"),
+            "FRAUDGRAPH_KAFKA_SSL_KEY_PASSWORD_FILE": str(tmp_path / "key_pw"),
+            "FRAUDGRAPH_KAFKA_SSL_CHECK_HOSTNAME": "false",
+        }
+    )
     assert s.kafka_sasl_password == f"  {SECRET} " and s.kafka_ssl_key_password == "key-pass"
     assert s.kafka_ssl_check_hostname is False and s.kafka_sasl_mechanism == "SCRAM-SHA-256"
     # The variable itself wins over its _FILE twin.
-    assert load_settings(env={"FRAUDGRAPH_NEO4J_PASSWORD": "direct",
-                              "FRAUDGRAPH_NEO4J_PASSWORD_FILE": str(tmp_path / "kafka_pw")}).neo4j_password == "direct"
+    assert (
+        load_settings(
+            env={"FRAUDGRAPH_NEO4J_PASSWORD": "direct", "FRAUDGRAPH_NEO4J_PASSWORD_FILE": str(tmp_path / "kafka_pw")}
+        ).neo4j_password
+        == "direct"
+    )
 
 
 def test_an_unreadable_secret_file_names_the_variable(tmp_path):
@@ -148,7 +193,7 @@ def test_secrets_are_masked_in_repr_str_and_logs():
         logger.warning(f"settings {s!s} {s!r}")
     finally:
         logger.removeHandler(handler)
-    shown = [repr(s), str(s), f"{s}", "%s" % (s,), str(s.redacted()), stream.getvalue()]
+    shown = [repr(s), str(s), f"{s}", "%s" % (s,), str(s.redacted()), stream.getvalue()]  # noqa: UP031 - printf too
     for text in shown:
         for value in secrets.values():
             assert value not in text
@@ -177,16 +222,26 @@ def test_no_kafka_client_is_configured_outside_kafka_config():
         tree = ast.parse(path.read_text(), rel)
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and node.value == "bootstrap.servers":
-                offenders.append(f"{rel}:{node.lineno}: confluent-kafka config built by hand (use kafka_config.confluent_config)")
+                offenders.append(
+                    f"{rel}:{node.lineno}: confluent-kafka config built by hand (use kafka_config.confluent_config)"
+                )
             if isinstance(node, ast.keyword) and node.arg == "bootstrap_servers":
-                offenders.append(f"{rel}:{node.value.lineno}: aiokafka client built by hand (use kafka_config.aiokafka_options)")
-            if isinstance(node, ast.Call) and {"broker"} <= {k.arg for k in node.keywords} \
-                    and "broker_credentials" not in {k.arg for k in node.keywords}:
-                offenders.append(f"{rel}:{node.lineno}: Faust app without broker_credentials (use kafka_config.faust_credentials)")
+                offenders.append(
+                    f"{rel}:{node.value.lineno}: aiokafka client built by hand (use kafka_config.aiokafka_options)"
+                )
+            if (
+                isinstance(node, ast.Call)
+                and {"broker"} <= {k.arg for k in node.keywords}
+                and "broker_credentials" not in {k.arg for k in node.keywords}
+            ):
+                offenders.append(
+                    f"{rel}:{node.lineno}: Faust app without broker_credentials (use kafka_config.faust_credentials)"
+                )
     assert not offenders, "\n".join(offenders)
 
 
 # ---- Neo4j authentication ----
+
 
 def test_neo4j_auth_follows_the_password():
     assert Settings().neo4j_auth is None

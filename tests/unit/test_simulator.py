@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,20 +16,26 @@ from hypothesis import strategies as st
 
 from fraudgraph.stack.simulator import PATTERNS, SimConfig, generate
 from fraudgraph.stack.simulator.envelope import (
-    DebeziumEncoder, decode_decimal, encode_decimal, encode_timestamp, key_schema, value_schema,
+    DebeziumEncoder,
+    decode_decimal,
+    encode_decimal,
+    encode_timestamp,
+    key_schema,
+    value_schema,
 )
 from fraudgraph.stack.simulator.rows import FOREIGN_KEYS, TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "debezium" / "precise-schema"
-START = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def run():
     """One mid-sized run shared by the structural tests (explicit report delays to test them)."""
-    config = SimConfig(customers=2000, duration_s=3600, start=START, fraud_rate=0.05, seed=11,
-                       report_delay_s=(120.0, 1800.0))
+    config = SimConfig(
+        customers=2000, duration_s=3600, start=START, fraud_rate=0.05, seed=11, report_delay_s=(120.0, 1800.0)
+    )
     rows, truth = generate(config)
     return config, rows, truth
 
@@ -54,7 +60,7 @@ def test_different_seed_different_stream():
 
 def test_fraud_rate_does_not_change_the_bank_book():
     """Population and legit activity draw from their own generators: the t=0 book is identical."""
-    book = lambda rows: [r for r in rows if r.at == START]  # noqa: E731
+    book = lambda rows: [r for r in rows if r.at == START]
     assert book(small(seed=5, fraud_rate=0.0)[0]) == book(small(seed=5, fraud_rate=0.1)[0])
 
 
@@ -178,8 +184,9 @@ def test_transaction_lifecycle(run):
             assert r.before == before
             assert r.values["status"] in ("authorized", "settled", "declined")
             assert r.at > before["created_at"]
-            assert {k: v for k, v in r.values.items() if k not in ("status", "updated_at")} == \
-                   {k: v for k, v in before.items() if k not in ("status", "updated_at")}
+            assert {k: v for k, v in r.values.items() if k not in ("status", "updated_at")} == {
+                k: v for k, v in before.items() if k not in ("status", "updated_at")
+            }
             finals[r.values["status"]] += 1
     assert not pending
     assert finals["declined"] < 0.1 * sum(finals.values())
@@ -191,7 +198,12 @@ def test_legit_customers_are_creatures_of_habit(run):
     by_account: dict[int, Counter] = defaultdict(Counter)
     for r in rows:
         v = r.values
-        if r.table == "transactions" and r.op == "insert" and v["kind"] == "card_payment" and not truth.is_fraud(v["id"]):
+        if (
+            r.table == "transactions"
+            and r.op == "insert"
+            and v["kind"] == "card_payment"
+            and not truth.is_fraud(v["id"])
+        ):
             by_account[v["account_id"]][v["merchant_id"]] += 1
     busy = [c for c in by_account.values() if sum(c.values()) >= 4]
     top3 = sum(sum(n for _, n in c.most_common(3)) for c in busy) / sum(sum(c.values()) for c in busy)
@@ -207,8 +219,11 @@ def test_account_takeover_changes_profile_before_transfer(run):
     for r in rows:
         if r.table == "profile_changes":
             changes[r.values["customer_id"]].append(r.at)
-    ato = [r for r in rows if r.table == "transactions" and r.op == "insert"
-           and truth.labels.get(r.values["id"]) == "account_takeover"]
+    ato = [
+        r
+        for r in rows
+        if r.table == "transactions" and r.op == "insert" and truth.labels.get(r.values["id"]) == "account_takeover"
+    ]
     assert ato
     for r in ato:
         assert r.values["kind"] == "transfer"
@@ -226,8 +241,15 @@ def test_tables_match_reference_schema():
 
 
 # ---- Debezium encoding ----
-@given(st.decimals(min_value=Decimal("-9999999999999999.99"), max_value=Decimal("9999999999999999.99"),
-                   places=2, allow_nan=False, allow_infinity=False))
+@given(
+    st.decimals(
+        min_value=Decimal("-9999999999999999.99"),
+        max_value=Decimal("9999999999999999.99"),
+        places=2,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
 def test_decimal_round_trips(value):
     assert decode_decimal(encode_decimal(value, 2), 2) == value
 
@@ -244,7 +266,7 @@ def test_decimal_matches_debezium_bytes():
 
 
 def test_timestamp_format():
-    assert encode_timestamp(datetime(2026, 11, 23, 9, 48, 19, 615670, tzinfo=timezone.utc)) == "2026-11-23T09:48:19.615670Z"
+    assert encode_timestamp(datetime(2026, 11, 23, 9, 48, 19, 615670, tzinfo=UTC)) == "2026-11-23T09:48:19.615670Z"
     plus2 = timezone(timedelta(hours=2))
     assert encode_timestamp(datetime(2026, 1, 1, 2, 0, tzinfo=plus2)) == "2026-01-01T00:00:00.000000Z"
 
@@ -270,9 +292,14 @@ def test_envelope_matches_captured_debezium(path):
 
     mapping = load_mapping()
     expected = decode(fixture["topic"], fixture["value"].encode(), mapping)
-    to_row = lambda image: image and {c.name: _typed(c, image[c.name]) for c in TABLES[table]}  # noqa: E731
-    row = Row(table, {"c": "insert", "u": "update"}[op], to_row(payload["after"]),
-              datetime.fromtimestamp(payload["source"]["ts_us"] / 1e6, timezone.utc), to_row(payload["before"]))
+    to_row = lambda image: image and {c.name: _typed(c, image[c.name]) for c in TABLES[table]}
+    row = Row(
+        table,
+        {"c": "insert", "u": "update"}[op],
+        to_row(payload["after"]),
+        datetime.fromtimestamp(payload["source"]["ts_us"] / 1e6, UTC),
+        to_row(payload["before"]),
+    )
     topic, key, value = DebeziumEncoder("bank").encode(row)
     ours = json.loads(value)
     assert topic == fixture["topic"]
@@ -284,8 +311,9 @@ def test_envelope_matches_captured_debezium(path):
     assert ours["payload"]["source"]["ts_us"] == payload["source"]["ts_us"]
     ours_decoded = decode(topic, value, mapping, key=key)
     assert type(ours_decoded) is type(expected)
-    assert {k: v for k, v in vars_of(ours_decoded).items() if k != "position"} == \
-           {k: v for k, v in vars_of(expected).items() if k != "position"}
+    assert {k: v for k, v in vars_of(ours_decoded).items() if k != "position"} == {
+        k: v for k, v in vars_of(expected).items() if k != "position"
+    }
 
 
 def vars_of(event) -> dict:
@@ -324,7 +352,9 @@ def test_generated_stream_decodes_with_the_engine_decoder():
             assert event.previous_status == "pending"
         if isinstance(event, FraudReported):
             assert truth.is_fraud(event.transaction_id) or event.kind == "false_positive"
-    assert {"CustomerUpserted", "TransactionCreated", "TransactionUpdated", "FraudReported", "LoginRecorded"} <= set(types)
+    assert {"CustomerUpserted", "TransactionCreated", "TransactionUpdated", "FraudReported", "LoginRecorded"} <= set(
+        types
+    )
 
 
 class FakeProducer:
@@ -392,8 +422,9 @@ def test_simulate_reports_what_it_wrote(monkeypatch):
     producers = []
     monkeypatch.setattr(kafka_sink, "ensure_topics", lambda settings: None)
     monkeypatch.setattr(kafka_sink, "Producer", lambda config: producers.append(FakeProducer()) or producers[-1])
-    report = simulator.simulate(Settings(), mode="kafka", customers=100, duration_s=600, fraud_rate=0.05, seed=2,
-                                start=START, id_base=10_000)
+    report = simulator.simulate(
+        Settings(), mode="kafka", customers=100, duration_s=600, fraud_rate=0.05, seed=2, start=START, id_base=10_000
+    )
     assert report.total_rows == len(producers[0].sent)
     assert report.rows["transactions"]["insert"] == report.legit_transactions + sum(report.fraud_by_pattern.values())
     assert report.config.id_base == 10_000 and report.config.start == START

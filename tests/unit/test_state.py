@@ -2,7 +2,7 @@
 exactness of the incremental R-GCN over state built by the worker's own code."""
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import torch
@@ -14,7 +14,7 @@ from fraudgraph.models.incremental import IncrementalScorer
 from fraudgraph.models.rgcn import HeteroRGCN
 from fraudgraph.streams.state import NodeState, Source, apply_event
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 MS0 = int(T0.timestamp() * 1000)
 
 
@@ -37,8 +37,21 @@ def pos(lsn, ts_ms=MS0):
 
 
 def tx(tid, lsn, account=1, amount="20.00", merchant=None, counterparty=None, device="d1", ip="10.0.0.1", ts_ms=MS0):
-    return ev.TransactionCreated(pos(lsn, ts_ms), tid, account, "card_payment" if merchant else "transfer",
-                                 Decimal(amount), "EUR", merchant, counterparty, device, ip, "pending", T0, T0)
+    return ev.TransactionCreated(
+        pos(lsn, ts_ms),
+        tid,
+        account,
+        "card_payment" if merchant else "transfer",
+        Decimal(amount),
+        "EUR",
+        merchant,
+        counterparty,
+        device,
+        ip,
+        "pending",
+        T0,
+        T0,
+    )
 
 
 def src(offset, topic="bank.public.transactions", partition=0):
@@ -52,14 +65,17 @@ def test_transaction_links_its_neighbours_and_updates_aggregates():
     assert sorted(store) == ["Account:1", "Device:d1", "IP:10.0.0.1", "Merchant:7", "Transaction:10"]
     account, merchant, t = store.get("Account:1"), store.get("Merchant:7"), store.get("Transaction:10")
     assert account.neighbours.counts == {"Transaction:rev_INITIATED:Account": 1}
-    assert t.neighbours.counts == {"Account:INITIATED:Transaction": 1, "Merchant:rev_PAYS:Transaction": 1,
-                                   "Device:rev_USING_DEVICE:Transaction": 1, "IP:rev_FROM_IP:Transaction": 1}
+    assert t.neighbours.counts == {
+        "Account:INITIATED:Transaction": 1,
+        "Merchant:rev_PAYS:Transaction": 1,
+        "Device:rev_USING_DEVICE:Transaction": 1,
+        "IP:rev_FROM_IP:Transaction": 1,
+    }
     assert merchant.neighbours.sums["Transaction:PAYS:Merchant"] == t.features
     assert account.amounts.count == 1 and account.amounts.mean == 20.0
     assert account.last_minute.count(MS0) == 1 and account.recent == [10]
     assert merchant.distinct.estimate() == 1
-    assert all(s.version == 100 and s.applied == {"bank.public.transactions/0": 0}
-               for s in map(store.get, store))
+    assert all(s.version == 100 and s.applied == {"bank.public.transactions/0": 0} for s in map(store.get, store))
 
 
 def test_replaying_an_event_changes_nothing():
@@ -100,9 +116,14 @@ def test_streams_are_guarded_independently():
 
 def test_an_older_row_image_never_overwrites_a_newer_one():
     store = DictStore()
+
     def account(lsn, status, offset):
-        return apply_event(ev.AccountUpserted(pos(lsn), 1, 3, "checking", "EUR", status, T0),
-                           src(offset, "bank.public.accounts"), store)
+        return apply_event(
+            ev.AccountUpserted(pos(lsn), 1, 3, "checking", "EUR", status, T0),
+            src(offset, "bank.public.accounts"),
+            store,
+        )
+
     account(200, "frozen", 0)
     account(150, "active", 1)  # an older image, delivered later (e.g. re-sent by the source)
     state = store.get("Account:1")
@@ -125,7 +146,9 @@ def test_deletes_are_version_guarded_tombstones():
 def test_logins_profile_changes_and_labels():
     store = DictStore()
     apply_event(ev.LoginRecorded(pos(1), 1, 3, "d9", "10.1.1.1", True, T0), src(0, "bank.public.logins"), store)
-    apply_event(ev.ProfileChanged(pos(2), 1, 3, "email", "d9", "10.1.1.1", T0), src(0, "bank.public.profile_changes"), store)
+    apply_event(
+        ev.ProfileChanged(pos(2), 1, 3, "email", "d9", "10.1.1.1", T0), src(0, "bank.public.profile_changes"), store
+    )
     apply_event(tx(10, 3), src(0), store)
     apply_event(ev.FraudReported(pos(4), 1, 10, "confirmed_fraud", T0), src(0, "bank.public.fraud_reports"), store)
     customer = store.get("Customer:3")
@@ -144,10 +167,19 @@ def test_incremental_rgcn_over_worker_state_matches_a_full_forward():
     events = []
     for i in range(120):
         kind = rng.random()
-        events.append(tx(1000 + i, 10 + i, account=rng.randrange(8), amount=f"{rng.uniform(1, 500):.2f}",
-                         merchant=rng.randrange(5) if kind < 0.7 else None,
-                         counterparty=rng.randrange(8) if kind >= 0.7 else None,
-                         device=f"d{rng.randrange(6)}", ip=f"10.0.0.{rng.randrange(6)}", ts_ms=MS0 + i * 1000))
+        events.append(
+            tx(
+                1000 + i,
+                10 + i,
+                account=rng.randrange(8),
+                amount=f"{rng.uniform(1, 500):.2f}",
+                merchant=rng.randrange(5) if kind < 0.7 else None,
+                counterparty=rng.randrange(8) if kind >= 0.7 else None,
+                device=f"d{rng.randrange(6)}",
+                ip=f"10.0.0.{rng.randrange(6)}",
+                ts_ms=MS0 + i * 1000,
+            )
+        )
     for i, e in enumerate(events):
         apply_event(e, src(i), store)
 
@@ -163,11 +195,15 @@ def test_incremental_rgcn_over_worker_state_matches_a_full_forward():
         offsets[t], acc = acc, acc + x[t].size(0)
     rel_index = {r.key: i for i, r in enumerate(FRAUD_RELATIONS)}
     edges, types = [], []
+
     def add(src_type, src_key, name, dst_type, dst_key):
-        for (a, ta, ka, b, tb, kb, n) in ((src_type, src_type, src_key, dst_type, dst_type, dst_key, name),
-                                          (dst_type, dst_type, dst_key, src_type, src_type, src_key, f"rev_{name}")):
+        for _, ta, ka, _, tb, kb, n in (
+            (src_type, src_type, src_key, dst_type, dst_type, dst_key, name),
+            (dst_type, dst_type, dst_key, src_type, src_type, src_key, f"rev_{name}"),
+        ):
             edges.append((offsets[ta] + index[ta][ka], offsets[tb] + index[tb][kb]))
             types.append(rel_index[f"{ta}:{n}:{tb}"])
+
     for e in events:
         t = f"Transaction:{e.transaction_id}"
         add("Account", f"Account:{e.account_id}", "INITIATED", "Transaction", t)
@@ -188,9 +224,11 @@ def test_incremental_rgcn_over_worker_state_matches_a_full_forward():
     worst = 0.0
     for e in events:
         t = states[f"Transaction:{e.transaction_id}"]
-        neighbours = {"Account:INITIATED:Transaction": [states[f"Account:{e.account_id}"]],
-                      "Device:rev_USING_DEVICE:Transaction": [states[f"Device:{e.device_id}"]],
-                      "IP:rev_FROM_IP:Transaction": [states[f"IP:{e.ip}"]]}
+        neighbours = {
+            "Account:INITIATED:Transaction": [states[f"Account:{e.account_id}"]],
+            "Device:rev_USING_DEVICE:Transaction": [states[f"Device:{e.device_id}"]],
+            "IP:rev_FROM_IP:Transaction": [states[f"IP:{e.ip}"]],
+        }
         if e.merchant_id is not None:
             neighbours["Merchant:rev_PAYS:Transaction"] = [states[f"Merchant:{e.merchant_id}"]]
         else:
@@ -218,8 +256,10 @@ def test_a_fraud_report_marks_the_same_parties_whichever_arrives_first():
         for e in order:  # a replay
             apply_event(e, offsets[id(e)], store)
         assert store.snapshot() == before
-        marks = {k: store.get(node_key(*k.split(":", 1))).marks for k in
-                 ("Account:7", "Merchant:3", "Device:dx", "IP:10.9.9.9")}
+        marks = {
+            k: store.get(node_key(*k.split(":", 1))).marks
+            for k in ("Account:7", "Merchant:3", "Device:dx", "IP:10.9.9.9")
+        }
         ends[order[0] is payment] = marks
         assert all(any(name.startswith("fraud:") for name in m) for m in marks.values()), marks
     assert ends[True].keys() == ends[False].keys()
@@ -245,7 +285,9 @@ def test_profile_marks_do_not_depend_on_topic_order_and_their_replay_rewrites_no
 
 def test_a_profile_change_replay_completes_an_account_a_crash_left_unmarked():
     store = DictStore()
-    apply_event(ev.AccountUpserted(pos(1), 1, 3, "checking", "EUR", "active", T0), src(0, "bank.public.accounts"), store)
+    apply_event(
+        ev.AccountUpserted(pos(1), 1, 3, "checking", "EUR", "active", T0), src(0, "bank.public.accounts"), store
+    )
     unmarked = store["Account:1"]
     change = ev.ProfileChanged(pos(2), 5, 3, "phone", None, None, T0)
     apply_event(change, src(0, "bank.public.profile_changes"), store)
@@ -285,8 +327,11 @@ def test_copy_is_the_json_round_trip_and_shares_nothing_mutable():
     def mutable_ids(value, out):
         if isinstance(value, (list, dict)) or hasattr(value, "__dataclass_fields__"):
             out.add(id(value))
-            children = value.values() if isinstance(value, dict) else (
-                value if isinstance(value, list) else vars(value).values())
+            children = (
+                value.values()
+                if isinstance(value, dict)
+                else (value if isinstance(value, list) else vars(value).values())
+            )
             for child in children:
                 mutable_ids(child, out)
         return out

@@ -6,7 +6,16 @@ import time
 
 import pytest
 
-from fraudgraph.stack.supervisor import PidFile, PidRecord, StackError, group_members, proc_start_time, spawn, terminate, wait_until
+from fraudgraph.stack.supervisor import (
+    PidFile,
+    PidRecord,
+    StackError,
+    group_members,
+    proc_start_time,
+    spawn,
+    terminate,
+    wait_until,
+)
 
 
 def test_pidfile_records_and_detects_a_live_process(tmp_path):
@@ -40,7 +49,9 @@ def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path):
     log = tmp_path / "kafka.log"
     pid = spawn([sys.executable, "-c", "print('bind failed: address in use'); raise SystemExit(1)"], log)
     with pytest.raises(StackError) as err:
-        wait_until(lambda: False, service="kafka", log_path=log, timeout=20, alive=lambda: proc_start_time(pid) is not None)
+        wait_until(
+            lambda: False, service="kafka", log_path=log, timeout=20, alive=lambda: proc_start_time(pid) is not None
+        )
     assert "kafka exited during start-up" in str(err.value)
     assert str(log) in str(err.value) and "bind failed" in str(err.value)
 

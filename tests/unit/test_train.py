@@ -50,8 +50,12 @@ def test_model_trained_on_the_simulator_catches_fraud_in_a_later_window():
     torch.set_num_threads(2)
     log = replay(simulated(300, 36, seed=1))
     ex = log.examples
-    _, report = train([e.request for e in ex], [log.label(e.transaction_id) for e in ex], [e.ts_ms for e in ex],
-                      TrainConfig(epochs=60, patience=10))
+    _, report = train(
+        [e.request for e in ex],
+        [log.label(e.transaction_id) for e in ex],
+        [e.ts_ms for e in ex],
+        TrainConfig(epochs=60, patience=10),
+    )
     test = report["test"]
     assert report["windows"]["test"]["first_ts_ms"] > report["windows"]["validation"]["last_ts_ms"] - 1
     assert test["positives"] >= 100
@@ -64,8 +68,26 @@ def test_train_command_registers_a_servable_model(tmp_path, monkeypatch, capsys)
     from fraudgraph.models.registry import ModelRegistry
 
     monkeypatch.setenv("FRAUDGRAPH_MODEL_DIR", str(tmp_path))
-    assert main(["train", "--source", "simulator", "--customers", "120", "--hours", "8", "--epochs", "3", "--fraud-rate", "0.05",
-                 "--report", str(tmp_path / "report.json")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--source",
+                "simulator",
+                "--customers",
+                "120",
+                "--hours",
+                "8",
+                "--epochs",
+                "3",
+                "--fraud-rate",
+                "0.05",
+                "--report",
+                str(tmp_path / "report.json"),
+            ]
+        )
+        == 0
+    )
     reg = ModelRegistry(tmp_path)
     version = reg.current_version()
     assert version and version in capsys.readouterr().out
@@ -101,12 +123,30 @@ def test_train_command_from_a_csv_log_registers_a_servable_model(tmp_path, monke
 
     log, mapping = tmp_path / "log.csv", tmp_path / "mapping.toml"
     _write_csv_log(log)
-    mapping.write_text('time_format = "iso"\nids = "first_seen"\nfraud_values = ["yes"]\nnon_fraud_values = ["no"]\n'
-                       'label_delay_s = 3600\n\n[columns]\ntime = "when"\nsource = "from_acct"\ntarget = "to_acct"\n'
-                       'amount = "amt"\ndevice = "dev"\nlabel = "fraud"\n')
+    mapping.write_text(
+        'time_format = "iso"\nids = "first_seen"\nfraud_values = ["yes"]\nnon_fraud_values = ["no"]\n'
+        'label_delay_s = 3600\n\n[columns]\ntime = "when"\nsource = "from_acct"\ntarget = "to_acct"\n'
+        'amount = "amt"\ndevice = "dev"\nlabel = "fraud"\n'
+    )
     monkeypatch.setenv("FRAUDGRAPH_MODEL_DIR", str(tmp_path / "models"))
-    assert main(["train", "--source", "csv", "--csv", str(log), "--mapping", str(mapping), "--epochs", "3",
-                 "--report", str(tmp_path / "report.json")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--source",
+                "csv",
+                "--csv",
+                str(log),
+                "--mapping",
+                str(mapping),
+                "--epochs",
+                "3",
+                "--report",
+                str(tmp_path / "report.json"),
+            ]
+        )
+        == 0
+    )
     reg = ModelRegistry(tmp_path / "models")
     version = reg.current_version()
     assert version and version in capsys.readouterr().out
@@ -116,7 +156,9 @@ def test_train_command_from_a_csv_log_registers_a_servable_model(tmp_path, monke
     assert card.trained_on["windows"]["test"]["first_ts_ms"] >= card.trained_on["windows"]["train"]["last_ts_ms"]
     assert 0 < card.threshold <= 1 and card.metrics["test"]["n"] == 300 and card.metrics["test"]["positives"] > 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["examples"] == 1500 and report["replay"]["labels"] == sum(1 for l in log.read_text().splitlines() if l.endswith(",yes"))
+    assert report["examples"] == 1500 and report["replay"]["labels"] == sum(
+        1 for line in log.read_text().splitlines() if line.endswith(",yes")
+    )
 
     # a mapping without a label column, and a malformed row, are refused with a message, not a traceback
     unlabelled = tmp_path / "unlabelled.toml"

@@ -45,9 +45,11 @@ def test_relations_mean_what_they_say(graph):
     counts = np.bincount([int(r[1]) for r in raw])
     kept = [r for r in raw if counts[int(r[1])] <= 800]
     rng = np.random.default_rng(0)
-    for name, same in {"rur": lambda a, b: a[0] == b[0],
-                       "rsr": lambda a, b: a[1] == b[1] and a[2] == b[2],
-                       "rtr": lambda a, b: a[1] == b[1] and a[4][:4] == b[4][:4] and abs(int(a[4][5:7]) - int(b[4][5:7])) <= 1}.items():
+    for name, same in {
+        "rur": lambda a, b: a[0] == b[0],
+        "rsr": lambda a, b: a[1] == b[1] and a[2] == b[2],
+        "rtr": lambda a, b: a[1] == b[1] and a[4][:4] == b[4][:4] and abs(int(a[4][5:7]) - int(b[4][5:7])) <= 1,
+    }.items():
         p = graph.pairs[name]
         for k in rng.choice(p.size(1), 200, replace=False):
             assert same(kept[int(p[0, k])], kept[int(p[1, k])]), name
@@ -94,10 +96,15 @@ def test_neighbour_aggregates_hand_case():
     edges = {"a": torch.tensor([[1, 2, 0], [0, 0, 1]])}  # 0 <- {1, 2}; 1 <- {0}; 2, 3 <- none
     agg, names = neighbour_aggregates(x, edges)
     assert names == ["a_mean_f0", "a_mean_f1", "a_max_f0", "a_max_f1", "a_log_degree"]
-    expected = torch.tensor([[0.5, 2.5, 3.0, 5.0, np.log(3.0)],
-                             [1.0, -1.0, 1.0, -1.0, np.log(2.0)],
-                             [0.0, 0.0, 0.0, 0.0, 0.0],
-                             [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float32)
+    expected = torch.tensor(
+        [
+            [0.5, 2.5, 3.0, 5.0, np.log(3.0)],
+            [1.0, -1.0, 1.0, -1.0, np.log(2.0)],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=torch.float32,
+    )
     assert torch.allclose(agg, expected)
 
 
@@ -159,7 +166,9 @@ def test_rgcn_learns_on_a_product_subset(graph):
 
     rgcn_auc = test_auc(train_rgcn(encoded, edge_index, edge_type, 3, sub.y, split, seed=0, **config)[0])
     mlp_auc = test_auc(train_mlp(encoded, sub.y, split, seed=0))
-    labelled_auc = test_auc(train_rgcn(encoded, edge_index, edge_type, 3, sub.y, split, seed=0, known_labels=True, **config)[0])
+    labelled_auc = test_auc(
+        train_rgcn(encoded, edge_index, edge_type, 3, sub.y, split, seed=0, known_labels=True, **config)[0]
+    )
     assert rgcn_auc > 0.75, (rgcn_auc, mlp_auc)
     assert rgcn_auc >= mlp_auc - 0.03, (rgcn_auc, mlp_auc)
     assert labelled_auc > rgcn_auc + 0.01, (labelled_auc, rgcn_auc)
