@@ -111,8 +111,8 @@ def _train(args, settings) -> int:
     from collections import Counter
 
     from fraudgraph.models.registry import ModelRegistry, card_for
-    from fraudgraph.models.train import TrainConfig, train
-    from fraudgraph.streams import replay as rp
+    from fraudgraph.training import replay as rp
+    from fraudgraph.training.train import TrainConfig, train
 
     skipped: Counter = Counter()
     if args.source == "csv":
@@ -183,10 +183,10 @@ def _train(args, settings) -> int:
 
 def _train_recs(args, settings, events, fraud_model, examples, trained_on: dict) -> dict:
     """The recommender from the same replayed log, with the fraud model's opinion of each merchant
-    as its risk prior (models/recs_fit.py); registered in its own registry, promoted alike."""
-    from fraudgraph.models.recs_fit import fit_recommender, fraud_scores
+    as its risk prior (training/recs_fit.py); registered in its own registry, promoted alike."""
     from fraudgraph.models.recs_registry import RecsRegistry
-    from fraudgraph.models.recs_train import RecsConfig
+    from fraudgraph.training.recs_fit import fit_recommender, fraud_scores
+    from fraudgraph.training.recs_train import RecsConfig
 
     config = RecsConfig(epochs=args.recs_epochs, seed=args.seed)
     try:
@@ -219,7 +219,7 @@ def _train_recs(args, settings, events, fraud_model, examples, trained_on: dict)
 
 
 def _evaluate(args, settings) -> int:
-    from fraudgraph.models.evaluate import EVALUATORS
+    from fraudgraph.evaluation.evaluate import EVALUATORS
 
     command = (
         f"fraudgraph evaluate {args.dataset}"
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser(
         "evaluate", help="evaluate the R-GCN on a public dataset beside MLP and tree baselines, write a JSON report"
     )
-    from fraudgraph.models.evaluate import EVALUATORS  # light: the evaluators import torch lazily
+    from fraudgraph.evaluation.evaluate import EVALUATORS  # light: the evaluators import torch lazily
 
     ev.add_argument("dataset", choices=sorted(EVALUATORS))
     ev.add_argument(

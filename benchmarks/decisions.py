@@ -4,7 +4,7 @@
                                    [--out benchmarks/results/decisions.json]
 
 The states are the worker's own: a simulated run's rows through the Debezium envelope, the decoder
-and ``apply_event`` (``streams/replay.py``), replayed in event-time order; each batch is a window of
+and ``apply_event`` (``training/replay.py``), replayed in event-time order; each batch is a window of
 consecutive transactions of that run. "With model" serves a freshly initialised R-GCN (the
 shipped architecture, untrained: inference cost does not depend on the weights) from a temporary
 registry through the real ``ModelServer``; "without" has an empty registry, so decisions are rules
@@ -33,14 +33,14 @@ from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.registry import ModelRegistry, card_for
 from fraudgraph.models.rgcn import HeteroRGCN
 from fraudgraph.models.serving import ModelServer
-from fraudgraph.models.train import TrainConfig
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.policy import PolicySource
-from fraudgraph.streams.replay import _LiveStore, decoded, event_time_order, simulator_records
 from fraudgraph.streams.scoring import ScoringInput
 from fraudgraph.streams.state import Source, apply_event
+from fraudgraph.training.replay import _LiveStore, decoded, event_time_order, simulator_records
+from fraudgraph.training.train import TrainConfig
 
 
 def scoring_inputs(customers: int, hours: float) -> list[ScoringInput]:

@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 from common import machine, pct
 
-from fraudgraph.models.recs_fit import new_bank_model
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator.config import SimConfig
-from fraudgraph.streams import replay as rp
 from fraudgraph.streams.recommendations import answer_batch
-from fraudgraph.streams.recs_replay import recs_replay
+from fraudgraph.training import replay as rp
+from fraudgraph.training.recs_fit import new_bank_model
+from fraudgraph.training.recs_replay import recs_replay
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -42,9 +42,9 @@ from fraudgraph.stack import local
 from fraudgraph.stack.simulator import simulate
 from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.app import PARTITIONS, worker_topics
-from fraudgraph.streams.replay import _LiveStore, decoded, event_time_order, simulator_records
 from fraudgraph.streams.state import Source, apply_event
 from fraudgraph.streams.topics import ensure_topics
+from fraudgraph.training.replay import _LiveStore, decoded, event_time_order, simulator_records
 
 CLONE_ID_BASE = 10**12
 

@@ -5,7 +5,7 @@ What is timed, per batch of B transaction targets (real states: a simulator run 
 the worker's ``apply_event``):
 
 * ``encode``: host-side state -> tensors (``models.batch.encode``);
-* ``forward``: the batched incremental R-GCN on the device (``models.batch.forward``), synchronised;
+* ``forward``: the batched incremental R-GCN on the device (``HeteroRGCN.score_batch``), synchronised;
 * ``total``: both plus the host->device copy, what ``LoadedModel.infer`` costs;
 * ``raw``: two ``RGCNConv`` layers (hidden -> hidden -> 1, same relations and bases) over a graph
   with the same node and edge counts: layer 1 over one edge per (node, relation) that has
@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from common import machine, pct
 
-from fraudgraph.models.batch import encode, forward
+from fraudgraph.models.batch import encode
 from fraudgraph.models.features import FEATURE_WIDTHS
 from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator.config import SimConfig
-from fraudgraph.streams.replay import decoded, event_time_order, replay, simulator_records
+from fraudgraph.training.replay import decoded, event_time_order, replay, simulator_records
 
 
 def _sync(device: torch.device) -> None:
@@ -105,9 +105,9 @@ def main(argv=None) -> int:
             repeats = max(5, args.repeats if size <= 256 else args.repeats // 3)
             with torch.no_grad():
                 enc = _timed(lambda reqs=reqs, m=m: encode(reqs, m), torch.device("cpu"), repeats)
-                fwd = _timed(lambda m=m, on_device=on_device: forward(m, on_device), device, repeats)
+                fwd = _timed(lambda m=m, on_device=on_device: m.score_batch(on_device), device, repeats)
                 tot = _timed(
-                    lambda m=m, reqs=reqs, device=device: forward(m, encode(reqs, m).to(device, torch.float32)),
+                    lambda m=m, reqs=reqs, device=device: m.score_batch(encode(reqs, m).to(device, torch.float32)),
                     device,
                     repeats,
                 )

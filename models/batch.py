@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from fraudgraph.models.hetero import Relation
-from fraudgraph.models.rgcn import HeteroRGCN
 
 
 class StateView(Protocol):
@@ -50,6 +49,15 @@ class ScoringRequest:
 
     target: StateView
     neighbours: Mapping[str, Sequence[StateView]]
+
+
+class GraphSchema(Protocol):
+    """What ``encode`` needs of a model: its node types (in numbering order), typed relations and
+    raw feature widths."""
+
+    node_types: list[str]
+    relations: list[Relation]
+    feature_widths: dict[str, int]
 
 
 @dataclass
@@ -88,14 +96,7 @@ class EncodedBatch:
         )
 
 
-def _incoming(model: HeteroRGCN) -> dict[str, list[tuple[int, Relation]]]:
-    out: dict[str, list[tuple[int, Relation]]] = {t: [] for t in model.node_types}
-    for i, rel in enumerate(model.relations):
-        out[rel.dst].append((i, rel))
-    return out
-
-
-def encode(requests: Sequence[ScoringRequest], model: HeteroRGCN) -> EncodedBatch:
+def encode(requests: Sequence[ScoringRequest], model: GraphSchema) -> EncodedBatch:
     """Host-side tensors for ``forward``. Raises ``ValueError`` on state that cannot be exact:
     a wrong feature width, an unknown relation, or neighbour lists that disagree with the
     target's counts (a stale or missing neighbour state).
@@ -207,34 +208,3 @@ def _views(parts: list[array], dtype: torch.dtype) -> tuple[Tensor, ...]:
     if not len(joined):
         return tuple(torch.zeros(0, dtype=dtype) for _ in parts)
     return torch.frombuffer(joined, dtype=dtype).split([len(part) for part in parts])
-
-
-def forward(model: HeteroRGCN, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
-    """Logits (B, out) of the targets and each relation's additive share of them (B, R, out); the
-    logits are ``self + bias + shares.sum(1)``. ``batch`` must be on the model's device and dtype."""
-    incoming = _incoming(model)
-    w1, w2 = model.conv1.relation_weights(), model.conv2.relation_weights()
-    blocks = []
-    for t in model.node_types:
-        x = batch.x[t]
-        if x.size(0) == 0:
-            blocks.append(x.new_zeros(0, model.hidden))
-            continue
-        z = model.project[t](x) @ model.conv1.root
-        for r, rel in incoming[t]:
-            # Project the mean, then zero rows without neighbours: a relation with no neighbours
-            # contributes nothing, the projection's bias included.
-            mean = model.project[rel.src](batch.means[r]) * batch.has[r].unsqueeze(1)
-            z = z + mean @ w1[r]
-        if model.conv1.bias is not None:
-            z = z + model.conv1.bias
-        blocks.append(torch.relu(z))
-    h1 = torch.cat(blocks)
-    B, R, H = batch.size, len(model.relations), model.hidden
-    msg = h1[batch.edge_node] * batch.edge_norm.unsqueeze(1)
-    agg = h1.new_zeros(B * R, H).index_add_(0, batch.edge_target * R + batch.edge_relation, msg)
-    shares = torch.einsum("brh,rho->bro", agg.view(B, R, H), w2)
-    logits = h1[batch.targets] @ model.conv2.root + shares.sum(1)
-    if model.conv2.bias is not None:
-        logits = logits + model.conv2.bias
-    return logits, shares

@@ -2,7 +2,7 @@
 
 Layout under the registry root::
 
-    <version>/model.pt    the HeteroRGCN's state_dict
+    <version>/model.pt    the model's state_dict
     <version>/card.json   ModelCard: architecture, feature spec, threshold, metrics, training data
     CURRENT               the version the workers serve (one line)
 
@@ -30,7 +30,7 @@ import torch
 
 from fraudgraph.models.features import FEATURE_SPEC
 from fraudgraph.models.hetero import Relation
-from fraudgraph.models.rgcn import HeteroRGCN
+from fraudgraph.models.interface import KINDS, ScoringModel
 
 
 class RegistryError(Exception):
@@ -43,29 +43,39 @@ class ModelCard:
     feature_spec: str
     feature_widths: dict[str, int]
     relations: list[list[str]]  # [src, name, dst] per relation, in the model's order
-    hidden: int
-    num_bases: int | None
+    kind: str  # which ScoringModel (models/interface.py: KINDS)
+    architecture: dict[str, Any]  # its hyperparameters, as from_architecture takes them
     threshold: float  # fraud probability at which the target false-positive rate was met on validation
     target_fpr: float
     metrics: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
 
-    def build(self) -> HeteroRGCN:
+    def build(self) -> ScoringModel:
+        if self.kind not in KINDS:
+            raise RegistryError(f"model {self.version}: unknown kind {self.kind!r} (known: {sorted(KINDS)})")
         rels = [Relation(*r) for r in self.relations]
-        return HeteroRGCN(self.feature_widths, rels, self.hidden, out_channels=1, num_bases=self.num_bases)
+        return KINDS[self.kind].from_architecture(self.feature_widths, rels, **self.architecture)
 
 
-def card_for(model: HeteroRGCN, **fields: Any) -> dict[str, Any]:
+def card_for(model: ScoringModel, **fields: Any) -> dict[str, Any]:
     """The architecture half of a card, read off the model itself."""
     return {
         "feature_spec": FEATURE_SPEC,
         "feature_widths": dict(model.feature_widths),
         "relations": [[r.src, r.name, r.dst] for r in model.relations],
-        "hidden": model.hidden,
-        "num_bases": model.conv1.num_bases,
+        "kind": model.kind,
+        "architecture": model.architecture(),
         **fields,
     }
+
+
+def _read_card(raw: dict[str, Any]) -> ModelCard:
+    if "kind" not in raw:  # written before cards named their kind: an R-GCN with its hyperparameters inline
+        raw = dict(raw)
+        raw["architecture"] = {"hidden": raw.pop("hidden"), "num_bases": raw.pop("num_bases")}
+        raw["kind"] = "rgcn"
+    return ModelCard(**raw)
 
 
 class ModelRegistry:
@@ -83,13 +93,13 @@ class ModelRegistry:
         except FileNotFoundError:
             return None
 
-    def register(self, model: HeteroRGCN, card: dict[str, Any], make_current: bool = True) -> ModelCard:
+    def register(self, model: ScoringModel, card: dict[str, Any], make_current: bool = True) -> ModelCard:
         """Write a new version; its name is the time plus a hash of the weights, so two trainings
         never collide and the same weights are recognisable."""
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
         digest = hashlib.sha256(buf.getvalue()).hexdigest()[:10]
-        version = f"rgcn-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest}"
+        version = f"{model.kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest}"
         full = ModelCard(version=version, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **card)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{version}.tmp"
@@ -108,17 +118,17 @@ class ModelRegistry:
         tmp.write_text(version + "\n")
         os.replace(tmp, self.root / "CURRENT")
 
-    def load(self, version: str, device: torch.device | str = "cpu") -> tuple[HeteroRGCN, ModelCard]:
+    def load(self, version: str, device: torch.device | str = "cpu") -> tuple[ScoringModel, ModelCard]:
         path = self.root / version
         try:
-            card = ModelCard(**json.loads((path / "card.json").read_text()))
-        except (OSError, TypeError, ValueError) as err:
+            card = _read_card(json.loads((path / "card.json").read_text()))
+        except (OSError, TypeError, ValueError, KeyError) as err:
             raise RegistryError(f"model {version}: unreadable card: {err}") from err
         if card.feature_spec != FEATURE_SPEC:
             raise RegistryError(
                 f"model {version} was trained on features {card.feature_spec!r}, this code encodes {FEATURE_SPEC!r}"
             )
-        model = card.build()
+        model = card.build()  # an unknown kind raises RegistryError here
         try:
             model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
         except Exception as err:  # torch raises OSError, RuntimeError or pickle errors for a bad file

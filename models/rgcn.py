@@ -19,10 +19,12 @@ node has no neighbours under contributes nothing (not a zero-count division).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from fraudgraph.models.batch import EncodedBatch
 from fraudgraph.models.hetero import Relation
 
 
@@ -196,6 +198,8 @@ class HeteroRGCN(nn.Module):
     raw features.
     """
 
+    kind = "rgcn"  # its name in a model card (models/interface.py)
+
     def __init__(
         self,
         feature_widths: Mapping[str, int],
@@ -225,3 +229,44 @@ class HeteroRGCN(nn.Module):
 
     def forward(self, x: Mapping[str, Tensor], edge_index: Tensor, edge_type: Tensor) -> Tensor:
         return self.conv2(self.hidden_states(x, edge_index, edge_type), edge_index, edge_type)
+
+    def architecture(self) -> dict[str, Any]:
+        return {"hidden": self.hidden, "num_bases": self.conv1.num_bases}
+
+    @classmethod
+    def from_architecture(
+        cls, feature_widths: Mapping[str, int], relations: Sequence[Relation], **architecture: Any
+    ) -> HeteroRGCN:
+        return cls(feature_widths, relations, architecture["hidden"], 1, architecture.get("num_bases"))
+
+    def score_batch(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """Logits (B, out) of the targets and each relation's additive share of them (B, R, out); the
+        logits are ``self + bias + shares.sum(1)``. ``batch`` must be on the model's device and dtype."""
+        incoming: dict[str, list[tuple[int, Relation]]] = {t: [] for t in self.node_types}
+        for i, rel in enumerate(self.relations):
+            incoming[rel.dst].append((i, rel))
+        w1, w2 = self.conv1.relation_weights(), self.conv2.relation_weights()
+        blocks = []
+        for t in self.node_types:
+            x = batch.x[t]
+            if x.size(0) == 0:
+                blocks.append(x.new_zeros(0, self.hidden))
+                continue
+            z = self.project[t](x) @ self.conv1.root
+            for r, rel in incoming[t]:
+                # Project the mean, then zero rows without neighbours: a relation with no neighbours
+                # contributes nothing, the projection's bias included.
+                mean = self.project[rel.src](batch.means[r]) * batch.has[r].unsqueeze(1)
+                z = z + mean @ w1[r]
+            if self.conv1.bias is not None:
+                z = z + self.conv1.bias
+            blocks.append(torch.relu(z))
+        h1 = torch.cat(blocks)
+        B, R, H = batch.size, len(self.relations), self.hidden
+        msg = h1[batch.edge_node] * batch.edge_norm.unsqueeze(1)
+        agg = h1.new_zeros(B * R, H).index_add_(0, batch.edge_target * R + batch.edge_relation, msg)
+        shares = torch.einsum("brh,rho->bro", agg.view(B, R, H), w2)
+        logits = h1[batch.targets] @ self.conv2.root + shares.sum(1)
+        if self.conv2.bias is not None:
+            logits = logits + self.conv2.bias
+        return logits, shares

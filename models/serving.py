@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fraudgraph.models.batch import ScoringRequest, encode, forward
+from fraudgraph.models.batch import ScoringRequest, encode
 from fraudgraph.models.hot_reload import HotReloaded
 from fraudgraph.models.incremental import NodeState
+from fraudgraph.models.interface import ScoringModel
 from fraudgraph.models.registry import ModelCard, ModelRegistry, RegistryError
-from fraudgraph.models.rgcn import HeteroRGCN, resolve_device
+from fraudgraph.models.rgcn import resolve_device
 
 
 def pick_device(name: str) -> torch.device:
@@ -55,14 +56,14 @@ class ModelOutput:
 class LoadedModel:
     """One model version on one device, ready to score (synchronously: run it off the event loop)."""
 
-    def __init__(self, model: HeteroRGCN, card: ModelCard, device: torch.device):
+    def __init__(self, model: ScoringModel, card: ModelCard, device: torch.device):
         self.model, self.card, self.device = model.to(device).eval(), card, device
         self.version = card.version
         self.relation_keys = [r.key for r in model.relations]
 
     @torch.no_grad()
     def infer(self, requests: Sequence[ScoringRequest]) -> list[ModelOutput]:
-        logits, shares = forward(self.model, encode(requests, self.model).to(self.device, torch.float32))
+        logits, shares = self.model.score_batch(encode(requests, self.model).to(self.device, torch.float32))
         logits, shares = logits[:, 0].cpu(), shares[:, :, 0].cpu()
         probs = torch.sigmoid(logits)
         out = []

@@ -9,6 +9,7 @@ half-finished download is never used and an edited pom refetches by itself.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -87,3 +88,13 @@ def fetch(cache_dir: Path, component: str, log=print) -> Path:
 def fetch_all(cache_dir: Path, log=print) -> None:
     for component in COMPONENTS:
         fetch(cache_dir, component, log)
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    exe = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not exe:
+        raise StackError(
+            "Java 17 is needed for Kafka, Kafka Connect and Neo4j: apt-get install openjdk-17-jre-headless"
+        )
+    return exe

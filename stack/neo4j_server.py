@@ -87,9 +87,8 @@ def write_config(settings: Settings, home: Path) -> None:
 
 
 def _java_cp(settings: Settings) -> list[str]:
-    from fraudgraph.stack.services import java
 
-    return [java(), "-cp", str(jars.jar_dir(settings.cache_dir, "neo4j") / "*")]
+    return [jars.java(), "-cp", str(jars.jar_dir(settings.cache_dir, "neo4j") / "*")]
 
 
 def command(settings: Settings, home: Path) -> list[str]:

@@ -49,16 +49,6 @@ log4j.logger.org.reflections=ERROR
 """
 
 
-def java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    exe = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    if not exe:
-        raise StackError(
-            "Java 17 is needed for Kafka, Kafka Connect and Neo4j: apt-get install openjdk-17-jre-headless"
-        )
-    return exe
-
-
 class Service:
     """A server the local stack starts, watches and stops."""
 
@@ -187,7 +177,7 @@ class Kafka(Service):
 
     def _java(self, main: str, heap: str = KAFKA_HEAP) -> list[str]:
         return [
-            java(),
+            jars.java(),
             heap,
             "-cp",
             str(jars.jar_dir(self.settings.cache_dir, "kafka") / "*"),
@@ -250,7 +240,7 @@ class Connect(Service):
 
     def command(self):
         return [
-            java(),
+            jars.java(),
             CONNECT_HEAP,
             "-cp",
             str(jars.jar_dir(self.settings.cache_dir, "connect") / "*"),

@@ -5,7 +5,7 @@ Kafka orders records within a partition only. The CDC topics are many partitions
 fetched and delivered independently: in a catch-up one partition can be hours of event time ahead
 of another, and a small topic (``fraud_reports``) can be drained before the transactions it labels.
 State built in arrival order then differs from state built in commit order (the offline replay,
-``streams/replay.py``), and so do the decisions.
+``training/replay.py``), and so do the decisions.
 
 ``EventTimeMerger`` holds one FIFO per input partition and releases, one at a time, the head with
 the smallest order key (source commit time, then LSN), but only when no other partition can still

@@ -1,6 +1,6 @@
 """In-memory sources and sinks for the pipeline (as Bytewax's ``testing.py``): a dataflow test
 runs ``Pipeline`` in process, in milliseconds, with no broker. Also what the offline replay of
-decisions runs on (``replay.replay_decisions``): the same class, over a complete log.
+decisions runs on (``replay_decisions``): the same class, over a complete log.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from fraudgraph.connectors.mapping import load_mapping
+from fraudgraph.settings import Settings
+from fraudgraph.streams.decider import Decider
+from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.scoring import TransactionScored
 from fraudgraph.streams.state import NodeState
@@ -107,3 +111,26 @@ async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 2
     pipeline.order.max_idle_ms = 0  # the log is complete: nothing can come any more
     while await pipeline.drain(lambda _: True, batch):
         pass
+
+
+async def replay_decisions(
+    records: Iterable[Record], settings: Settings, decider: Decider, batch: int = 256
+) -> dict[int, TransactionScored]:
+    """The decision on every transaction of a complete CDC log, as the offline replay makes it: the
+    worker's own ``Pipeline``, fed the whole log before anything is released, so the merge of its
+    partitions is the event-time order. The live worker must publish exactly these."""
+    sinks = MemorySinks()
+    pipeline = Pipeline(
+        load_mapping(settings.mapping_file or None),
+        settings.decimal_handling_mode,
+        JsonStore(),
+        decider,
+        sinks,
+        EventTimeMerger(max_idle_ms=0),
+        sinks.score_of,
+    )
+    for record in records:
+        pipeline.push(record)
+    while await pipeline.drain(lambda _: True, batch):
+        pass
+    return {s.transaction_id: s for s in sinks.scores.values()}

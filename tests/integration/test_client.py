@@ -10,14 +10,14 @@ import uuid
 
 from conftest import ID_SPAN, TopicReader, read_scores
 
-from fraudgraph.models.recs_fit import fit_recommender
 from fraudgraph.models.recs_registry import RecsRegistry
-from fraudgraph.models.recs_train import RecsConfig
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator import daytime_start, simulate
-from fraudgraph.streams import replay as rp
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
+from fraudgraph.training import replay as rp
+from fraudgraph.training.recs_fit import fit_recommender
+from fraudgraph.training.recs_train import RecsConfig
 
 K = 3
 

@@ -28,7 +28,8 @@ from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.pipeline import Record
 from fraudgraph.streams.policy import PolicySource
-from fraudgraph.streams.replay import decoded, replay_decisions, simulator_records
+from fraudgraph.streams.testing import replay_decisions
+from fraudgraph.training.replay import decoded, simulator_records
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4

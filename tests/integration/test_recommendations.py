@@ -13,13 +13,13 @@ from confluent_kafka import Producer
 from conftest import TopicReader, cdc_topics, commit_group_offsets
 
 from fraudgraph.connectors import events as ev
-from fraudgraph.models.recs_fit import fit_recommender
 from fraudgraph.models.recs_registry import RecsRegistry
-from fraudgraph.models.recs_train import RecsConfig
 from fraudgraph.stack.simulator import daytime_start, simulate
-from fraudgraph.streams import replay as rp
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.topics import ensure_topics
+from fraudgraph.training import replay as rp
+from fraudgraph.training.recs_fit import fit_recommender
+from fraudgraph.training.recs_train import RecsConfig
 
 ID_SPAN = 10**9
 K = 5

@@ -22,9 +22,9 @@ from fraudgraph.streams import decider as decider_module
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.decision import MODEL_UNAVAILABLE
 from fraudgraph.streams.policy import PolicySource
-from fraudgraph.streams.replay import _LiveStore, decoded, event_time_order, simulator_records
 from fraudgraph.streams.scoring import ScoringInput
 from fraudgraph.streams.state import Source, apply_event
+from fraudgraph.training.replay import _LiveStore, decoded, event_time_order, simulator_records
 
 
 def simulated_inputs(n: int) -> list[ScoringInput]:

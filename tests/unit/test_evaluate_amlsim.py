@@ -12,12 +12,12 @@ import torch
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.amlsim import DEFAULT_AMLSIM_DIR
-from fraudgraph.models import evaluate_amlsim as am
+from fraudgraph.evaluation import amlsim as am
 from fraudgraph.models.batch import encode
 from fraudgraph.models.features import FEATURE_WIDTHS
 from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
-from fraudgraph.streams.replay import replay
+from fraudgraph.training.replay import replay
 
 needs_data = pytest.mark.skipif(
     not (DEFAULT_AMLSIM_DIR / "transactions.csv").exists(), reason="../shared/datasets/amlsim_fanin200 is not present"

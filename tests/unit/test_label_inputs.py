@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from fraudgraph.models.baselines import train_gbt
-from fraudgraph.models.label_inputs import known_label_columns, label_input_split, labelled_fraud_shares
-from fraudgraph.models.rgcn_trainer import train_rgcn
-from fraudgraph.models.scoring_metrics import auc_roc
-from fraudgraph.models.splits import stratified_split
+from fraudgraph.evaluation.baselines import train_gbt
+from fraudgraph.evaluation.label_inputs import known_label_columns, label_input_split, labelled_fraud_shares
+from fraudgraph.evaluation.rgcn_trainer import train_rgcn
+from fraudgraph.training.scoring_metrics import auc_roc
+from fraudgraph.training.splits import stratified_split
 
 
 def clustered_graph(groups: int = 150, size: int = 4, seed: int = 0):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fraudgraph.models.numeric_encoding import fit_bin_edges, piecewise_linear
+from fraudgraph.evaluation.numeric_encoding import fit_bin_edges, piecewise_linear
 
 
 def test_encoding_is_bounded_monotone_and_recovers_the_value():

@@ -22,8 +22,8 @@ from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.policy import PolicySource
-from fraudgraph.streams.replay import replay_decisions, simulator_records
-from fraudgraph.streams.testing import JsonStore, MemorySinks, deliver, interleaved, partitioned
+from fraudgraph.streams.testing import JsonStore, MemorySinks, deliver, interleaved, partitioned, replay_decisions
+from fraudgraph.training.replay import simulator_records
 
 SETTINGS = Settings()
 SIM = SimConfig(customers=40, duration_s=8 * 3600, fraud_rate=0.06, seed=3, report_delay_s=(600, 4 * 3600))
@@ -92,9 +92,9 @@ async def one_at_a_time(decider: Decider) -> dict[int, object]:
     the store copies on every read, each transaction decided alone right after its own event. The
     pipeline (merge, write-back cache, batches) must decide exactly as this does."""
     from fraudgraph.connectors.events import TransactionCreated
-    from fraudgraph.streams.replay import decoded, event_time_order
     from fraudgraph.streams.scoring import ScoringInput, scored_record
     from fraudgraph.streams.state import Source, apply_event
+    from fraudgraph.training.replay import decoded, event_time_order
 
     store, out = JsonStore(), {}
     records = [(r.topic, r.key, r.value) for r in LOG]

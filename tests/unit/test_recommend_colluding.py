@@ -15,17 +15,17 @@ import torch
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.models.recommend import RiskParams, account_input, merchant_risk
-from fraudgraph.models.recs_fit import fit_recommender
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
-from fraudgraph.models.recs_train import RecsConfig
 from fraudgraph.settings import Settings
 from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.stack.simulator.generator import generate
-from fraudgraph.streams import replay as rp
 from fraudgraph.streams.recommendations import answer_batch
-from fraudgraph.streams.recs_replay import recs_replay
 from fraudgraph.streams.state import node_key
+from fraudgraph.training import replay as rp
+from fraudgraph.training.recs_fit import fit_recommender
+from fraudgraph.training.recs_replay import recs_replay
+from fraudgraph.training.recs_train import RecsConfig
 
 K = 10
 

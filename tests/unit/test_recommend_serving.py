@@ -15,14 +15,14 @@ import torch
 from fraudgraph.connectors import events as ev
 from fraudgraph.models import features as fx
 from fraudgraph.models.recommend import PAID, RiskParams, account_input
-from fraudgraph.models.recs_fit import new_bank_model
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
 from fraudgraph.models.registry import RegistryError
 from fraudgraph.streams.queries import InvalidRequest
 from fraudgraph.streams.recommendations import answer_batch, parse_request
-from fraudgraph.streams.recs_replay import recs_replay
 from fraudgraph.streams.state import MERCHANTS_PER_ACCOUNT, NodeState, Source, apply_event, node_key
+from fraudgraph.training.recs_fit import new_bank_model
+from fraudgraph.training.recs_replay import recs_replay
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fraudgraph.models.datasets import AIFB_FILES, DEFAULT_AIFB_SOURCE, EntityGraph
-from fraudgraph.models.evaluate_aifb import CONFIGS, train_one
+from fraudgraph.evaluation.aifb import CONFIGS, train_one
+from fraudgraph.evaluation.datasets import AIFB_FILES, DEFAULT_AIFB_SOURCE, EntityGraph
 
 SOURCE = Path(os.environ.get("FRAUDGRAPH_AIFB_DIR") or DEFAULT_AIFB_SOURCE)
 
@@ -18,7 +18,7 @@ SOURCE = Path(os.environ.get("FRAUDGRAPH_AIFB_DIR") or DEFAULT_AIFB_SOURCE)
 def test_aifb_one_seed_cpu(tmp_path):
     if not all((SOURCE / f).exists() for f in AIFB_FILES):
         pytest.fail(f"AIFB raw files not found under {SOURCE} (set FRAUDGRAPH_AIFB_DIR)")
-    from fraudgraph.models.datasets import load_aifb
+    from fraudgraph.evaluation.datasets import load_aifb
 
     graph = load_aifb(SOURCE)  # parse cached under ~/.cache/fraudgraph/datasets after the first run
     assert (graph.num_nodes, graph.num_relations, graph.num_classes) == (8285, 90, 4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_rgcn_incremental import float32_tolerance, full_scores, make_model, rel_err
 
-from fraudgraph.models.batch import ScoringRequest, encode, forward
+from fraudgraph.models.batch import ScoringRequest, encode
 from fraudgraph.models.hetero import random_fraud_graph
 from fraudgraph.models.incremental import IncrementalScorer, neighbour_states, states_from_graph
 
@@ -26,15 +26,15 @@ def test_one_batch_of_every_node_matches_full_graph(num_tx, seed, num_bases):
     targets = list(range(graph.num_nodes))  # every type: merchants and devices have fan-out > 1
     batch = encode(requests_for(graph, states, targets), model)
     with torch.no_grad():
-        got32, shares = forward(model, batch.to("cpu", torch.float32))
-        got64, _ = forward(model.double(), batch.to("cpu", torch.float64))
+        got32, shares = model.score_batch(batch.to("cpu", torch.float32))
+        got64, _ = model.double().score_batch(batch.to("cpu", torch.float64))
     assert rel_err(got64, full64[targets]) <= 1e-10
     # the issue's bar: relative error <= 1e-5 in float32 (or the float32 reference's own error)
     for i, v in enumerate(targets):
         assert rel_err(got32[i], full32[v]) <= float32_tolerance(full32[v], full64[v]), (v, got32[i], full32[v])
     # shares are additive parts of the logit: what remains is h1(target) @ root2 + b2
     with torch.no_grad():
-        _, shares64 = forward(model, batch.to("cpu", torch.float64))
+        _, shares64 = model.score_batch(batch.to("cpu", torch.float64))
         inc = IncrementalScorer(model)
         for i, v in enumerate(targets[:20]):
             own = inc.hidden(states[v]) @ inc.root2 + inc.b2
@@ -49,8 +49,8 @@ def test_batch_equals_one_at_a_time_and_order_does_not_matter():
     tx = list(range(graph.offsets["Transaction"], graph.num_nodes))
     one = IncrementalScorer(model)
     with torch.no_grad():
-        batched, _ = forward(model, encode(requests_for(graph, states, tx), model).to("cpu", torch.float64))
-        reversed_, _ = forward(model, encode(requests_for(graph, states, tx[::-1]), model).to("cpu", torch.float64))
+        batched, _ = model.score_batch(encode(requests_for(graph, states, tx), model).to("cpu", torch.float64))
+        reversed_, _ = model.score_batch(encode(requests_for(graph, states, tx[::-1]), model).to("cpu", torch.float64))
     for i, v in enumerate(tx):
         assert rel_err(batched[i], one.score(states[v], neighbour_states(graph, states, v))) <= 1e-12
     assert torch.allclose(batched, reversed_.flip(0), rtol=0, atol=1e-12)
@@ -62,7 +62,7 @@ def test_gradients_flow_to_every_parameter():
     model = make_model(graph, 5, num_bases=3, out=1)
     states = states_from_graph(graph)
     tx = list(range(graph.offsets["Transaction"], graph.num_nodes))
-    logits, _ = forward(model, encode(requests_for(graph, states, tx), model).to("cpu", torch.float32))
+    logits, _ = model.score_batch(encode(requests_for(graph, states, tx), model).to("cpu", torch.float32))
     logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     # Customers never send to a transaction's neighbours' layer-1 except via OWNS/LOGGED_IN/LOGIN_FROM,

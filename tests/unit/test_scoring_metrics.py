@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from fraudgraph.models.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
+from fraudgraph.training.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
 
 
 def _sklearn_recall_at_fpr(y, s, fpr):

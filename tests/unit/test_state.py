@@ -315,7 +315,7 @@ def test_copy_is_the_json_round_trip_and_shares_nothing_mutable():
     node a simulator log builds, and no later change to the original may reach the copy."""
     from fraudgraph.settings import Settings
     from fraudgraph.stack.simulator.config import SimConfig
-    from fraudgraph.streams.replay import decoded, event_time_order, simulator_records
+    from fraudgraph.training.replay import decoded, event_time_order, simulator_records
 
     settings, store = Settings(), DictStore()
     records = simulator_records(SimConfig(customers=30, duration_s=4 * 3600, fraud_rate=0.1, seed=2), settings)

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from fraudgraph.connectors import events as ev
-from fraudgraph.models.batch import encode, forward
+from fraudgraph.models.batch import encode
 from fraudgraph.models.features import FEATURE_WIDTHS
 from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
-from fraudgraph.models.train import TrainConfig, train
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator.config import SimConfig
-from fraudgraph.streams.replay import decoded, event_time_order, replay, simulator_records
+from fraudgraph.training.replay import decoded, event_time_order, replay, simulator_records
+from fraudgraph.training.train import TrainConfig, train
 
 SETTINGS = load_settings({})
 
@@ -35,8 +35,8 @@ def test_examples_are_point_in_time():
         cut = replay(events[: tx_at[k] + 1])
         assert cut.examples[-1].transaction_id == full.examples[k].transaction_id
         with torch.no_grad():
-            a, _ = forward(model, encode([cut.examples[-1].request], model).to("cpu", torch.float64))
-            b, _ = forward(model, encode([full.examples[k].request], model).to("cpu", torch.float64))
+            a, _ = model.score_batch(encode([cut.examples[-1].request], model).to("cpu", torch.float64))
+            b, _ = model.score_batch(encode([full.examples[k].request], model).to("cpu", torch.float64))
         assert torch.equal(a, b)
     # labels come only from fraud reports in the log
     reported = {e.transaction_id for e in events if isinstance(e, ev.FraudReported) and e.kind != "false_positive"}

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from fraudgraph.models.neighbour_aggregates import neighbour_aggregates
+from fraudgraph.evaluation.neighbour_aggregates import neighbour_aggregates
+from fraudgraph.evaluation.rgcn_sparse import MeanAggregation, input_means, rgcn_forward
+from fraudgraph.evaluation.yelpchi_data import DEFAULT_YELPCHI_SOURCE, RAW_FILE, _pairs_within, build, load_yelpchi
 from fraudgraph.models.rgcn import RGCN
-from fraudgraph.models.rgcn_sparse import MeanAggregation, input_means, rgcn_forward
-from fraudgraph.models.splits import stratified_split
-from fraudgraph.models.yelpchi import DEFAULT_YELPCHI_SOURCE, RAW_FILE, _pairs_within, build, load_yelpchi
+from fraudgraph.training.splits import stratified_split
 
 SOURCE = Path(os.environ.get("FRAUDGRAPH_YELPCHI_DIR") or DEFAULT_YELPCHI_SOURCE)
 
@@ -144,11 +144,11 @@ def test_rgcn_learns_on_a_product_subset(graph):
     MLP (a broken aggregation or training loop lands far below either bound), and the training
     nodes' labels as inputs lift it clearly (same-user reviews share their fate).
     """
-    from fraudgraph.models.baselines import train_mlp
-    from fraudgraph.models.evaluate_yelpchi import PLE_BINS, RGCN_CONFIG
-    from fraudgraph.models.numeric_encoding import fit_bin_edges, piecewise_linear
-    from fraudgraph.models.rgcn_trainer import train_rgcn
-    from fraudgraph.models.scoring_metrics import auc_roc
+    from fraudgraph.evaluation.baselines import train_mlp
+    from fraudgraph.evaluation.numeric_encoding import fit_bin_edges, piecewise_linear
+    from fraudgraph.evaluation.rgcn_trainer import train_rgcn
+    from fraudgraph.evaluation.yelpchi import PLE_BINS, RGCN_CONFIG
+    from fraudgraph.training.scoring_metrics import auc_roc
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     products = torch.unique(graph.product)

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fraudgraph.models.early_stopping import EarlyStopping
-from fraudgraph.models.label_inputs import known_label_columns
-from fraudgraph.models.neighbour_aggregates import neighbour_aggregates
-from fraudgraph.models.scoring_metrics import auc_roc
-from fraudgraph.models.splits import Split
+from fraudgraph.evaluation.label_inputs import known_label_columns
+from fraudgraph.evaluation.neighbour_aggregates import neighbour_aggregates
+from fraudgraph.training.early_stopping import EarlyStopping
+from fraudgraph.training.scoring_metrics import auc_roc
+from fraudgraph.training.splits import Split
 
 
 @dataclass

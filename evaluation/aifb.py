@@ -1,6 +1,6 @@
 """Train our R-GCN on AIFB entity classification and report test accuracy over seeds.
 
-    python -m fraudgraph.models.evaluate_aifb --seeds 5 --device cpu|cuda [--epochs 50] [--out PATH]
+    python -m fraudgraph.evaluation.aifb --seeds 5 --device cpu|cuda [--epochs 50] [--out PATH]
 
 Why: AIFB is the paper's smallest benchmark (Schlichtkrull et al. 2018 report 95.83%), so it
 checks that our layer *learns* like the published R-GCN, not only that it matches PyG's forward
@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fraudgraph.evaluation.datasets import EntityGraph, load_aifb
 from fraudgraph.machine import machine
-from fraudgraph.models.datasets import EntityGraph, load_aifb
 from fraudgraph.models.rgcn import RGCN, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     report = {
         "benchmark": "aifb",
-        "command": "python -m fraudgraph.models.evaluate_aifb " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m fraudgraph.evaluation.aifb " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(device),
         "setup": {
             "layers": 2,

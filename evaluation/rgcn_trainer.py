@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fraudgraph.models.baselines import ModelRun, positive_weight
-from fraudgraph.models.early_stopping import EarlyStopping
-from fraudgraph.models.label_inputs import known_label_columns, label_input_split, labelled_fraud_shares
+from fraudgraph.evaluation.baselines import ModelRun, positive_weight
+from fraudgraph.evaluation.label_inputs import known_label_columns, label_input_split, labelled_fraud_shares
+from fraudgraph.evaluation.rgcn_sparse import MeanAggregation, input_means, rgcn_forward
 from fraudgraph.models.rgcn import RGCN
-from fraudgraph.models.rgcn_sparse import MeanAggregation, input_means, rgcn_forward
-from fraudgraph.models.scoring_metrics import auc_roc
-from fraudgraph.models.splits import Split
+from fraudgraph.training.early_stopping import EarlyStopping
+from fraudgraph.training.scoring_metrics import auc_roc
+from fraudgraph.training.splits import Split
 
 
 def train_rgcn(

@@ -4,7 +4,7 @@ popularity and a matrix-factorisation baseline, trained and measured in one run.
 The split is by time, never at random: interactions before ``t70`` train, ``t70..t80`` pick the
 epochs (then models are refit on everything before ``t80``), and the test window after ``t80`` is
 what is measured. Each test user is ranked from what was known at ``t80``: the R-GCN from its input
-snapshotted at ``t80`` (``streams/recs_replay.py``: the worker's own state code), MF from its
+snapshotted at ``t80`` (``training/recs_replay.py``: the worker's own state code), MF from its
 learned vector, popularity from counts before ``t80``. Only *warm* users (at least one interaction
 before ``t80``) with at least one legitimate interaction after it are measured.
 
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fraudgraph.evaluation.recs_baselines import popularity, train_mf
 from fraudgraph.machine import machine
 from fraudgraph.models.recommend import (
     ACCOUNT_TRANSACTIONS,
@@ -50,8 +51,7 @@ from fraudgraph.models.recommend import (
     UserInput,
     encode_users,
 )
-from fraudgraph.models.recs_baselines import popularity, train_mf
-from fraudgraph.models.recs_train import RecsConfig, train_recs
+from fraudgraph.training.recs_train import RecsConfig, train_recs
 
 REPO = Path(__file__).resolve().parents[1]
 K = 10
@@ -186,8 +186,8 @@ def simulator_data(customers: int = 400, hours: float = 48.0, seed: int = 3, fra
     from fraudgraph.models import features as fx
     from fraudgraph.settings import Settings
     from fraudgraph.stack.simulator.config import SimConfig
-    from fraudgraph.streams import replay as rp
-    from fraudgraph.streams.recs_replay import new_account_input, recs_replay
+    from fraudgraph.training import replay as rp
+    from fraudgraph.training.recs_replay import new_account_input, recs_replay
 
     settings = Settings()
     sim = SimConfig(customers=customers, duration_s=hours * 3600, seed=seed, fraud_rate=fraud_rate)
@@ -247,7 +247,7 @@ def yelpchi_data(source: str | None = None) -> RecsData:
     """YelpChi reviews as user -> product interactions, five relations by star rating (the R-GCN's
     relations: a 1-star review and a 5-star review say different things about the user). A user's
     input for a review holds only reviews of earlier *days* (same-day order is unknown)."""
-    from fraudgraph.models.yelpchi import DEFAULT_YELPCHI_SOURCE, RAW_FILE
+    from fraudgraph.evaluation.yelpchi_data import DEFAULT_YELPCHI_SOURCE, RAW_FILE
 
     path = Path(source or DEFAULT_YELPCHI_SOURCE) / RAW_FILE
     rows = []
@@ -328,7 +328,7 @@ def evaluate(
     print(format_table(report["results_test"]), flush=True)
     report = {
         "benchmark": f"recs_{dataset}",
-        "command": command or "python -m fraudgraph.models.evaluate_recs " + " ".join(sys.argv[1:]),
+        "command": command or "python -m fraudgraph.evaluation.recs " + " ".join(sys.argv[1:]),
         "machine": machine("cpu"),
         "data": data.info,
         "split": "time: train < t70 <= validation (epochs) < t80 <= test; models refit on < t80",

@@ -2,13 +2,13 @@
 replayed point-in-time, split by time, all measured in the same run.
 
     fraudgraph evaluate amlsim [--seed 0] [--out benchmarks/results/evaluate_amlsim.json]
-    python -m fraudgraph.models.evaluate_amlsim [--seed 0] [--out PATH] [--max-step N] [--quick] [--threads 2]
+    python -m fraudgraph.evaluation.amlsim [--seed 0] [--out PATH] [--max-step N] [--quick] [--threads 2]
 
 What is evaluated, and how
 --------------------------
 ``connectors/amlsim.py`` turns the sample into domain events (a ``TransactionCreated`` per transfer,
 a late ``FraudReported`` per laundering one; see its docstring for the label definition). They are
-replayed in event-time order through the worker's own state code (``streams/replay.py``), so every
+replayed in event-time order through the worker's own state code (``training/replay.py``), so every
 example is the transfer's scoring request exactly as the worker would have built it, and labels
 come from the reports only. The examples are cut into three windows of whole time steps (a step is
 one AMLSim day: every transfer of a step has the same time, so a cut inside a step would put
@@ -17,9 +17,9 @@ first, select on the second (epochs, and the threshold at 1% FPR), report on the
 
 The three models, each on what it is meant to show:
 
-* ``rgcn``: ``models/train.py`` ``train``, the served forward (``models/batch.py``) on the request:
+* ``rgcn``: ``training/train.py`` ``train``, the served forward (``models/batch.py``) on the request:
   the transfer, its sender and its receiver, each with its per-relation neighbour means.
-* ``mlp``: ``models/baselines.py`` ``train_mlp`` on the transfer's own raw features only
+* ``mlp``: ``evaluation/baselines.py`` ``train_mlp`` on the transfer's own raw features only
   (z-scored with the training window's statistics).
 * ``gbt``: ``train_gbt`` on the transfer's features plus the neighbour aggregates of the same
   snapshot: each node of the request becomes a row of its own features, its per-relation neighbour
@@ -61,19 +61,19 @@ from torch import Tensor
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.amlsim import AMLSIM_MAPPING, DEFAULT_AMLSIM_DIR, read_amlsim
 from fraudgraph.connectors.csv_log_mapping import EPOCH, load_csv_log_mapping
+from fraudgraph.evaluation.baselines import ModelRun, train_gbt, train_mlp
+from fraudgraph.evaluation.yelpchi import format_table, split_metrics
 from fraudgraph.machine import machine
-from fraudgraph.models.baselines import ModelRun, train_gbt, train_mlp
-from fraudgraph.models.batch import ScoringRequest, encode, forward
-from fraudgraph.models.evaluate_yelpchi import format_table, split_metrics
+from fraudgraph.models.batch import ScoringRequest, encode
 from fraudgraph.models.features import ACCOUNT_KINDS, FEATURE_WIDTHS, TRANSACTION_KINDS
 from fraudgraph.models.hetero import FRAUD_NODE_TYPES, FRAUD_RELATIONS
 from fraudgraph.models.incremental import NeighbourSums, NodeState
 from fraudgraph.models.rgcn import HeteroRGCN
-from fraudgraph.models.scoring_metrics import auc_roc, threshold_for_fpr
-from fraudgraph.models.splits import Split
-from fraudgraph.models.train import TrainConfig, train
-from fraudgraph.models.train import evaluate as at_threshold
-from fraudgraph.streams.replay import replay
+from fraudgraph.training.replay import replay
+from fraudgraph.training.scoring_metrics import auc_roc, threshold_for_fpr
+from fraudgraph.training.splits import Split
+from fraudgraph.training.train import TrainConfig, train
+from fraudgraph.training.train import evaluate as at_threshold
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate_amlsim.json"
@@ -276,7 +276,7 @@ def rgcn_scores(model: HeteroRGCN, requests: Sequence[ScoringRequest], batch_siz
     model.eval()
     out = [
         torch.sigmoid(
-            forward(model, encode(requests[i : i + batch_size], model).to("cpu", torch.float32))[0][:, 0].double()
+            model.score_batch(encode(requests[i : i + batch_size], model).to("cpu", torch.float32))[0][:, 0].double()
         ).numpy()
         for i in range(0, len(requests), batch_size)
     ]
@@ -427,7 +427,7 @@ def evaluate(
 
     report = {
         "benchmark": "amlsim",
-        "command": command or "python -m fraudgraph.models.evaluate_amlsim " + " ".join(sys.argv[1:]),
+        "command": command or "python -m fraudgraph.evaluation.amlsim " + " ".join(sys.argv[1:]),
         "machine": machine("cpu"),
         "data": {
             "source": "IBM AMLSim fan-in sample (../shared/datasets/amlsim_fanin200)",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
@@ -29,11 +29,6 @@ from fraudgraph.models.incremental import NodeState as FrozenState
 from fraudgraph.settings import Settings
 from fraudgraph.streams.scoring import ScoringInput, model_request
 from fraudgraph.streams.state import NodeState, Source, apply_event
-
-if TYPE_CHECKING:
-    from fraudgraph.streams.decider import Decider
-    from fraudgraph.streams.pipeline import Record
-    from fraudgraph.streams.scoring import TransactionScored
 
 FRAUD_KINDS = frozenset({"chargeback", "confirmed_fraud"})  # "false_positive" reports clear a transaction
 
@@ -94,33 +89,6 @@ def event_time_order(events: Iterable[ev.DomainEvent]) -> list[ev.DomainEvent]:
     """Commit time, then log position: the order the source database applied the changes (and the
     order ``EventTimeMerger`` releases a partitioned log in: Debezium writes each partition in it)."""
     return sorted(events, key=lambda e: (e.position.ts_ms, e.position.lsn))
-
-
-async def replay_decisions(
-    records: Iterable[Record], settings: Settings, decider: Decider, batch: int = 256
-) -> dict[int, TransactionScored]:
-    """The decision on every transaction of a complete CDC log, as the offline replay makes it: the
-    worker's own ``Pipeline``, fed the whole log before anything is released, so the merge of its
-    partitions is the event-time order. The live worker must publish exactly these."""
-    from fraudgraph.streams.event_time import EventTimeMerger
-    from fraudgraph.streams.pipeline import Pipeline
-    from fraudgraph.streams.testing import JsonStore, MemorySinks
-
-    sinks = MemorySinks()
-    pipeline = Pipeline(
-        load_mapping(settings.mapping_file or None),
-        settings.decimal_handling_mode,
-        JsonStore(),
-        decider,
-        sinks,
-        EventTimeMerger(max_idle_ms=0),
-        sinks.score_of,
-    )
-    for record in records:
-        pipeline.push(record)
-    while await pipeline.drain(lambda _: True, batch):
-        pass
-    return {s.transaction_id: s for s in sinks.scores.values()}
 
 
 def decoded(

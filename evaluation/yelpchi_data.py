@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fraudgraph.models.datasets import cache_dir
+from fraudgraph.evaluation.datasets import cache_dir
 
 DEFAULT_YELPCHI_SOURCE = str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "yelpchi")
 RAW_FILE = "YelpChi_metadata.gz"

@@ -10,7 +10,7 @@ The neural models read the features piecewise-linearly encoded (``numeric_encodi
 trees raw (a tree's splits are the thresholds the encoding provides).
 
     fraudgraph evaluate yelpchi [--seed 0] [--out benchmarks/results/evaluate_yelpchi.json]
-    python -m fraudgraph.models.evaluate_yelpchi [--seed 0] [--out PATH] [--threads 2]
+    python -m fraudgraph.evaluation.yelpchi [--seed 0] [--out PATH] [--threads 2]
 
 Every model picks its epoch / number of trees on the validation split; the test split is scored
 once at the end. Reported per model: test AUC-ROC, AUC-PR (average precision; chance = 0.145),
@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fraudgraph.evaluation.baselines import ModelRun, train_gbt, train_mlp
+from fraudgraph.evaluation.numeric_encoding import fit_bin_edges, piecewise_linear
+from fraudgraph.evaluation.rgcn_trainer import train_rgcn
+from fraudgraph.evaluation.yelpchi_data import load_yelpchi
 from fraudgraph.machine import machine
-from fraudgraph.models.baselines import ModelRun, train_gbt, train_mlp
-from fraudgraph.models.numeric_encoding import fit_bin_edges, piecewise_linear
-from fraudgraph.models.rgcn_trainer import train_rgcn
-from fraudgraph.models.scoring_metrics import auc_pr, auc_roc, recall_at_fpr
-from fraudgraph.models.splits import stratified_split
-from fraudgraph.models.yelpchi import load_yelpchi
+from fraudgraph.training.scoring_metrics import auc_pr, auc_roc, recall_at_fpr
+from fraudgraph.training.splits import stratified_split
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate_yelpchi.json"
@@ -119,7 +119,7 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
     print("with the training nodes' labels as neighbour inputs:\n" + format_table(results_labelled), flush=True)
     report = {
         "benchmark": "yelpchi",
-        "command": command or "python -m fraudgraph.models.evaluate_yelpchi " + " ".join(sys.argv[1:]),
+        "command": command or "python -m fraudgraph.evaluation.yelpchi " + " ".join(sys.argv[1:]),
         "machine": machine("cpu"),
         "graph": {
             "reviews": graph.num_nodes,

@@ -12,27 +12,27 @@ from collections.abc import Callable
 
 def _aifb(seed: int | None, out: str | None, command: str) -> dict:
     """AIFB is judged over seeds 0..4 (its test set is 36 people); ``--seed N`` runs seeds 0..N."""
-    from fraudgraph.models.evaluate_aifb import main
+    from fraudgraph.evaluation.aifb import main
 
     argv = ["--seeds", str(5 if seed is None else seed + 1)]
     return main(argv + (["--out", out] if out else []))
 
 
 def _yelpchi(seed: int | None, out: str | None, command: str) -> dict:
-    from fraudgraph.models.evaluate_yelpchi import evaluate
+    from fraudgraph.evaluation.yelpchi import evaluate
 
     return evaluate(seed=0 if seed is None else seed, out=out, command=command)
 
 
 def _amlsim(seed: int | None, out: str | None, command: str) -> dict:
-    from fraudgraph.models.evaluate_amlsim import evaluate
+    from fraudgraph.evaluation.amlsim import evaluate
 
     return evaluate(seed=0 if seed is None else seed, out=out, command=command)
 
 
 def _recs(dataset: str) -> Callable[[int | None, str | None, str], dict]:
     def run(seed: int | None, out: str | None, command: str) -> dict:
-        from fraudgraph.models.evaluate_recs import evaluate
+        from fraudgraph.evaluation.recs import evaluate
 
         return evaluate(dataset, seed=0 if seed is None else seed, out=out, command=command)
 

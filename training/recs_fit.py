@@ -2,7 +2,7 @@
 model, with the fraud model's opinion of every merchant stored beside the merchant vectors.
 
 * Examples: every merchant payment, its account's input snapshotted just before it
-  (``streams/recs_replay.py``); payments reported as fraud are not targets (the recommender must
+  (``training/recs_replay.py``); payments reported as fraud are not targets (the recommender must
   not learn that victims "like" the merchant that robbed them).
 * Catalogue: every merchant the log shows, its mean payment features as of the log's end.
 * Epochs: chosen on the last ``val_frac`` of payments (by time), then the model is refit on all.
@@ -21,21 +21,21 @@ import torch
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.models import features as fx
-from fraudgraph.models.batch import encode, forward
+from fraudgraph.models.batch import encode
 from fraudgraph.models.recommend import ACCOUNT_TRANSACTIONS, MERCHANT_TRANSACTIONS, PAID, RecsModel, merchant_means
-from fraudgraph.models.recs_train import RecsConfig, train_recs
-from fraudgraph.streams.recs_replay import RecsReplay, recs_replay
 from fraudgraph.streams.state import node_key
+from fraudgraph.training.recs_replay import RecsReplay, recs_replay
+from fraudgraph.training.recs_train import RecsConfig, train_recs
 
 
 @torch.no_grad()
 def fraud_scores(model: Any, examples: Sequence[Any], batch: int = 1024) -> dict[int, float]:
-    """Transaction id -> the fraud model's probability, for replay ``Example``s (``streams/replay.py``)."""
+    """Transaction id -> the fraud model's probability, for replay ``Example``s (``training/replay.py``)."""
     model.eval()
     out = {}
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
-        logits, _ = forward(model, encode([e.request for e in chunk], model).to("cpu", torch.float32))
+        logits, _ = model.score_batch(encode([e.request for e in chunk], model).to("cpu", torch.float32))
         for e, p in zip(chunk, torch.sigmoid(logits[:, 0]).tolist()):
             out[e.transaction_id] = p
     return out

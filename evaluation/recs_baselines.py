@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fraudgraph.models.recs_train import RecsConfig
+from fraudgraph.training.recs_train import RecsConfig
 
 
 def popularity(items: Sequence[Any], index: Mapping[Any, int], num_items: int) -> np.ndarray:

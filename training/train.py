@@ -1,11 +1,11 @@
 """Training the fraud R-GCN on point-in-time examples, with a time split and an operating point.
 
-The examples (``streams/replay.py``) are already in event-time order. The split is by time, never
+The examples (``training/replay.py``) are already in event-time order. The split is by time, never
 at random: train on the earliest transactions, pick the epoch and the threshold on the next
 window, and report on the last one, which is what the model will face in production (the future).
 A random split would let a fraud ring's later transactions teach the model about its earlier ones.
 
-The forward pass is ``models.batch.forward``, the very function that serves the model, over the
+The forward pass is ``HeteroRGCN.score_batch``, the very function that serves the model, over the
 encoded requests: what is trained is what is served.
 
 The threshold is the lowest probability whose false-positive rate on the validation window is at
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fraudgraph.models.batch import EncodedBatch, ScoringRequest, encode, forward
+from fraudgraph.models.batch import EncodedBatch, ScoringRequest, encode
 from fraudgraph.models.features import FEATURE_WIDTHS
 from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
-from fraudgraph.models.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
+from fraudgraph.training.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _split(
 def predict(model: HeteroRGCN, split: Split) -> np.ndarray:
     model.eval()
     return (
-        np.concatenate([torch.sigmoid(forward(model, b)[0][:, 0]).numpy() for b in split.batches])
+        np.concatenate([torch.sigmoid(model.score_batch(b)[0][:, 0]).numpy() for b in split.batches])
         if split.batches
         else np.zeros(0)
     )
@@ -131,7 +131,7 @@ def train(
         total = 0.0
         for i in torch.randperm(len(train_s.batches), generator=gen).tolist():
             opt.zero_grad()
-            logits, _ = forward(model, train_s.batches[i])
+            logits, _ = model.score_batch(train_s.batches[i])
             loss = loss_fn(logits[:, 0], train_s.labels[i])
             loss.backward()
             opt.step()

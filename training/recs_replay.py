@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from fraudgraph.connectors import events as ev
 from fraudgraph.models import features as fx
 from fraudgraph.models.recommend import PAID, UserInput, account_input, merchant_means
-from fraudgraph.streams.replay import FRAUD_KINDS
 from fraudgraph.streams.state import NodeState, Source, apply_event, node_key
+from fraudgraph.training.replay import FRAUD_KINDS
 
 
 @dataclass
