@@ -4,7 +4,8 @@ import json
 from datetime import UTC, datetime
 
 import psycopg
-from conftest import debezium_payload
+
+from support.stack import debezium_payload
 
 
 def test_insert_update_delete_arrive_as_change_events(stack, topic_reader):

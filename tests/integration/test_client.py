@@ -8,8 +8,6 @@ import sys
 import time
 import uuid
 
-from conftest import ID_SPAN, TopicReader, read_scores
-
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator import daytime_start, simulate
@@ -18,6 +16,8 @@ from fraudgraph.streams.topics import ensure_topics
 from fraudgraph.training import replay as rp
 from fraudgraph.training.recs_fit import fit_recommender
 from fraudgraph.training.recs_train import RecsConfig
+
+from support.stack import ID_SPAN, TopicReader, read_scores
 
 K = 3
 

@@ -8,10 +8,10 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-from conftest import TopicReader, isolated_run, read_scores, scored_ids
-
 from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.policy import DEFAULT_POLICY_FILE
+
+from support.stack import TopicReader, isolated_run, read_scores, scored_ids
 
 # Pattern -> the rule reasons that should catch it (no model: rules alone). Synthetic identities
 # share a phone and devices across "different people"; once one of them is reported, the others

@@ -28,8 +28,6 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from conftest import TopicReader, cdc_topics, end_offset, scrape
-from hostile import JSON_VALUES, damaged_bytes, dumps, mutated_envelopes, recs_requests, requests
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -41,6 +39,9 @@ from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.queries import answer
 from fraudgraph.streams.topics import ensure_topics
+
+from support.hostile import JSON_VALUES, damaged_bytes, dumps, mutated_envelopes, recs_requests, requests
+from support.stack import TopicReader, cdc_topics, end_offset, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MAPPING = load_mapping()

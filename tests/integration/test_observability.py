@@ -17,7 +17,6 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
-from conftest import TopicReader, free_port, scrape
 
 from fraudgraph.connectors.decoder import decode
 from fraudgraph.connectors.events import FraudReported
@@ -29,6 +28,8 @@ from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
+
+from support.stack import TopicReader, free_port, scrape
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)"

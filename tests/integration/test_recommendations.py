@@ -10,7 +10,6 @@ import time
 import uuid
 
 from confluent_kafka import Producer
-from conftest import TopicReader, cdc_topics, commit_group_offsets
 
 from fraudgraph.connectors import events as ev
 from fraudgraph.models.recs_registry import RecsRegistry
@@ -20,6 +19,8 @@ from fraudgraph.streams.topics import ensure_topics
 from fraudgraph.training import replay as rp
 from fraudgraph.training.recs_fit import fit_recommender
 from fraudgraph.training.recs_train import RecsConfig
+
+from support.stack import TopicReader, cdc_topics, commit_group_offsets
 
 ID_SPAN = 10**9
 K = 5

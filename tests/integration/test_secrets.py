@@ -22,11 +22,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from conftest import scrape
 
 from fraudgraph.graph.writer import GraphWriter
 from fraudgraph.kafka_config import aiokafka_options, confluent_config
 from fraudgraph.streams.topics import ensure_topics
+
+from support.stack import scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "precise-schema"

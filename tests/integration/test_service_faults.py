@@ -14,10 +14,11 @@ from collections import Counter
 
 import psycopg
 import pytest
-from conftest import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape
 from neo4j import GraphDatabase
 
 from fraudgraph.stack import local
+
+from support.stack import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

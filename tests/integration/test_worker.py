@@ -11,7 +11,13 @@ from collections import Counter
 
 import psycopg
 from confluent_kafka import Producer
-from conftest import (
+from neo4j import GraphDatabase
+
+from fraudgraph.stack.simulator import daytime_start, simulate
+from fraudgraph.streams.graph_sink import graph_group
+from fraudgraph.streams.topics import ensure_topics
+
+from support.stack import (
     ID_SPAN,
     STATE_APPLIED,
     TopicReader,
@@ -24,11 +30,6 @@ from conftest import (
     scrape,
     wait_caught_up,
 )
-from neo4j import GraphDatabase
-
-from fraudgraph.stack.simulator import daytime_start, simulate
-from fraudgraph.streams.graph_sink import graph_group
-from fraudgraph.streams.topics import ensure_topics
 
 GRAPH_QUERY = """
 MATCH (t:Transaction) WHERE t.id IN $ids AND coalesce(t.deleted, false) = false

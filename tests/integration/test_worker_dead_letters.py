@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import scrape
 
 from fraudgraph.connectors.dead_letter import DeadLetter
 from fraudgraph.connectors.mapping import load_mapping
+
+from support.stack import scrape
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "precise-schema"
 

@@ -11,7 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from conftest import (
+
+from fraudgraph.streams.app import worker_topics
+from fraudgraph.streams.topics import ensure_topics
+
+from support.stack import (
     STATE_APPLIED,
     TopicReader,
     end_offset,
@@ -22,9 +26,6 @@ from conftest import (
     scrape,
     wait_caught_up,
 )
-
-from fraudgraph.streams.app import worker_topics
-from fraudgraph.streams.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

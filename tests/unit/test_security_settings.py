@@ -13,7 +13,6 @@ from pathlib import Path
 import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-from pki import make_pki
 
 from fraudgraph.kafka_config import (
     KafkaSecurityError,
@@ -25,6 +24,8 @@ from fraudgraph.kafka_config import (
 )
 from fraudgraph.settings import SECRET_FIELDS, Settings, load_settings
 from fraudgraph.stack.neo4j_server import write_config
+
+from support.pki import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Kafka-pw-4242"

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pki import Pki, make_pki
-
 from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
 from fraudgraph.stack.services import LOG4J_PROPERTIES, Kafka, Neo4j
 from fraudgraph.stack.supervisor import StackError, tail
+
+from support.pki import Pki, make_pki
 
 
 def free_port() -> int:

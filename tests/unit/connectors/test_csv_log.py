@@ -434,7 +434,7 @@ def amlsim_label_count_with_the_csv_module() -> tuple[int, int, int, int]:
 @pytest.mark.slow  # ~3 s: the whole file, twice (once through the csv module)
 def test_amlsim_reads_fully_with_late_labels_on_laundering_transfers():
     if not (AMLSIM_DIR / "transactions.csv").exists():
-        pytest.fail(f"AMLSim files not found under {AMLSIM_DIR} (set FRAUDGRAPH_AMLSIM_DIR)")
+        pytest.skip(f"optional dataset absent: AMLSim files not under {AMLSIM_DIR} (set FRAUDGRAPH_AMLSIM_DIR)")
     rows, laundering, first_step, last_step = amlsim_label_count_with_the_csv_module()
     assert (rows, laundering, first_step, last_step) == (118_250, 2_176, 1, 149)
 

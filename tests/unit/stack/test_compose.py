@@ -9,7 +9,7 @@ from fraudgraph.settings import ENV_PREFIX, Settings
 from fraudgraph.stack.local import services
 from fraudgraph.stack.source_db import PUBLICATION
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 DEFAULTS = Settings()
 

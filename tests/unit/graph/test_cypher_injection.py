@@ -39,7 +39,7 @@ from fraudgraph.connectors.events import (
 )
 from fraudgraph.graph.cypher import CYPHER, plan_batch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 QUERY_METHODS = {"run", "execute_query"}
 NOT_NEO4J = {"asyncio", "subprocess"}  # their .run() takes no Cypher
 ALLOWED_ATTRIBUTE = "cypher"  # Statement.cypher: always a CYPHER value (test_planned_statements_...)

@@ -4,7 +4,7 @@ import pytest
 
 from fraudgraph.stack.source_db import SCHEMA_FILE
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "bank_schema.sql"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "reference" / "bank_schema.sql"
 
 
 def test_vendored_schema_is_the_shared_contract():

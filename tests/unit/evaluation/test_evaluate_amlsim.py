@@ -34,6 +34,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # ~15 s: trains the R-GCN, the MLP and the trees
 @needs_data
 def test_evaluate_amlsim_end_to_end_on_the_first_steps(tmp_path, one_thread):
     out = tmp_path / "amlsim.json"

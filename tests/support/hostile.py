@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fraudgraph.connectors.decoder import MAX_STRING_CHARS
 from fraudgraph.streams.queries import MAX_ID_CHARS
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "debezium"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
 FIXTURE_FILES = sorted(FIXTURES.glob("*/*.json"))
 INJECTION = [
     "x'}) DETACH DELETE n //",

@@ -19,13 +19,14 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from hostile import FIXTURES, JSON_VALUES, RawToken, damaged_bytes, deep_text, dumps, mutated_envelopes
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from fraudgraph.connectors.decoder import MAX_MESSAGE_BYTES, MAX_STRING_CHARS, REASONS, DecodeError, Tombstone, decode
 from fraudgraph.connectors.events import DomainEvent, EntityDeleted
 from fraudgraph.connectors.mapping import load_mapping
+
+from support.hostile import FIXTURES, JSON_VALUES, RawToken, damaged_bytes, deep_text, dumps, mutated_envelopes
 
 MAPPING = load_mapping()
 INT64 = (-(2**63), 2**63 - 1)

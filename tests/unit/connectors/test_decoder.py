@@ -26,7 +26,7 @@ from fraudgraph.connectors.events import (
 )
 from fraudgraph.connectors.mapping import load_mapping, parse_mapping
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 VARIANTS = sorted(p.name for p in FIXTURES.iterdir())
 MAPPING = load_mapping()
 EXPECTED_CREATE = {

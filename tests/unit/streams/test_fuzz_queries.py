@@ -8,13 +8,14 @@ import asyncio
 import json
 
 import orjson
-from hostile import JSON_VALUES, dumps, recs_requests, requests
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from fraudgraph.models.recommend import RiskParams
 from fraudgraph.streams.queries import MAX_ID_CHARS, MAX_REQUEST_BYTES, answer
 from fraudgraph.streams.recommendations import answer_batch
+
+from support.hostile import JSON_VALUES, dumps, recs_requests, requests
 
 SCORES = {
     1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
