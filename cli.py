@@ -109,12 +109,14 @@ def _csv_log(args) -> tuple[list, dict]:
 def _train(args, settings) -> int:
     """Replay the log in event-time order through the worker's state code, train, register."""
     from collections import Counter
+    from collections.abc import Iterable
 
     from fraudgraph.models.registry import ModelRegistry, card_for
     from fraudgraph.training import replay as rp
     from fraudgraph.training.train import TrainConfig, train
 
     skipped: Counter = Counter()
+    records: Iterable[tuple[str, bytes | None, bytes | None]]
     if args.source == "csv":
         events, trained_on = _csv_log(args)  # already in event-time order, nothing to decode
     elif args.source == "kafka":

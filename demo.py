@@ -179,9 +179,9 @@ class _Follower:
         new, deadline = 0, time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             message = self.consumer.poll(min(left, 0.2))
-            if message is None or message.error() is not None or message.value() is None:
+            if message is None or message.error() is not None or (value := message.value()) is None:
                 continue
-            record = json.loads(message.value())
+            record = json.loads(value)
             tx = record.get("transaction_id", -1)
             if tx < first_id or tx in self.decisions:
                 continue

@@ -222,13 +222,15 @@ class _RowParser:
         self.fraud_values = {v.strip().casefold() for v in mapping.fraud_values}
         self.non_fraud_values = {v.strip().casefold() for v in mapping.non_fraud_values}
 
-    def text(self, fields: list[str], name: str, required: bool = True) -> str | None:
+    def optional_text(self, fields: list[str], name: str) -> str | None:
         i = self.index.get(name)
         value = fields[i].strip() if i is not None else ""
-        if not value:
-            if required:
-                raise _Malformed(f"columns.{name} ({getattr(self.mapping.columns, name)!r}) is empty")
-            return None
+        return value or None
+
+    def text(self, fields: list[str], name: str) -> str:
+        value = self.optional_text(fields, name)
+        if value is None:
+            raise _Malformed(f"columns.{name} ({getattr(self.mapping.columns, name)!r}) is empty")
         return value
 
     def parse(self, fields: list[str], seq: int) -> tuple[_Pending, bool | None]:
@@ -237,9 +239,9 @@ class _RowParser:
         amount = _amount(self.text(fields, "amount"))
         source, target = self.text(fields, "source"), self.text(fields, "target")
         target_is = m.target_is if m.target_is != "column" else self._target_kind(self.text(fields, "target_kind"))
-        kind = self.text(fields, "kind", required=False)
+        kind = self.optional_text(fields, "kind")
         kind = m.default_kind if kind is None else m.kind_values.get(kind, kind)
-        label = self._label(self.text(fields, "label", required=False)) if "label" in self.index else None
+        label = self._label(self.optional_text(fields, "label")) if "label" in self.index else None
         raw_tx = self.text(fields, "transaction_id") if "transaction_id" in self.index else None
         if m.ids == "integer":  # check every id before the first one is used
             source_id, target_id = _integer("source", source), _integer("target", target)
@@ -256,8 +258,8 @@ class _RowParser:
             "currency": m.currency,
             "merchant_id": target_id if target_is == "merchant" else None,
             "counterparty_account_id": target_id if target_is == "account" else None,
-            "device_id": self.text(fields, "device", required=False),
-            "ip": self.text(fields, "ip", required=False),
+            "device_id": self.optional_text(fields, "device"),
+            "ip": self.optional_text(fields, "ip"),
             "status": m.status,
             "created_at": at,
             "updated_at": at,

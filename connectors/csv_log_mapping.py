@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "step")
@@ -171,7 +172,7 @@ def parse_csv_log_mapping(data: dict) -> CsvLogMapping:
     if missing:
         raise CsvLogMappingError(f"columns.{missing[0]} is required (missing: {missing})")
 
-    options = {}
+    options: dict[str, Any] = {}
     for key, value in data.items():
         if key == "columns":
             continue

@@ -250,10 +250,10 @@ def _coerce(
 def _decimal(raw, column_schema: dict | None, scale: int | None, mode: str, where: str) -> Decimal:
     name = _logical_name(column_schema)
     try:
-        if name == "org.apache.kafka.connect.data.Decimal":
+        if name == "org.apache.kafka.connect.data.Decimal" and column_schema is not None:
             return _unscaled(raw, int(column_schema["parameters"]["scale"]), where)
         if name == "io.debezium.data.VariableScaleDecimal" and isinstance(raw, dict):
-            return _unscaled(raw.get("value"), int(raw.get("scale")), where)
+            return _unscaled(raw.get("value"), int(raw["scale"]), where)
         if isinstance(raw, bool):
             raise DecodeError("bad_value", f"{where}: expected a number, got a boolean")
         if isinstance(raw, (int, float)):  # decimal.handling.mode=double
@@ -310,7 +310,8 @@ def _timestamp(raw, column_schema: dict | None, where: str) -> datetime:
             raise DecodeError("absurd_value", f"{where}: {raw[:40]!r} is outside years 1..9999 in UTC") from None
         return parsed
     if isinstance(raw, int) and not isinstance(raw, bool):
-        unit = _EPOCH_UNITS.get(_logical_name(column_schema))
+        name = _logical_name(column_schema)
+        unit = None if name is None else _EPOCH_UNITS.get(name)
         if unit is None:  # schemaless: infer the unit from the magnitude (valid for years 1973..5138)
             mag = abs(raw)
             unit = -1000 if mag >= 10**17 else 1 if mag >= 10**14 else 1000 if mag >= 10**11 else 1_000_000

@@ -9,7 +9,6 @@ from __future__ import annotations
 import tomllib
 import typing
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 
 from fraudgraph.connectors.events import EVENT_TYPES, DomainEvent
@@ -42,11 +41,17 @@ class Mapping:
         return self.tables.get(table)
 
 
-@cache
+# A dict rather than functools.cache: mypy takes a frozen dataclass's type for unhashable.
+_FIELD_TYPES: dict[type[DomainEvent], dict[str, object]] = {}
+
+
 def event_field_types(cls: type[DomainEvent]) -> dict[str, object]:
     """The payload fields of an event type (everything but ``position``) with their types."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls) if f.name != "position"}
+    found = _FIELD_TYPES.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in fields(cls) if f.name != "position"}
+    return found
 
 
 def _event_type(table: str, name: str) -> type[DomainEvent]:

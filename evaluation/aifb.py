@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from fraudgraph.models.rgcn import RGCN, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "aifb.json"
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {"num_bases": None, "weight_decay": 0.0},
     "bases30": {"num_bases": 30, "weight_decay": 5e-4},
 }

@@ -92,8 +92,12 @@ RAW_FEATURE_NAMES = {
 }
 assert all(len(RAW_FEATURE_NAMES[t]) == w for t, w in FEATURE_WIDTHS.items())
 # Budgets: the full evaluation, and a quick one for tests and smoke runs on a slice.
-FULL = {"rgcn": {}, "mlp": {}, "gbt": {}}
-QUICK = {"rgcn": {"epochs": 4, "patience": 2}, "mlp": {"max_epochs": 20, "patience": 5}, "gbt": {"max_iter": 60}}
+FULL: dict[str, dict[str, int]] = {"rgcn": {}, "mlp": {}, "gbt": {}}
+QUICK: dict[str, dict[str, int]] = {
+    "rgcn": {"epochs": 4, "patience": 2},
+    "mlp": {"max_epochs": 20, "patience": 5},
+    "gbt": {"max_iter": 60},
+}
 
 
 # ---- the log ----

@@ -87,7 +87,7 @@ def _parse(raw: Path) -> EntityGraph:
 
     g = rdflib.Graph()
     with gzip.open(raw / "aifb_stripped.nt.gz", "rb") as f:
-        g.parse(file=f, format="nt")
+        g.parse(file=f, format="nt")  # type: ignore[arg-type]  # rdflib hints BinaryIO; GzipFile is not one nominally
     freq = Counter(g.predicates())
     relations = sorted(freq, key=lambda p: (-freq[p], str(p)))
     rel_id = {p: i for i, p in enumerate(relations)}

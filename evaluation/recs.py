@@ -86,7 +86,7 @@ class RecsData:
 
 def ranking_metrics(
     scores: np.ndarray, targets: list[set[int]], exclude: list[set[int]] | None, k: int = K
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Mean Recall@k and NDCG@k over users; ``targets``/``exclude`` are item indices per user."""
     recalls, ndcgs = [], []
     for row, t, ex in zip(scores, targets, exclude or [set()] * len(targets)):

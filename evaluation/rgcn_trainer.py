@@ -70,6 +70,7 @@ def train_rgcn(
     def forward(label_nodes: Tensor | None) -> Tensor:
         if not known_labels:
             return rgcn_forward(model, x, agg, x_means).squeeze(-1)
+        assert label_nodes is not None  # every caller passes them with known_labels
         known = known_label_columns(y, label_nodes, n).to(x.dtype)
         known_means = input_means(known, agg)
         shares = labelled_fraud_shares(known_means)

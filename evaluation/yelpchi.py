@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate_yelpchi.json"
 #: validation gain): log degree per relation as extra input columns (the features already hold
 #: user and product review counts), hidden 128, jumping-knowledge head, only rur / rur+rtr,
 #: 16 bins, raw columns beside the encoded ones, dropout 0.3.
-RGCN_CONFIG = {
+RGCN_CONFIG: dict[str, Any] = {
     "hidden": 64,
     "num_bases": None,
     "dropout": 0.1,

@@ -52,6 +52,7 @@ from fraudgraph.connectors.events import (
     ProfileChanged,
     TableTruncated,
     TransactionCreated,
+    TransactionRow,
     TransactionUpdated,
 )
 from fraudgraph.graph import model as m
@@ -280,6 +281,7 @@ def _split_props(event: DomainEvent, names) -> tuple[dict[str, Any], dict[str, s
     props, stamps = {}, {}
     for p in names:
         if p == "amount_text":
+            assert isinstance(event, TransactionRow)  # only the Transaction node has amount_text
             props[p] = str(event.amount)
         elif p in m.TIMESTAMP_PROPS:
             stamps[p] = _iso(getattr(event, p))
@@ -327,6 +329,7 @@ def _classify(event: DomainEvent) -> tuple[str, tuple[str, Any], dict[str, Any]]
     """(statement kind, dedup key, row), or the reason the event is not applied."""
     if type(event) in _NODE_EVENTS:
         node, key_field = _NODE_EVENTS[type(event)]
+        assert node.entity is not None  # an event's node type is the one its entity's rows write
         row = _node_row(event, node, key_field)
         return f"upsert_{node.entity}", (node.entity, row["key"]), row
     if type(event) in _FACT_EVENTS:
@@ -338,9 +341,9 @@ def _classify(event: DomainEvent) -> tuple[str, tuple[str, Any], dict[str, Any]]
         row.update(transaction_id=event.transaction_id, kind=event.kind, reported_at=_iso(event.reported_at))
         return f"upsert_{m.FRAUD_REPORT_ENTITY}", (m.FRAUD_REPORT_ENTITY, event.report_id), row
     if isinstance(event, EntityDeleted):
-        node = m.NODE_BY_ENTITY.get(event.entity)
-        key_type = node.key_type if node else int  # facts and fraud reports have integer ids
-        if node is None and event.entity not in m.FACT_BY_ENTITY and event.entity != m.FRAUD_REPORT_ENTITY:
+        deleted = m.NODE_BY_ENTITY.get(event.entity)
+        key_type = deleted.key_type if deleted else int  # facts and fraud reports have integer ids
+        if deleted is None and event.entity not in m.FACT_BY_ENTITY and event.entity != m.FRAUD_REPORT_ENTITY:
             return "unknown_entity"
         try:
             key = key_type(event.key)

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Self
 
 import neo4j
 from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
@@ -104,14 +104,14 @@ class GraphWriter:
 
     # ---- lifecycle ----
 
-    async def start(self, ensure_schema: bool = True) -> GraphWriter:
+    async def start(self, ensure_schema: bool = True) -> Self:
         if ensure_schema:
             await self.ensure_schema()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="fraudgraph-graph-writer")
         return self
 
-    async def __aenter__(self) -> GraphWriter:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, exc_type, exc, tb) -> None:

@@ -102,12 +102,12 @@ def encode(requests: Sequence[ScoringRequest], model: GraphSchema) -> EncodedBat
     target's counts (a stale or missing neighbour state).
 
     Kept lean because it is Python per node (the host-side cost of a large batch): values go
-    into flat ``array``s (``torch.tensor`` on nested lists was most of the time), all float64 ones
-    and all int64 ones are then joined and become two tensors (``torch.frombuffer``) that every
-    field is a view of, so a batch of one pays for a few tensor operations, not one per field;
-    means are ``v / n`` per value as before, the division skipped where ``n`` is 1 (exact either
-    way); edges keep (type, local row) and are numbered globally at the end. The output is
-    bit-for-bit what the list-based version produced."""
+    into flat ``array``s (``torch.tensor`` on nested lists costs more than all the rest), all
+    float64 ones and all int64 ones are then joined and become two tensors (``torch.frombuffer``)
+    that every field is a view of, so a batch of one pays for a few tensor operations, not one per
+    field; means are ``v / n`` per value, the division skipped where ``n`` is 1 (exact either way);
+    edges keep (type, local row) and are numbered globally at the end. None of this changes a
+    value: the batch is bit-for-bit the one nested lists and ``torch.tensor`` would give."""
     widths = model.feature_widths
     types = list(model.node_types)
     type_index = {t: i for i, t in enumerate(types)}

@@ -122,6 +122,8 @@ class RecsModel(nn.Module):
     raw features as of training (buffers, saved with the weights), ``item_risk`` (M,) the fraud
     model's per-item prior (0 where unknown)."""
 
+    item_risk: Tensor  # a buffer, registered in __init__
+
     def __init__(
         self,
         num_items: int,
@@ -215,9 +217,14 @@ def encode_users(users: Sequence[UserInput], model: RecsModel, index: Mapping[An
     """Host tensors for ``model``; history items missing from ``index`` (new since training) are
     left out of the mean. Raises ``ValueError`` on a feature width the model does not expect."""
     rel_index = {r: i for i, r in enumerate(model.history_relations)}
-    xs, eu, ei, er, en, ec = [], [], [], [], [], []
-    means = {s: [] for s in model.user_mean_widths}
-    has = {s: [] for s in model.user_mean_widths}
+    xs: list[list[float]] = []
+    eu: list[int] = []  # per history edge: user (row of the batch), item, relation, normalised and raw weight
+    ei: list[int] = []
+    er: list[int] = []
+    en: list[float] = []
+    ec: list[float] = []
+    means: dict[str, list[list[float]]] = {s: [] for s in model.user_mean_widths}
+    has: dict[str, list[float]] = {s: [] for s in model.user_mean_widths}
     for b, u in enumerate(users):
         if len(u.features) != model.user_width:
             raise ValueError(f"user has {len(u.features)} features, the model expects {model.user_width}")
@@ -233,9 +240,13 @@ def encode_users(users: Sequence[UserInput], model: RecsModel, index: Mapping[An
             if r is None:
                 raise ValueError(f"the model has no history relation {rel!r}")
             known = [(index[i], float(w)) for i, w in items.items() if i in index and w > 0]
-            total = sum(w for _, w in known)
-            for item, w in known:
-                eu.append(b), ei.append(item), er.append(r), en.append(w / total), ec.append(w)
+            total = sum(weight for _, weight in known)
+            for item, weight in known:
+                eu.append(b)
+                ei.append(item)
+                er.append(r)
+                en.append(weight / total)
+                ec.append(weight)
     f = lambda v, *shape: torch.tensor(v, dtype=torch.float32).reshape(*shape)
     return EncodedUsers(
         f(xs, len(users), model.user_width),

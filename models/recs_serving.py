@@ -43,8 +43,8 @@ class LoadedRecs:
         """Per user, up to ``n`` (merchant id, score) best first, its excluded merchants left out."""
         batch = encode_users(users, self.model, self.index).to(self.device)
         scores = self.model.scores(batch, self.hidden, self.vectors)
-        values, indices = top_candidates(scores, [[self.index[m] for m in ex if m in self.index] for ex in exclude], n)
-        values, indices = values.cpu().tolist(), indices.cpu().tolist()
+        top, top_index = top_candidates(scores, [[self.index[m] for m in ex if m in self.index] for ex in exclude], n)
+        values, indices = top.cpu().tolist(), top_index.cpu().tolist()
         return [[(self.items[i], v) for i, v in zip(ix, vs) if v != float("-inf")] for ix, vs in zip(indices, values)]
 
 

@@ -19,7 +19,7 @@ node has no neighbours under contributes nothing (not a zero-count division).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -91,12 +91,13 @@ class RGCNLayer(nn.Module):
         """W_r for every relation, (num_relations, in, out), composed from the bases if any.
         With ``dtype``, the bases are cast *before* composing (a float64 scorer gets float64 W_r,
         not float32 products widened afterwards)."""
-        weight, comp = self.weight, self.comp
+        weight: Tensor = self.weight
+        comp: Tensor | None = self.comp
         if dtype is not None:
             weight, comp = weight.to(dtype), (comp.to(dtype) if comp is not None else None)
         if comp is None:
             return weight
-        return (comp @ weight.reshape(self.num_bases, -1)).reshape(
+        return (comp @ weight.flatten(1)).reshape(  # (bases, in * out)
             self.num_relations, self.in_channels, self.out_channels
         )
 
@@ -160,11 +161,12 @@ class RGCN(nn.Module):
         layer_norm: bool = False,
     ):
         super().__init__()
-        if in_channels is None and num_nodes is None:
+        first_width = num_nodes if in_channels is None else in_channels  # featureless: a one-hot per node
+        if first_width is None:
             raise ValueError("featureless input (in_channels=None) needs num_nodes")
         self.featureless = in_channels is None
         self.num_nodes = num_nodes
-        self.conv1 = RGCNLayer(num_nodes if in_channels is None else in_channels, hidden, num_relations, num_bases)
+        self.conv1 = RGCNLayer(first_width, hidden, num_relations, num_bases)
         self.norm1 = nn.LayerNorm(hidden) if layer_norm else None
         self.conv2 = RGCNLayer(hidden, out_channels, num_relations, num_bases)
         self.dropout = dropout
@@ -198,7 +200,7 @@ class HeteroRGCN(nn.Module):
     raw features.
     """
 
-    kind = "rgcn"  # its name in a model card (models/interface.py)
+    kind: ClassVar[str] = "rgcn"  # its name in a model card (models/interface.py)
 
     def __init__(
         self,

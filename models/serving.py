@@ -181,6 +181,7 @@ class ModelServer(HotReloaded):
             items = await self._take()
             self._last_batch = len(items)
             model = self.loaded  # the whole batch runs on the model it started with
+            assert model is not None  # score() queues nothing before a model is loaded, and none is unloaded
             started = time.perf_counter()
             handing = loop.run_in_executor(self._executor, model.infer, [p.request for p in items])
             for p in items:

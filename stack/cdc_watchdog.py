@@ -6,7 +6,7 @@
    starts a new one, but the orphan's replication connection stays open (its keep-alive thread
    still answers PostgreSQL) and keeps the slot. The new task then retries forever with
    'replication slot "fraudgraph" is active for PID ...' while its status says RUNNING, and no
-   change reaches Kafka again (seen in the broker-restart test).
+   change reaches Kafka again (the broker-restart test reproduces it).
 
 The liveness signal is Debezium's heartbeat (``heartbeat.interval.ms``): a task that streams
 writes one every few seconds, changes or not. No heartbeat for ``stall_s`` while the slot is
@@ -26,11 +26,15 @@ import logging
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, start_http_server
 
 from fraudgraph.settings import Settings
 from fraudgraph.stack import debezium
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ OBSERVATION_FAILURES = Counter(
 # How long a restarted task is given before it is judged again. Debezium's start-up can take a
 # minute of its own retries after an outage: registering its JMX metrics waits up to 12 x 5 s for
 # the stuck old task's to go, and taking the slot up to 6 x 10 s. Judged sooner, a task about to
-# recover was restarted again and again (seen in the broker-restart test).
+# recover is restarted again and again (the broker-restart test reproduces it).
 RESTART_GRACE_S = 120.0
 
 RELEASE_SLOT = "release_slot"
@@ -119,7 +123,7 @@ class Probe:
                 "log_level": 0,
             }
         )
-        self.pg = None  # one connection for every round, opened on first use
+        self.pg: psycopg.Connection | None = None  # one connection for every round, opened on first use
 
     def heartbeat_age_s(self) -> float | None:
         from confluent_kafka import TopicPartition

@@ -96,7 +96,7 @@ def register_connector(settings: Settings, timeout: float = 60.0) -> dict:
         except urllib.error.HTTPError:
             status = None
         tasks = (status or {}).get("tasks") or []
-        if tasks and all(t["state"] == "RUNNING" for t in tasks):
+        if status is not None and tasks and all(t["state"] == "RUNNING" for t in tasks):
             return status
         failed = [t for t in tasks if t["state"] == "FAILED"]
         if failed:

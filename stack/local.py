@@ -76,7 +76,7 @@ def up(settings: Settings, log=print) -> dict[str, float]:
 
 def down(settings: Settings, log=print) -> list[str]:
     """Stop every process this stack started, dependants first. Returns the names stopped."""
-    stopped = []
+    stopped: list[str] = []
     svc = services(settings)
     for name in ("cdc-watchdog", "prometheus", "connect", "neo4j", "kafka", "postgres"):
         if name in svc and svc[name].stop():

@@ -35,7 +35,7 @@ def bootstrap(settings: Settings, superuser_conninfo: Callable[[str], str]) -> N
                 )
             )
     with psycopg.connect(settings.pg_dsn()) as conn:
-        if not conn.execute("SELECT to_regclass('public.transactions')").fetchone()[0]:
+        if conn.execute("SELECT to_regclass('public.transactions')").fetchone() == (None,):  # no such table yet
             conn.execute(SCHEMA_FILE.read_text())
     with psycopg.connect(superuser_conninfo(settings.pg_database), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [PUBLICATION]).fetchone():

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 
 import faust
 import orjson
@@ -142,7 +143,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_group_instance_id=instance_id(settings),
         broker_session_timeout=settings.worker_session_timeout_s,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     cdc = app.topic(*[settings.cdc_topic(t) for t in mapping.tables], **raw)
     dead_letters = app.topic(settings.dead_letter_topic, partitions=1, **raw)
     alerts = app.topic(settings.alerts_topic, **raw)
@@ -151,7 +152,7 @@ def create_app(settings: Settings) -> faust.App:
     recs_requests = app.topic(settings.recs_requests_topic, **raw)
     recs_replies = app.topic(settings.recs_replies_topic, **raw)
     # bytes keys and values: Faust serialises anything else (str included) as JSON.
-    table = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
+    table: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
     node_table = acked_table(app, "node-state", **table)  # see tables.py: local copy only once in Kafka
     scores = acked_table(
         app,
@@ -206,7 +207,7 @@ def create_app(settings: Settings) -> faust.App:
         def done(self, record: Record) -> None:
             record.handle.ack()  # the message's last reference: Faust may commit its offset now
 
-    order = EventTimeMerger(settings.worker_max_idle_ms, settings.worker_max_wait_ms)
+    order: EventTimeMerger[tuple[str, int]] = EventTimeMerger(settings.worker_max_idle_ms, settings.worker_max_wait_ms)
     pipeline = Pipeline(
         mapping, settings.decimal_handling_mode, nodes, decider, KafkaSinks(), order, scores.get, quality
     )

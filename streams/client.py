@@ -70,10 +70,10 @@ def ask(
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             message = consumer.poll(min(left, 0.5))
-            if message is None or message.error() is not None:
+            if message is None or message.error() is not None or (value := message.value()) is None:
                 continue
             try:
-                reply = orjson.loads(message.value())
+                reply = orjson.loads(value)
             except orjson.JSONDecodeError:
                 continue  # another writer's record on the topic
             if isinstance(reply, dict) and reply.get("request_id") == request_id:
@@ -120,9 +120,13 @@ def alerts(settings: Settings, last: int = 20, follow: bool = False) -> Iterator
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
-            read_to[message.partition()] = message.offset() + 1
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None  # set on every consumed message
+            read_to[partition] = offset + 1
+            if (value := message.value()) is None:
+                continue  # a tombstone: not an alert
             try:
-                yield orjson.loads(message.value())
+                yield orjson.loads(value)
             except orjson.JSONDecodeError:
                 continue
     except KafkaException as err:

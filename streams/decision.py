@@ -65,15 +65,15 @@ def decide(inp: ScoringInput, model: ModelOpinion | None, hits: list[Hit], polic
     for hit in hits:
         action = policy.rules[hit.rule].action
         if action != "none":  # "none": recorded, decides nothing on its own
-            decision = max(decision, action, key=_RANK.get)
+            decision = max(decision, action, key=_RANK.__getitem__)
     rules_hit = len({h.rule for h in hits})
     for threshold, action in ((policy.block_at_rules, BLOCK), (policy.review_at_rules, REVIEW)):
         if threshold and rules_hit >= threshold:
             reasons.append(Reason("rules_combined", f"{rules_hit} rules hit ({action} at {threshold})"))
-            decision = max(decision, action, key=_RANK.get)
+            decision = max(decision, action, key=_RANK.__getitem__)
             break
     model_action = _model_action(model, policy)
-    decision = max(decision, model_action, key=_RANK.get)
+    decision = max(decision, model_action, key=_RANK.__getitem__)
     reasons += _model_reasons(model, policy)
 
     allowed = _listed(parties, policy.allow)

@@ -29,9 +29,10 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 OrderKey = tuple[int, int]  # (source commit time ms, LSN)
+S = TypeVar("S", bound=Hashable)  # a stream's id; the worker's are (topic, partition)
 
 
 @dataclass(slots=True)
@@ -42,16 +43,16 @@ class _Item:
 
 
 @dataclass
-class EventTimeMerger:
+class EventTimeMerger(Generic[S]):
     max_idle_ms: float
     max_wait_ms: float = 5_000.0
-    queues: dict[Hashable, deque[_Item]] = field(default_factory=dict)
+    queues: dict[S, deque[_Item]] = field(default_factory=dict)
     late: int = 0  # released after a later event had been: the bound was too short for them
-    _heads: list[tuple[OrderKey, int, Hashable]] = field(default_factory=list)  # keyed heads
+    _heads: list[tuple[OrderKey, int, S]] = field(default_factory=list)  # keyed heads
     _seq: int = 0  # tie-break for equal keys: first come, first out
     _released: OrderKey | None = None  # the newest key released so far
 
-    def assign(self, streams: Iterable[Hashable]) -> None:
+    def assign(self, streams: Iterable[S]) -> None:
         """The input partitions to wait on (others pushed later are added as they appear)."""
         for s in streams:
             self.queues.setdefault(s, deque())
@@ -64,29 +65,29 @@ class EventTimeMerger:
         self._released = None  # what comes back was never released: not late
         return dropped
 
-    def pending(self, stream: Hashable | None = None) -> int:
+    def pending(self, stream: S | None = None) -> int:
         if stream is not None:
             return len(self.queues.get(stream, ()))
         return sum(len(q) for q in self.queues.values())
 
-    def push(self, stream: Hashable, key: OrderKey | None, value: Any, now_ms: float) -> None:
+    def push(self, stream: S, key: OrderKey | None, value: Any, now_ms: float) -> None:
         queue = self.queues.setdefault(stream, deque())
         queue.append(_Item(key, now_ms, value))
         if len(queue) == 1:
             self._push_head(stream, queue[0])
 
-    def _push_head(self, stream: Hashable, item: _Item) -> None:
+    def _push_head(self, stream: S, item: _Item) -> None:
         if item.key is not None:
             self._seq += 1
             heapq.heappush(self._heads, (item.key, self._seq, stream))
 
-    def pop_ready(self, now_ms: float, caught_up: Callable[[Hashable], bool], limit: int | None = None) -> list[Any]:
+    def pop_ready(self, now_ms: float, caught_up: Callable[[S], bool], limit: int | None = None) -> list[Any]:
         """The items that may be applied now (at most about ``limit``), in order."""
         out: list[Any] = []
         self._unkeyed_heads(out)
-        known: dict[Hashable, bool] = {}  # caught_up answers, asked once per call
+        known: dict[S, bool] = {}  # caught_up answers, asked once per call
 
-        def idle(other: Hashable) -> bool:
+        def idle(other: S) -> bool:
             if other not in known:
                 known[other] = caught_up(other)
             return known[other]
@@ -111,7 +112,7 @@ class EventTimeMerger:
                 self._unkeyed_heads(out, stream)
         return out
 
-    def _unkeyed_heads(self, out: list[Any], only: Hashable | None = None) -> None:
+    def _unkeyed_heads(self, out: list[Any], only: S | None = None) -> None:
         """Release keyless items at the head of ``only`` (or of every stream)."""
         for stream in [only] if only is not None else list(self.queues):
             queue = self.queues[stream]

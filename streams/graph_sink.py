@@ -61,7 +61,8 @@ async def run_graph_sink(settings: Settings, mapping: Mapping, topics: list[str]
                 await lag.report(consumer.assignment(), consumer.highwater, consumer.position)
             if not batches:
                 continue
-            newest_append_ms, appended_ms = 0, []
+            newest_append_ms = 0
+            appended_ms: list[int] = []
             for tp, records in batches.items():
                 newest_append_ms = max(newest_append_ms, records[-1].timestamp or 0)
                 appended_ms.extend(r.timestamp for r in records if r.timestamp)

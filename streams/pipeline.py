@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -95,7 +95,7 @@ class Pipeline:
         store: StateStore,
         decider: Decider,
         sinks: Sinks,
-        order: EventTimeMerger,
+        order: EventTimeMerger[tuple[str, int]],  # streams: (topic, partition)
         score_of: Callable[[bytes], bytes | None],
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -150,7 +150,7 @@ class Pipeline:
 
     # ---- apply, decide, emit ----
 
-    async def drain(self, caught_up: Callable[[Hashable], bool], limit: int | None = None) -> int:
+    async def drain(self, caught_up: Callable[[tuple[str, int]], bool], limit: int | None = None) -> int:
         """Apply and decide what the order releases now (at most ``limit`` records, so a decision
         batch stays bounded); returns how many records were done."""
         late = self.order.late

@@ -170,8 +170,7 @@ def _param(where: str, value: Any, default: Any, choices: set[str] | None) -> An
     if isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PolicyError(f"{where}: expected a list of strings (got {value!r})")
-        unknown = [v for v in value if choices is not None and v not in choices]
-        if unknown:
+        if choices is not None and (unknown := [v for v in value if v not in choices]):
             raise PolicyError(f"{where}: unknown value(s) {unknown}; expected some of {sorted(choices)}")
         return tuple(value)
     raise AssertionError(f"rule parameter {where} has a default of unsupported type")  # a bug in RULES

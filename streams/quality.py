@@ -178,18 +178,19 @@ class QualityTracker:
     def _bucket(self, ts_ms: int) -> int:
         return ts_ms // (self.bucket_s * 1000)
 
-    def _oldest_kept(self) -> int | None:
-        return None if self.watermark_ms is None else self._bucket(self.watermark_ms) - self.horizon_buckets + 1
+    def _oldest_kept(self, watermark_ms: int) -> int:
+        return self._bucket(watermark_ms) - self.horizon_buckets + 1
 
     def decided(self, ts_ms: int, alerted: bool, label: str | None = None) -> bool:
         """One new decision (with the label already known for it, if any). False if too old to count."""
-        if self.watermark_ms is None or ts_ms > self.watermark_ms:
-            moved = self.watermark_ms is None or self._bucket(ts_ms) != self._bucket(self.watermark_ms)
-            self.watermark_ms = ts_ms
+        watermark = self.watermark_ms
+        if watermark is None or ts_ms > watermark:
+            moved = watermark is None or self._bucket(ts_ms) != self._bucket(watermark)
+            self.watermark_ms = watermark = ts_ms
             if moved:
-                self._evict()
+                self._evict(watermark)
         bucket = self._bucket(ts_ms)
-        if bucket < self._oldest_kept():
+        if bucket < self._oldest_kept(watermark):
             return False
         counts = self.buckets.setdefault(bucket, [0] * 6)
         for slot in _slots(alerted, label):
@@ -198,9 +199,10 @@ class QualityTracker:
 
     def labelled(self, ts_ms: int, alerted: bool, previous: str | None, label: str | None) -> bool:
         """A decision already counted with label ``previous`` is now labelled ``label``."""
+        if self.watermark_ms is None:
+            return False
         bucket = self._bucket(ts_ms)
-        oldest = self._oldest_kept()
-        if oldest is None or bucket < oldest or bucket not in self.buckets:
+        if bucket < self._oldest_kept(self.watermark_ms) or bucket not in self.buckets:
             return False
         if previous != label:
             counts = self.buckets[bucket]
@@ -223,8 +225,8 @@ class QualityTracker:
                     total[i] += n
         return WindowCounts(*total)
 
-    def _evict(self) -> None:
-        oldest = self._oldest_kept()
+    def _evict(self, watermark_ms: int) -> None:
+        oldest = self._oldest_kept(watermark_ms)
         for bucket in [b for b in self.buckets if b < oldest]:
             del self.buckets[bucket]
 

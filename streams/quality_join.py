@@ -71,11 +71,12 @@ class QualityJoin:
 
     def on_scored(self, transaction_id: int, ts_ms: int, decision: str, states: dict[str, NodeState]) -> None:
         """A transaction was scored now (not a replay: the caller skips those)."""
+        label: str | None = None
+        label_ts: int | None = None
         if transaction_id in self.pending:
             label, label_ts = self.pending.pop(transaction_id)
-        else:
-            tx = states.get(node_key("Transaction", transaction_id))
-            label = label_of(tx.attrs.get("label")) if tx is not None else None
+        elif (tx := states.get(node_key("Transaction", transaction_id))) is not None:
+            label = label_of(tx.attrs.get("label"))
             label_ts = tx.attrs.get("label_ts_ms") if label is not None else None
         _observe_lag(label, label_ts, ts_ms)
         for tracker in self.trackers:

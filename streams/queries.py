@@ -82,6 +82,7 @@ def answer(
                 "scores": [],
             }
         return {"request_id": request_id, "status": "ok", "scores": [score]}
+    assert account is not None  # exactly one of the two ids is given (checked above)
     recent = recent_of(account)
     # Newest first by source LSN: the recent list is in arrival order, which interleaves partitions.
     scores = sorted(

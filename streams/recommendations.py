@@ -25,12 +25,13 @@ Every request gets exactly one reply, as for score queries (``streams/queries.py
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fraudgraph.models.recommend import RiskParams, account_input, merchant_risk, rerank
 from fraudgraph.streams.queries import MAX_ID_CHARS, InvalidRequest, _id, _parse
-from fraudgraph.streams.state import StateStore, node_key
+from fraudgraph.streams.state import StateReader, node_key
 
 OK, NOT_FOUND, INVALID, NO_MODEL = "ok", "not_found", "invalid_request", "model_unavailable"
 DEFAULT_K = 10
@@ -79,7 +80,7 @@ def error_reply(request_id: str | None, status: str, error: str) -> dict[str, An
 
 
 async def answer_batch(
-    raws: list[bytes | None], nodes: StateStore, server: Any, max_k: int, risk: RiskParams = RiskParams()
+    raws: Sequence[bytes | None], nodes: StateReader, server: Any, max_k: int, risk: RiskParams = RiskParams()
 ) -> list[dict[str, Any]]:
     """One reply per raw request, in order. The accounts' embeddings come from their current state,
     one batched call of ``server`` (``RecsServer``) ranks the catalogue for all of them, and the
@@ -107,7 +108,7 @@ async def answer_batch(
     return replies  # type: ignore[return-value]
 
 
-async def _rank(todo, replies, nodes: StateStore, server: Any, risk: RiskParams, started: float) -> None:
+async def _rank(todo, replies, nodes: StateReader, server: Any, risk: RiskParams, started: float) -> None:
     users = [account_input(state) for _, _, state in todo]
     used = [{int(m) for m in state.merchants} for _, _, state in todo]
     exclude = [u if req.exclude_used else set() for (_, req, _), u in zip(todo, used)]

@@ -228,7 +228,9 @@ def fraud_proximity(inp: ScoringInput, p: Params) -> list[str]:
     for role in p["parties"]:
         node_type, mark = _PROXIMITY[role]
         state = inp.state(node_type, idents[role])
-        marked = state.marks.get(mark) if state is not None else None
+        if state is None:
+            continue
+        marked = state.marks.get(mark)
         if marked is not None and 0 <= now - marked <= window:
             what = "received money in" if mark == "fraud:counterparty" else "was used in"
             out.append(
@@ -381,7 +383,7 @@ CHOICES = {
 
 def evaluate(inp: ScoringInput, params: Mapping[str, Params]) -> list[Hit]:
     """Run the rules named in ``params`` (the enabled ones, with their parameters), most severe first."""
-    hits = []
+    hits: list[Hit] = []
     for name, rule_params in params.items():
         rule = RULES[name]
         hits.extend(Hit(name, rule.severity, Reason(name, detail)) for detail in rule.check(inp, rule_params))

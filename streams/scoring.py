@@ -108,6 +108,6 @@ def model_request(inp: ScoringInput) -> ScoringRequest:
         "IP:rev_FROM_IP:Transaction": inp.state("IP", t.ip),
     }
     return ScoringRequest(
-        inp.state("Transaction", t.transaction_id),
+        inp.states[node_key("Transaction", t.transaction_id)],  # always among them
         {key: [state] for key, state in senders.items() if state is not None},
     )

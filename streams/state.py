@@ -172,10 +172,14 @@ def node_key(node_type: str, ident: Any) -> str:
     return f"{node_type}:{ident}"
 
 
-class StateStore(Protocol):
-    """Where node states live: a dict in unit tests, the changelog-backed Faust table in the worker."""
+class StateReader(Protocol):
+    """Read access to node states (a plain dict of them is one): all that answering a query needs."""
 
-    def get(self, key: str) -> NodeState | None: ...
+    def get(self, key: str, /) -> NodeState | None: ...
+
+
+class StateStore(StateReader, Protocol):
+    """Where node states live: a dict in unit tests, the changelog-backed Faust table in the worker."""
 
     def put(self, state: NodeState) -> None: ...
 
@@ -330,15 +334,15 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
             _seen_by(device, str(event.customer_id), ts)
             _peer(device, f"customer:{event.customer_id}", ts)
     elif isinstance(event, ev.ProfileChanged):
-        customer, fresh = touch.node("Customer", event.customer_id, fx.customer_features(None))
+        customer_state, fresh = touch.node("Customer", event.customer_id, fx.customer_features(None))
         if fresh:
-            customer.recent = [*customer.recent, [ts, event.field]][-RECENT_PROFILE_CHANGES:]
+            customer_state.recent = [*customer_state.recent, [ts, event.field]][-RECENT_PROFILE_CHANGES:]
         # Copied onto the customer's accounts, whose states are what a transaction is scored with
         # (the customer's is not among them). On a replay of the customer only accounts still
         # without the mark are touched: one a crash left without it is completed, and one that got
         # it otherwise (linked after the change, see AccountUpserted) is not rewritten.
         name = f"profile:{event.field}"
-        for account_id in customer.attrs.get("accounts", []):
+        for account_id in customer_state.attrs.get("accounts", []):
             if not fresh:
                 known = touch.store.get(node_key("Account", account_id))
                 if known is not None and known.marks.get(name, -1) >= ts:
@@ -351,19 +355,19 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
         tx = touch.node("Transaction", event.transaction_id, _tx_features(event))
         _upsert_row(tx, lsn, {"status": event.status}, _tx_features(event))
         if event.status == "declined" and event.previous_status != "declined":
-            account, fresh = touch.node("Account", event.account_id, fx.account_features(None))
+            account_state, fresh = touch.node("Account", event.account_id, fx.account_features(None))
             if fresh:
-                account.declines.add(ts)
+                account_state.declines.add(ts)
     elif isinstance(event, ev.FraudReported):
-        tx, fresh = touch.node("Transaction", event.transaction_id, [0.0] * fx.FEATURE_WIDTHS["Transaction"])
+        tx_state, fresh = touch.node("Transaction", event.transaction_id, [0.0] * fx.FEATURE_WIDTHS["Transaction"])
         if fresh:
-            previous_label = tx.attrs.get("label")
-            tx.attrs["label"] = event.kind
-            tx.attrs["label_ts_ms"] = ts
+            previous_label = tx_state.attrs.get("label")
+            tx_state.attrs["label"] = event.kind
+            tx_state.attrs["label_ts_ms"] = ts
         # Only on the report's first application: its replay must not mark anything again, and a
         # report that precedes its transaction's row is acted on when the row arrives (below).
         if fresh and event.kind in FRAUD_LABELS:
-            _mark_parties(touch, tx.attrs, ts)
+            _mark_parties(touch, tx_state.attrs, ts)
     # TableTruncated: nothing per row follows; the ingest stage reports it.
 
     applied = touch.commit(lsn)

@@ -4,29 +4,29 @@
 Why: the worker's tables are written by key, not by the partition of the event being processed,
 while Faust's RocksDB store files a write under the partition of that event. A key written while
 processing events from different input partitions then ends up in several local databases, and
-after a restart a read may find a stale copy first (we saw replays re-apply events because of
-it). Filing every write where its changelog record is keeps exactly one copy per key, in the same
-place recovery from the changelog puts it.
+after a restart a read may find a stale copy first (and a replay re-applies events that copy has
+not seen). Filing every write where its changelog record is keeps exactly one copy per key, in the
+same place recovery from the changelog puts it.
 
 2. ``AckedTable``: a table whose local copy is written only once Kafka has acknowledged the
 changelog record. Why: the scores table's changelog *is* ``fraud.scores``, and "this transaction is
 scored" must mean "its record is in Kafka". Faust writes the local store first and sends the
-changelog record after; a SIGKILL in between left transactions marked scored locally with no
-record anywhere, so their replay skipped them (we lost 7 of 3,487 in the kill test). Writing the
-local copy in the delivery callback, before Faust records the acknowledged offset, closes that:
-a record acknowledged but not yet copied locally lies after the persisted offset, so recovery
-reads it back from the changelog before any event is replayed. The node-state table is one too:
-with Faust's order, a SIGKILL left states on local disk that never reached the changelog (the
-replayed event was then skipped as applied), so a worker restored from the changelog on another
-disk would have lost them (21 states in the repeated-SIGKILL test).
+changelog record after, so a SIGKILL in between leaves a transaction marked scored locally with
+no record anywhere, and its replay skips it (the SIGKILL tests in tests/integration catch it).
+Writing the local copy in the delivery callback, before Faust records the acknowledged offset,
+closes that: a record acknowledged but not yet copied locally lies after the persisted offset, so
+recovery reads it back from the changelog before any event is replayed. The node-state table is
+one too: in Faust's order, a SIGKILL leaves states on local disk that never reached the changelog
+(the replayed event is then skipped as applied), so a worker restored from the changelog on
+another disk loses them (the repeated-SIGKILL test catches it).
 
 3. ``AckedTable.put(key, value, partition)``: a write to a chosen changelog partition. The scores
 table uses it to put a transaction's record in the partition number of the CDC event that
 carried the transaction, so the "scored" marker moves with that CDC partition when a group
 rebalances: the member that takes the partition over recovers exactly the markers of the
-transactions it will replay. Filed by id (murmur2) instead, the marker could sit in a partition
-the other member wrote and the new owner never reads (two members, one killed: 59 of 2,569
-transactions were scored twice).
+transactions it will replay. Filed by id (murmur2) instead, the marker can sit in a partition
+the other member writes and the new owner never reads, so the new owner scores the transaction a
+second time (the two-workers-one-killed test catches it).
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ class AckedTable(faust.Table):
 
 
 def acked_table(app: faust.App, name: str, **kwargs) -> AckedTable:
-    return app.tables.add(AckedTable(app, name=name, beacon=app.tables.beacon, **kwargs))
+    table = AckedTable(app, name=name, beacon=app.tables.beacon, **kwargs)
+    app.tables.add(table)  # returns its argument, typed as any table
+    return table
 
 
 stores.STORES.aliases[SCHEME] = f"{__name__}:KeyPartitionedRocksDBStore"

@@ -59,7 +59,7 @@ def recs_replay(events: Iterable[ev.DomainEvent], snapshot_at_ms: int | None = N
     """Apply ``events`` (in event-time order); snapshot each merchant payment's account first."""
     store, out = _Store(), RecsReplay()
     seen: set[int] = set()
-    pending_snapshot = snapshot_at_ms is not None
+    snapshot_due = snapshot_at_ms  # None once taken (or when none is asked for)
 
     def snapshot() -> None:
         for state in store.values():
@@ -70,9 +70,9 @@ def recs_replay(events: Iterable[ev.DomainEvent], snapshot_at_ms: int | None = N
                 out.merchant_means_at[int(ident)] = merchant_means(state)
 
     for offset, event in enumerate(events):
-        if pending_snapshot and event.position.ts_ms >= snapshot_at_ms:
+        if snapshot_due is not None and event.position.ts_ms >= snapshot_due:
             snapshot()
-            pending_snapshot = False
+            snapshot_due = None
         if isinstance(event, ev.TransactionCreated) and event.merchant_id is not None:
             account = store.get(node_key("Account", event.account_id))
             user = account_input(account) if account is not None else new_account_input()
@@ -87,7 +87,7 @@ def recs_replay(events: Iterable[ev.DomainEvent], snapshot_at_ms: int | None = N
         if isinstance(event, ev.FraudReported):
             out.labels[event.transaction_id] = int(event.kind in FRAUD_KINDS)
         apply_event(event, Source("replay", 0, offset, event.position.ts_ms), store)
-    if pending_snapshot:
+    if snapshot_due is not None:
         snapshot()
     out.states = dict(store)
     return out

@@ -23,7 +23,7 @@ from typing import Any
 from fraudgraph.connectors import events as ev
 from fraudgraph.connectors.decoder import DecodeError, Tombstone, decode
 from fraudgraph.connectors.mapping import load_mapping
-from fraudgraph.models.batch import ScoringRequest
+from fraudgraph.models.batch import ScoringRequest, StateView
 from fraudgraph.models.incremental import NeighbourSums
 from fraudgraph.models.incremental import NodeState as FrozenState
 from fraudgraph.settings import Settings
@@ -60,7 +60,7 @@ class _LiveStore(dict):
         self[state.key] = state
 
 
-def _freeze(state: NodeState) -> FrozenState:
+def _freeze(state: StateView) -> FrozenState:
     n = state.neighbours
     return FrozenState(
         state.node_type, list(state.features), NeighbourSums(dict(n.counts), {k: list(v) for k, v in n.sums.items()})
@@ -134,16 +134,18 @@ def kafka_records(settings: Settings, timeout_s: float = 30.0) -> list[tuple[str
                     ends[topic, p] = high
                     assign.append(TopicPartition(topic, p, low))
         consumer.assign(assign)
-        out: list[Any] = []
+        out: list[tuple[str, bytes | None, bytes | None]] = []
         while ends:
             msg = consumer.poll(timeout_s)
             if msg is None:
                 raise TimeoutError(f"CDC topics stopped delivering before their ends: {sorted(ends)}")
             if msg.error():
                 raise RuntimeError(str(msg.error()))
-            out.append((msg.topic(), msg.key(), msg.value()))
-            if msg.offset() + 1 >= ends.get((msg.topic(), msg.partition()), 0):
-                ends.pop((msg.topic(), msg.partition()), None)
+            read, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert read is not None and partition is not None and offset is not None  # set on a consumed message
+            out.append((read, msg.key(), msg.value()))
+            if offset + 1 >= ends.get((read, partition), 0):
+                ends.pop((read, partition), None)
         return out
     finally:
         consumer.close()

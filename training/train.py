@@ -79,7 +79,7 @@ def predict(model: HeteroRGCN, split: Split) -> np.ndarray:
     )
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) -> dict[str, float]:
+def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) -> dict[str, float | None]:
     """Threshold-free and at-threshold figures; the ranking ones are None for a window without
     both classes (a short log's last window may hold no reported fraud)."""
     flagged = p >= threshold

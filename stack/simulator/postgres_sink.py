@@ -52,7 +52,9 @@ def next_free_id_base(dsn: str) -> int:
         sql.SQL(", ").join(sql.SQL("(SELECT COALESCE(MAX(id), 0) FROM {})").format(sql.Identifier(t)) for t in tables)
     )
     with psycopg.connect(dsn) as conn:
-        highest = conn.execute(query).fetchone()[0]
+        row = conn.execute(query).fetchone()
+    assert row is not None  # a SELECT without FROM is always one row
+    highest = row[0]
     return (highest // ID_BLOCK + 1) * ID_BLOCK
 
 

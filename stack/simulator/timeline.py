@@ -20,7 +20,7 @@ from decimal import Decimal
 from hashlib import blake2b
 
 from fraudgraph.stack.simulator.config import SimConfig
-from fraudgraph.stack.simulator.rows import TABLES, GroundTruth, Row
+from fraudgraph.stack.simulator.rows import TABLES, GroundTruth, Op, Row
 
 SECOND = 1_000_000  # the timeline counts integer microseconds from the start (PostgreSQL's resolution)
 
@@ -55,7 +55,7 @@ class Timeline:
             self.rng = saved
 
     # ---- the buffer ----
-    def emit(self, us: int, table: str, op: str, values: dict, before: dict | None = None) -> None:
+    def emit(self, us: int, table: str, op: Op, values: dict, before: dict | None = None) -> None:
         self._seq += 1  # ties at the same microsecond keep emission order (a device before its login)
         heapq.heappush(self._heap, (us, self._seq, Row(table, op, values, self.time(us), before)))
 
