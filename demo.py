@@ -226,7 +226,7 @@ def run_demo(
         trained = _ensure_model(settings, say, 12, run_dir)
         worker_id = f"fraudgraph-demo-{uuid.uuid4().hex[:6]}"
         ensure_topics(settings, worker_topics(settings))
-        cdc = [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
+        cdc = load_mapping(settings.mapping_file or None).topics(settings.topic_prefix)
         _commit_at_end(settings, worker_id, cdc)
         _commit_at_end(settings, f"{worker_id}-graph", cdc)
         mine = settings.replace(worker_id=worker_id, worker_web_port=_free_port(), worker_data_dir=run_dir / worker_id)

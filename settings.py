@@ -154,9 +154,6 @@ class Settings:
     def recs_registry_dir(self) -> Path:
         return Path(self.recs_model_dir).expanduser() if self.recs_model_dir else self.model_dir / "recs"
 
-    def cdc_topic(self, table: str) -> str:
-        return f"{self.topic_prefix}.public.{table}"
-
     def pg_dsn(self, superuser: bool = False) -> str:
         user, password = (
             (self.pg_superuser, self.pg_superuser_password) if superuser else (self.pg_user, self.pg_password)

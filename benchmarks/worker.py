@@ -159,7 +159,7 @@ def bare_loop(s, events: int, batch: int) -> dict:
     from fraudgraph.kafka_config import confluent_config
 
     mapping = load_mapping(s.mapping_file or None)
-    topics = [s.cdc_topic(t) for t in mapping.tables]
+    topics = mapping.topics(s.topic_prefix)
     consumer = Consumer(confluent_config(s, **{"group.id": f"{s.worker_id}-bare", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(4)])
     out = f"{s.scores_topic}.bare"

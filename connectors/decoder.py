@@ -26,7 +26,14 @@ from functools import cache
 import orjson
 
 from fraudgraph.connectors.events import DomainEvent, EntityDeleted, SourcePosition, TableTruncated
-from fraudgraph.connectors.mapping import Mapping, TableMapping, event_field_types
+from fraudgraph.connectors.mapping import (
+    KEY_SEPARATOR,
+    TIME_UNITS,
+    FieldSource,
+    Mapping,
+    TableMapping,
+    event_field_types,
+)
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_STRING_CHARS = 4096
@@ -98,7 +105,8 @@ def decode(
     if not isinstance(op, str) or not isinstance(source, dict):
         raise DecodeError("not_an_envelope", "no op/source: not a Debezium change event")
     table = source.get("table") or table_of(topic)
-    tm = mapping.for_table(table) if isinstance(table, str) else None
+    in_schema = source.get("schema") in (None, mapping.schema)  # the same table name in another schema is not ours
+    tm = mapping.for_table(table) if isinstance(table, str) and in_schema else None
     if tm is None:
         # Never repr() what the message holds: a deeply nested value would raise RecursionError.
         shown = repr(table[:100]) if isinstance(table, str) else f"of type {type(table).__name__}"
@@ -120,19 +128,43 @@ def decode(
     cls = tm.update if op == "u" else tm.create
     values = {}
     for name, expected in event_field_types(cls).items():
-        src = tm.fields[name]
+        src = tm.fields.get(name)
+        if src is None:  # not mapped: unknown (the mapping only leaves out fields that may be None)
+            values[name] = None
+            continue
         row = before if src.from_before else after
-        raw = row.get(src.column) if row else None
-        values[name] = _coerce(
-            expected,
-            raw,
-            column_schemas.get(src.column),
-            src.scale,
-            decimal_handling_mode,
-            f"{table}.{src.column}",
-            optional=src.from_before,
-        )
+        values[name] = _field(expected, src, row, column_schemas, decimal_handling_mode, table)
     return cls(position, **values)
+
+
+def _field(expected, src: FieldSource, row: dict | None, column_schemas: dict, decimal_mode: str, table: str):
+    """One event field's value from its source: a constant, a composite key, or a column with transforms."""
+    if src.columns:
+        parts = [_row_key(row.get(c) if row else None, f"{table}.{c}") for c in src.columns]
+        where = f"{table}.{'+'.join(src.columns)}"
+        return _coerce(expected, KEY_SEPARATOR.join(parts), None, None, decimal_mode, where, text_key=True)
+    if src.column is None:
+        return _coerce(expected, src.const, None, None, decimal_mode, f"{table} constant", text_key=src.text_key)
+    where = f"{table}.{src.column}"
+    raw = row.get(src.column) if row else None
+    column_schema = column_schemas.get(src.column)
+    if raw is not None:
+        if src.values is not None:
+            code = str(raw).lower() if isinstance(raw, bool) else str(raw)
+            if code not in src.values:
+                raise DecodeError("bad_value", f"{where}: code {code[:40]!r} is not in the mapping's values")
+            raw, column_schema = src.values[code], None
+        if src.minor_units is not None:
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise DecodeError("bad_value", f"{where}: minor units must be an integer, got {type(raw).__name__}")
+            raw = Decimal(raw).scaleb(-src.minor_units)
+        if src.time_unit is not None:
+            raw = _epoch(raw, TIME_UNITS[src.time_unit], where)
+        elif src.format is not None:
+            raw = _parsed_date(raw, src.format, where)
+        if src.case is not None and isinstance(raw, str):
+            raw = raw.lower() if src.case == "lower" else raw.upper()
+    return _coerce(expected, raw, column_schema, src.scale, decimal_mode, where, src.from_before, src.text_key)
 
 
 def _position(source: dict, envelope: dict) -> SourcePosition:
@@ -171,17 +203,17 @@ def _logical_name(column_schema: dict | None) -> str | None:
 
 
 def _delete_key(tm: TableMapping, before, key: bytes | None) -> str:
-    where = f"{tm.table}.{tm.key}"
-    if isinstance(before, dict) and before.get(tm.key) is not None:
-        return _row_key(before[tm.key], where)
+    where = f"{tm.table}.{'+'.join(tm.key)}"
+    if isinstance(before, dict) and all(before.get(c) is not None for c in tm.key):
+        return KEY_SEPARATOR.join(_row_key(before[c], where) for c in tm.key)
     if key is not None:  # REPLICA IDENTITY DEFAULT: the record key still names the row
         try:
             doc = orjson.loads(key)
         except orjson.JSONDecodeError:
             doc = None
         doc = doc.get("payload", doc) if isinstance(doc, dict) else None
-        if isinstance(doc, dict) and doc.get(tm.key) is not None:
-            return _row_key(doc[tm.key], f"{where} (record key)")
+        if isinstance(doc, dict) and all(doc.get(c) is not None for c in tm.key):
+            return KEY_SEPARATOR.join(_row_key(doc[c], f"{where} (record key)") for c in tm.key)
     raise DecodeError("missing_field", f"delete without a {where} in 'before' or the record key")
 
 
@@ -207,21 +239,35 @@ def _row_key(raw, where: str) -> str:
 
 @cache
 def _unwrap_optional(tp) -> tuple[object, bool]:
+    """(the type without None, whether None is allowed); ``int | str`` (an entity id) stays whole."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
+        args = tuple(a for a in typing.get_args(tp) if a is not type(None))
+        base = args[0] if len(args) == 1 else KEY_TYPE if set(args) == {int, str} else tp
+        return base, type(None) in typing.get_args(tp)
     return tp, False
 
 
+KEY_TYPE = "int | str"  # marker: an entity id, integer or text
+
+
 def _coerce(
-    tp, raw, column_schema: dict | None, scale: int | None, decimal_mode: str, where: str, optional: bool = False
+    tp,
+    raw,
+    column_schema: dict | None,
+    scale: int | None,
+    decimal_mode: str,
+    where: str,
+    optional: bool = False,
+    text_key: bool = False,
 ):
     base, nullable = _unwrap_optional(tp)
     if raw is None:
         if nullable or optional:
             return None
         raise DecodeError("missing_field", f"{where} is null or absent")
-    if base is int:
+    if base is KEY_TYPE and text_key:
+        return _row_key(raw, where)  # an integer arrives as its text, so one entity's keys are all text
+    if base is int or base is KEY_TYPE:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise DecodeError("bad_value", f"{where}: expected an integer, got {type(raw).__name__}")
         if not INT64_MIN <= raw <= INT64_MAX:
@@ -238,12 +284,12 @@ def _coerce(
             raise DecodeError("bad_value", f"{where}: string of {len(raw)} chars > {MAX_STRING_CHARS}")
         return raw
     if base is Decimal:
-        amount = _decimal(raw, column_schema, scale, decimal_mode, where)
+        amount = raw if isinstance(raw, Decimal) else _decimal(raw, column_schema, scale, decimal_mode, where)
         if not amount.is_finite() or amount < 0 or amount >= MAX_AMOUNT:
             raise DecodeError("absurd_value", f"{where}: {str(amount)[:40]} is not a plausible amount")
         return amount
     if base is datetime:
-        return _timestamp(raw, column_schema, where)
+        return raw if isinstance(raw, datetime) else _timestamp(raw, column_schema, where)
     raise TypeError(f"no decoder for field type {tp!r}")  # a programming error, not bad input
 
 
@@ -295,6 +341,28 @@ _EPOCH_UNITS = {
     "io.debezium.time.Date": 86_400_000_000,
     "org.apache.kafka.connect.data.Date": 86_400_000_000,
 }
+
+
+def _epoch(raw, micros_per_unit: int, where: str) -> datetime:
+    """An epoch number in the mapping's declared unit (µs per unit; negative: divide, for ns)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or (isinstance(raw, float) and not math.isfinite(raw)):
+        raise DecodeError("bad_value", f"{where}: expected an epoch number, got {type(raw).__name__}")
+    micros = raw // -micros_per_unit if micros_per_unit < 0 else raw * micros_per_unit
+    try:
+        return EPOCH + timedelta(microseconds=int(micros))
+    except OverflowError:
+        raise DecodeError("absurd_value", f"{where}: timestamp {raw} out of range") from None
+
+
+def _parsed_date(raw, fmt: str, where: str) -> datetime:
+    """Date text in the mapping's ``strptime`` format; without a zone in it, UTC."""
+    if not isinstance(raw, str):
+        raise DecodeError("bad_value", f"{where}: expected date text, got {type(raw).__name__}")
+    try:
+        parsed = datetime.strptime(raw[:MAX_STRING_CHARS], fmt)
+    except ValueError:
+        raise DecodeError("bad_value", f"{where}: {raw[:40]!r} does not match the format {fmt!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _timestamp(raw, column_schema: dict | None, where: str) -> datetime:

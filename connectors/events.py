@@ -14,6 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeAlias
+
+# The id of a customer, account or merchant: the source's integer key, or its text key (a
+# composite key arrives joined into one text, ``mapping.py``). Transactions, fraud reports, logins
+# and profile changes keep integer ids: queries and labels name transactions by number.
+EntityId: TypeAlias = int | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,7 @@ class DomainEvent:
 
 @dataclass(frozen=True, slots=True)
 class CustomerUpserted(DomainEvent):
-    customer_id: int
+    customer_id: EntityId
     full_name: str
     email: str
     phone: str | None
@@ -51,8 +57,8 @@ class CustomerUpserted(DomainEvent):
 
 @dataclass(frozen=True, slots=True)
 class AccountUpserted(DomainEvent):
-    account_id: int
-    customer_id: int
+    account_id: EntityId
+    customer_id: EntityId
     kind: str
     currency: str
     status: str
@@ -61,7 +67,7 @@ class AccountUpserted(DomainEvent):
 
 @dataclass(frozen=True, slots=True)
 class MerchantUpserted(DomainEvent):
-    merchant_id: int
+    merchant_id: EntityId
     name: str
     mcc: str
     country: str
@@ -97,7 +103,7 @@ class TableTruncated(DomainEvent):
 @dataclass(frozen=True, slots=True)
 class LoginRecorded(DomainEvent):
     login_id: int
-    customer_id: int
+    customer_id: EntityId
     device_id: str | None
     ip: str
     success: bool
@@ -107,7 +113,7 @@ class LoginRecorded(DomainEvent):
 @dataclass(frozen=True, slots=True)
 class ProfileChanged(DomainEvent):
     change_id: int
-    customer_id: int
+    customer_id: EntityId
     field: str
     device_id: str | None
     ip: str | None
@@ -119,12 +125,12 @@ class TransactionRow(DomainEvent):
     """The transaction row as the source holds it; created and updated events share it."""
 
     transaction_id: int
-    account_id: int
+    account_id: EntityId
     kind: str
     amount: Decimal
     currency: str
-    merchant_id: int | None
-    counterparty_account_id: int | None
+    merchant_id: EntityId | None
+    counterparty_account_id: EntityId | None
     device_id: str | None
     ip: str | None
     status: str

@@ -1,5 +1,28 @@
 """The declarative mapping from source tables and columns to domain events (see mappings/bank.toml).
 
+A bank's schema rarely matches the events one to one, so a field's source is more than a column:
+
+* a column, read as the field's type (``"amount"``);
+* a column with transforms, applied in this order: ``values`` (a code -> the engine's value, e.g.
+  status ``"A"`` -> ``"completed"``; an unlisted code is bad input), ``minor_units`` (an integer
+  of cents -> a decimal amount), ``time_unit`` (an epoch number in ``s``/``ms``/``us``/``ns``/
+  ``days``) or ``format`` (a ``strptime`` format for date text, read as UTC), ``case``
+  (``lower``/``upper``);
+* several ``columns``: a composite key, joined with ``/`` into one text key;
+* a constant (``{ const = "card" }``), for a fact the schema does not store;
+* nothing: a field whose event type allows ``None`` may be left out, and is then unknown for
+  every row (``UNKNOWN_FIELDS`` documents what each stage does with it). A required field left
+  out is refused at start.
+
+Keys: customers, accounts and merchants are keyed by integers unless ``[source] text_keys`` names
+their entity; then every field that refers to one (``KEY_FIELDS``) reads its key as text (an
+integer column's value becomes its digits), so one entity's keys never mix types. A composite key
+is always text.
+
+Topics: Debezium names them ``<prefix>.<schema>.<table>``; ``[source] schema`` (default
+``public``) and ``[source] topic`` (a pattern over ``{prefix}``, ``{schema}``, ``{table}``) say
+how, and a table's own ``topic`` overrides it.
+
 Loading checks the mapping against the event types, so a typo in a deployment's mapping fails at
 start-up with a message naming the table and field, not later on the first message.
 """
@@ -7,51 +30,144 @@ start-up with a message naming the table and field, not later on the first messa
 from __future__ import annotations
 
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from fraudgraph.connectors.events import EVENT_TYPES, DomainEvent
 
 DEFAULT_MAPPING = Path(__file__).parent / "mappings" / "bank.toml"
+DEFAULT_TOPIC = "{prefix}.{schema}.{table}"
+KEY_SEPARATOR = "/"  # between the parts of a composite key
+TIME_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": -1_000, "days": 86_400_000_000}  # µs per unit
+CASES = ("lower", "upper")
+KEY_FIELDS = {
+    "customer_id": "customer",
+    "account_id": "account",
+    "counterparty_account_id": "account",
+    "merchant_id": "merchant",
+}  # entity-id fields -> the entity they refer to
+
+# What an unknown (unmapped) field means downstream. Every event field that may be left out of a
+# mapping is listed, so the list and the event types cannot drift apart (tests check it).
+UNKNOWN_FIELDS: dict[str, str] = {
+    "CustomerUpserted.full_name": "not used by the engine beyond the graph (no name property)",
+    "CustomerUpserted.email": "graph property absent",
+    "CustomerUpserted.phone": "graph property absent",
+    "CustomerUpserted.country": "features: country unknown (not foreign, not domestic); graph property absent",
+    "CustomerUpserted.kyc_level": "features: KYC level unknown; rules reading it do not fire and say why",
+    "CustomerUpserted.created_at": "features: customer age unknown",
+    "AccountUpserted.kind": "graph property absent",
+    "AccountUpserted.currency": "graph property absent",
+    "AccountUpserted.status": "features: status unknown (not frozen)",
+    "AccountUpserted.opened_at": "features: account age unknown; rules reading it do not fire and say why",
+    "MerchantUpserted.name": "graph property absent",
+    "MerchantUpserted.mcc": "features: merchant category unknown (not high risk)",
+    "MerchantUpserted.country": "features: merchant country unknown",
+    "MerchantUpserted.created_at": "graph property absent",
+    "DeviceUpserted.os": "graph property absent",
+    "DeviceUpserted.user_agent": "graph property absent",
+    "DeviceUpserted.first_seen": "the device's first transaction stands for it",
+    "LoginRecorded.device_id": "no device link for the login",
+    "LoginRecorded.ip": "no IP link for the login",
+    "ProfileChanged.device_id": "no device link for the change",
+    "ProfileChanged.ip": "no IP link for the change",
+    "TransactionRow.currency": "graph property absent",
+    "TransactionRow.merchant_id": "no merchant for the payment",
+    "TransactionRow.counterparty_account_id": "no counterparty for the payment",
+    "TransactionRow.device_id": "no device for the payment; device rules do not fire and say why",
+    "TransactionRow.ip": "no IP for the payment; IP rules do not fire and say why",
+    "TransactionRow.updated_at": "the row's created_at stands for it",
+    "TransactionUpdated.previous_status": "the status change is not known as one",
+    "FraudReported.reported_at": "the change's commit time stands for it",
+}
 
 
 @dataclass(frozen=True)
 class FieldSource:
-    column: str
+    column: str | None = None  # None: a constant or a composite key
     scale: int | None = None  # only for NUMERIC columns that may arrive as schemaless base64
     from_before: bool = False
+    columns: tuple[str, ...] = ()  # a composite key, joined with KEY_SEPARATOR
+    const: Any = None  # a constant value (when column and columns are unset)
+    values: dict[str, Any] | None = None  # source code (as text) -> value
+    minor_units: int | None = None  # integer in 10**-minor_units of the unit -> Decimal
+    time_unit: str | None = None  # epoch number unit (TIME_UNITS)
+    format: str | None = None  # strptime format of date text
+    case: str | None = None  # "lower" or "upper"
+    text_key: bool = False  # an entity id read as text (its entity is in [source] text_keys, or composite)
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        return self.columns or ((self.column,) if self.column else ())
 
 
 @dataclass(frozen=True)
 class TableMapping:
     table: str
     entity: str
-    key: str
+    key: tuple[str, ...]  # the column(s) that identify a row
     create: type[DomainEvent]
     update: type[DomainEvent]
-    fields: dict[str, FieldSource]  # event field -> where its value comes from
+    fields: dict[str, FieldSource]  # event field -> where its value comes from (unknown fields absent)
+    topic: str  # the CDC topic pattern ({prefix} filled in by Mapping.topic)
+
+    def unknown_fields(self, cls: type[DomainEvent]) -> list[str]:
+        """The event's fields this table leaves unknown."""
+        return [name for name in event_field_types(cls) if name not in self.fields]
 
 
 @dataclass(frozen=True)
 class Mapping:
     tables: dict[str, TableMapping]
+    schema: str = "public"
 
     def for_table(self, table: str) -> TableMapping | None:
         return self.tables.get(table)
 
+    def topic(self, table: str, prefix: str) -> str:
+        return self.tables[table].topic.format(prefix=prefix)
 
-# A dict rather than functools.cache: mypy takes a frozen dataclass's type for unhashable.
-_FIELD_TYPES: dict[type[DomainEvent], dict[str, object]] = {}
+    def topics(self, prefix: str) -> list[str]:
+        """Every mapped table's CDC topic, in the mapping's order."""
+        return [self.topic(t, prefix) for t in self.tables]
+
+    def present_fields(self) -> set[str]:
+        """``Event.field`` of every field some table maps (what a model trained here could use)."""
+        out = set()
+        for tm in self.tables.values():
+            for cls in {tm.create, tm.update}:
+                out |= {f"{_declaring(cls, name)}.{name}" for name in event_field_types(cls) if name in tm.fields}
+        return out
+
+
+_FIELD_TYPES: dict[type, dict[str, object]] = {}
 
 
 def event_field_types(cls: type[DomainEvent]) -> dict[str, object]:
     """The payload fields of an event type (everything but ``position``) with their types."""
-    found = _FIELD_TYPES.get(cls)
-    if found is None:
+    if cls not in _FIELD_TYPES:
         hints = typing.get_type_hints(cls)
-        found = _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in fields(cls) if f.name != "position"}
-    return found
+        _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in fields(cls) if f.name != "position"}
+    return _FIELD_TYPES[cls]
+
+
+def nullable(tp: object) -> bool:
+    return (isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union) and type(None) in typing.get_args(
+        tp
+    )
+
+
+def _declaring(cls: type, name: str) -> str:
+    """The class that declares the field (TransactionCreated's fields are TransactionRow's)."""
+    for klass in reversed(cls.__mro__):
+        if name in getattr(klass, "__annotations__", {}):
+            return klass.__name__
+    return cls.__name__
 
 
 def _event_type(table: str, name: str) -> type[DomainEvent]:
@@ -61,35 +177,93 @@ def _event_type(table: str, name: str) -> type[DomainEvent]:
         raise ValueError(f"mapping for table {table!r}: unknown event {name!r}; known: {sorted(EVENT_TYPES)}") from None
 
 
-def _field_source(spec, from_before: bool) -> FieldSource:
+def _field_source(table: str, name: str, spec: Any, from_before: bool, tp: object, text: bool) -> FieldSource:
+    where = f"mapping for table {table!r}, field {name!r}"
     if isinstance(spec, str):
-        return FieldSource(spec, from_before=from_before)
-    return FieldSource(spec["column"], spec.get("scale"), from_before)
+        return FieldSource(spec, from_before=from_before, text_key=text)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a column name or a table of options, not {spec!r}")
+    known = {"column", "columns", "const", "scale", "values", "minor_units", "time_unit", "format", "case"}
+    if set(spec) - known:
+        raise ValueError(f"{where}: unknown options {sorted(set(spec) - known)}; known: {sorted(known)}")
+    sources = [k for k in ("column", "columns", "const") if k in spec]
+    if len(sources) != 1:
+        raise ValueError(f"{where}: give exactly one of column, columns, const")
+    columns = tuple(spec.get("columns", ()))
+    if "columns" in spec and (len(columns) < 2 or not all(isinstance(c, str) and c for c in columns)):
+        raise ValueError(f"{where}: columns is a list of at least two column names")
+    if spec.get("time_unit") is not None and spec["time_unit"] not in TIME_UNITS:
+        raise ValueError(f"{where}: time_unit {spec['time_unit']!r} is not one of {sorted(TIME_UNITS)}")
+    if spec.get("case") is not None and spec["case"] not in CASES:
+        raise ValueError(f"{where}: case {spec['case']!r} is not one of {list(CASES)}")
+    if "time_unit" in spec and "format" in spec:
+        raise ValueError(f"{where}: time_unit (epoch numbers) and format (date text) exclude each other")
+    values = spec.get("values")
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"{where}: values maps source codes to values")
+    base = _base_type(tp)
+    if "minor_units" in spec and base is not Decimal:
+        raise ValueError(f"{where}: minor_units is for amounts")
+    if ("time_unit" in spec or "format" in spec) and base is not datetime:
+        raise ValueError(f"{where}: time_unit and format are for timestamps")
+    return FieldSource(
+        spec.get("column"),
+        spec.get("scale"),
+        from_before,
+        columns,
+        spec.get("const"),
+        {str(k): v for k, v in values.items()} if values is not None else None,
+        spec.get("minor_units"),
+        spec.get("time_unit"),
+        spec.get("format"),
+        spec.get("case"),
+        text or bool(columns),
+    )
+
+
+def _base_type(tp: object) -> object:
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if nullable(tp) else [tp]
+    return args[0] if len(args) == 1 else tp
 
 
 def parse_mapping(data: dict) -> Mapping:
+    source = data.get("source", {})
+    schema = source.get("schema", "public")
+    topic_pattern = source.get("topic", DEFAULT_TOPIC)
+    text_keys = set(source.get("text_keys", ()))
+    if text_keys - set(KEY_FIELDS.values()):
+        raise ValueError(
+            f"[source] text_keys: {sorted(text_keys - set(KEY_FIELDS.values()))} are not "
+            f"entities with ids ({sorted(set(KEY_FIELDS.values()))})"
+        )
     tables = {}
     for table, spec in data.get("tables", {}).items():
         create, update = _event_type(table, spec["create"]), _event_type(table, spec["update"])
-        sources = {name: _field_source(s, False) for name, s in spec.get("fields", {}).items()}
-        sources |= {name: _field_source(s, True) for name, s in spec.get("before", {}).items()}
+        types_ = {**event_field_types(create), **event_field_types(update)}
+        sources: dict[str, FieldSource] = {}
+        for section, before in (("fields", False), ("before", True)):
+            for name, s in spec.get(section, {}).items():
+                if name not in types_:
+                    raise ValueError(
+                        f"mapping for table {table!r}: unknown field {name!r} for {create.__name__}/{update.__name__}"
+                    )
+                text = KEY_FIELDS.get(name) in text_keys
+                sources[name] = _field_source(table, name, s, before, types_[name], text)
         for cls in {create, update}:
-            wanted = set(event_field_types(cls))
-            missing, extra = wanted - set(sources), set(sources) - wanted - _other_fields(create, update, cls)
-            if missing or extra:
+            missing = [n for n, tp in event_field_types(cls).items() if n not in sources and not nullable(tp)]
+            if missing:
                 raise ValueError(
-                    f"mapping for table {table!r} does not fit {cls.__name__}: "
-                    f"missing fields {sorted(missing)}, unknown fields {sorted(extra)}"
+                    f"mapping for table {table!r} does not fit {cls.__name__}: missing required fields {sorted(missing)} "
+                    "(only fields that may be null can be left out)"
                 )
-        tables[table] = TableMapping(table, spec["entity"], spec["key"], create, update, sources)
+        key = spec["key"]
+        key = (key,) if isinstance(key, str) else tuple(key)
+        pattern = spec.get("topic", topic_pattern)
+        topic = pattern.replace("{schema}", schema).replace("{table}", table)
+        tables[table] = TableMapping(table, spec["entity"], key, create, update, sources, topic)
     if not tables:
         raise ValueError("mapping has no tables")
-    return Mapping(tables)
-
-
-def _other_fields(create, update, cls) -> set[str]:
-    # A field that only the create or only the update event has is fine for the other one.
-    return (set(event_field_types(create)) | set(event_field_types(update))) - set(event_field_types(cls))
+    return Mapping(tables, schema)
 
 
 def load_mapping(path: Path | str | None = None) -> Mapping:

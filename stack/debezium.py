@@ -76,7 +76,7 @@ def ensure_cdc_topics(settings: Settings) -> None:
     from fraudgraph.connectors.mapping import load_mapping
     from fraudgraph.streams.topics import TopicError, ensure_topics
 
-    wanted = [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
+    wanted = load_mapping(settings.mapping_file or None).topics(settings.topic_prefix)
     try:
         ensure_topics(settings, {t: CDC_PARTITIONS for t in wanted}, settings.topic_replication_factor)
     except TopicError as exc:

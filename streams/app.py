@@ -97,7 +97,7 @@ def worker_topics(settings: Settings) -> dict[str, int]:
     missing; the CDC topics have the connector's partition count, ``stack/debezium.py``)."""
     mapping = load_mapping(settings.mapping_file or None)
     return {
-        **{settings.cdc_topic(t): PARTITIONS for t in mapping.tables},
+        **dict.fromkeys(mapping.topics(settings.topic_prefix), PARTITIONS),
         settings.scores_topic: PARTITIONS,
         settings.alerts_topic: PARTITIONS,
         settings.score_requests_topic: PARTITIONS,
@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.worker_session_timeout_s,
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    cdc = app.topic(*[settings.cdc_topic(t) for t in mapping.tables], **raw)
+    cdc = app.topic(*mapping.topics(settings.topic_prefix), **raw)
     dead_letters = app.topic(settings.dead_letter_topic, partitions=1, **raw)
     alerts = app.topic(settings.alerts_topic, **raw)
     requests = app.topic(settings.score_requests_topic, **raw)

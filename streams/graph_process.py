@@ -126,7 +126,7 @@ async def _run(settings: Settings) -> None:
     from fraudgraph.streams.graph_sink import run_graph_sink
 
     mapping = load_mapping(settings.mapping_file or None)
-    sink = asyncio.ensure_future(run_graph_sink(settings, mapping, [settings.cdc_topic(t) for t in mapping.tables]))
+    sink = asyncio.ensure_future(run_graph_sink(settings, mapping, mapping.topics(settings.topic_prefix)))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.cancel)

@@ -121,7 +121,7 @@ def kafka_records(settings: Settings, timeout_s: float = 30.0) -> list[tuple[str
         )
     )
     try:
-        topics = [settings.cdc_topic(t) for t in mapping.tables]
+        topics = mapping.topics(settings.topic_prefix)
         meta = consumer.list_topics(timeout=timeout_s)
         ends: dict[tuple[str, int], int] = {}
         assign = []

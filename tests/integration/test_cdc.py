@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from support.stack import debezium_payload
+from support.stack import debezium_payload, cdc_topic
 
 
 def test_insert_update_delete_arrive_as_change_events(stack, topic_reader):
-    reader = topic_reader(stack.cdc_topic("transactions"), from_now=True)
+    reader = topic_reader(cdc_topic(stack, "transactions"), from_now=True)
     now = datetime.now(UTC)
     with psycopg.connect(stack.pg_dsn()) as conn:
         base = conn.execute("SELECT coalesce(max(id), 0) + 1000 FROM transactions").fetchone()[0]

@@ -1,3 +1,5 @@
+from support.stack import cdc_topic
+
 """Simulated payments written into the real PostgreSQL arrive through Debezium and Kafka, every
 one decoded, each transaction's changes in order, and the count matches exactly."""
 
@@ -11,7 +13,7 @@ from fraudgraph.stack.simulator import simulate
 
 def test_every_simulated_transaction_arrives_decoded_in_per_key_order(stack, topic_reader):
     mapping = load_mapping()
-    reader = topic_reader(stack.cdc_topic("transactions"), from_now=True)
+    reader = topic_reader(cdc_topic(stack, "transactions"), from_now=True)
     with psycopg.connect(stack.pg_dsn()) as conn:
         before_max = conn.execute("SELECT coalesce(max(id), 0) FROM transactions").fetchone()[0]
     report = simulate(stack, mode="postgres", customers=100, duration_s=3 * 3600, fraud_rate=0.05, seed=11)

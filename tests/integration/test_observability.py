@@ -29,7 +29,7 @@ from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
 
-from support.stack import TopicReader, free_port, scrape
+from support.stack import TopicReader, free_port, scrape, cdc_topic
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)"
@@ -139,7 +139,7 @@ def observed(stack, tmp_path_factory):
         )
         time.sleep(2)
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-        producer.produce(settings.cdc_topic("transactions"), key=b"{}", value=b"\x00 not a change event")
+        producer.produce(cdc_topic(settings, "transactions"), key=b"{}", value=b"\x00 not a change event")
         producer.flush(10)
         # A simulated month whose fraud reports arrive 1-6 days after the payment, as a bank's do,
         # read at its end: the reports still due are not in the log yet.
@@ -255,7 +255,7 @@ def topic_truth(settings) -> tuple[list[tuple[int, int, bool]], dict[int, str]]:
         r = json.loads(m.value())
         decisions[r["transaction_id"]] = (r["transaction_id"], r["source"]["ts_ms"], is_alert(r["decision"]))
     mapping = load_mapping(settings.mapping_file or None)
-    labels_reader = TopicReader(settings, settings.cdc_topic("fraud_reports"))
+    labels_reader = TopicReader(settings, cdc_topic(settings, "fraud_reports"))
     try:
         label_messages = labels_reader.read_until(lambda _: False, timeout=10)
     finally:

@@ -18,7 +18,7 @@ from neo4j import GraphDatabase
 
 from fraudgraph.stack import local
 
-from support.stack import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape
+from support.stack import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape, cdc_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def merchant_ids(messages: list) -> Counter:
 
 def change_reaches_kafka(stack, timeout: float) -> float:
     """Seconds until a row inserted now shows up as a change event on its CDC topic."""
-    reader = TopicReader(stack, stack.cdc_topic("merchants"), from_now=True)
+    reader = TopicReader(stack, cdc_topic(stack, "merchants"), from_now=True)
     try:
         marker, started = uuid.uuid4().int % 10**12 + 9 * 10**15, time.monotonic()
         with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
@@ -187,7 +187,7 @@ def test_neo4j_away_30s_scoring_goes_on_graph_catches_up_memory_bounded(stack, w
 def test_postgres_and_connect_restarts_debezium_resumes_from_its_offsets_no_change_lost(stack):
     services = local.services(stack)
     postgres, connect = services["postgres"], services["connect"]
-    reader = TopicReader(stack, stack.cdc_topic("merchants"), from_now=True)
+    reader = TopicReader(stack, cdc_topic(stack, "merchants"), from_now=True)
     base = uuid.uuid4().int % 10**12 + 8 * 10**15
     writer = ChangeWriter(stack, base, n=2400, rate=40)  # about 60 s of changes
     acted = watchdog_actions(stack)

@@ -18,6 +18,7 @@ from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
 from support.stack import (
+    cdc_topic,
     ID_SPAN,
     STATE_APPLIED,
     TopicReader,
@@ -88,7 +89,7 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
         assert r["model_version"] and r["policy_version"]  # no model registered in this test: "none"
         # >=: a label or status update read from another topic may have reached the node first
         assert r["state_versions"][f"Transaction:{tx_id}"] >= r["source"]["lsn"]
-        assert r["source"]["topic"] == stack.cdc_topic("transactions")
+        assert r["source"]["topic"] == cdc_topic(stack, "transactions")
         assert r["timings"]["decided_ms"] >= r["timings"]["cdc_append_ms"] > 0
 
     # Graph: every node and relationship, newest row versions.
@@ -259,7 +260,7 @@ def test_worker_refuses_cdc_topics_partitioned_unlike_its_tables(stack, tmp_path
     """Scores are co-partitioned with the transactions topic (streams/tables.py), so a CDC topic
     created elsewhere with another partition count must stop the worker before it consumes."""
     settings = stack.replace(topic_prefix=f"parts{uuid.uuid4().hex[:8]}")
-    ensure_topics(stack.kafka_bootstrap, {settings.cdc_topic("transactions"): 2})
+    ensure_topics(stack.kafka_bootstrap, {cdc_topic(settings, "transactions"): 2})
     env = {
         **os.environ,
         "FRAUDGRAPH_TOPIC_PREFIX": settings.topic_prefix,
@@ -270,4 +271,4 @@ def test_worker_refuses_cdc_topics_partitioned_unlike_its_tables(stack, tmp_path
         [sys.executable, "-m", "fraudgraph.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert f"{settings.cdc_topic('transactions')} has 2, needs 4" in done.stderr
+    assert f"{cdc_topic(settings, 'transactions')} has 2, needs 4" in done.stderr

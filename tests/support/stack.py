@@ -135,7 +135,12 @@ def end_offset(consumer, topic: str, partition: int) -> int:
 def cdc_topics(settings: Settings) -> list[str]:
     from fraudgraph.connectors.mapping import load_mapping
 
-    return [settings.cdc_topic(t) for t in load_mapping(settings.mapping_file or None).tables]
+    return load_mapping(settings.mapping_file or None).topics(settings.topic_prefix)
+
+
+def cdc_topic(settings: Settings, table: str) -> str:
+    """The CDC topic of one table of the configured mapping."""
+    return load_mapping(settings.mapping_file or None).topic(table, settings.topic_prefix)
 
 
 def paced_load(settings, seed: int, hours: float = 3) -> tuple[threading.Thread, dict]:

@@ -8,7 +8,7 @@ from fraudgraph.settings import Settings, load_settings
 def test_defaults_match_local_stack_ports():
     s = load_settings(env={})
     assert (s.kafka_port, s.neo4j_bolt_port, s.pg_port, s.connect_port) == (9092, 7687, 5432, 8083)
-    assert s.cdc_topic("transactions") == "bank.public.transactions"
+    assert s.topic_prefix == "bank"
 
 
 def test_environment_overrides_file_overrides_defaults(tmp_path: Path):
