@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from support.stack import debezium_payload, cdc_topic
+from support.stack import cdc_topic, debezium_payload
 
 
 def test_insert_update_delete_arrive_as_change_events(stack, topic_reader):

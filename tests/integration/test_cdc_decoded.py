@@ -1,5 +1,3 @@
-from support.stack import cdc_topic
-
 """Simulated payments written into the real PostgreSQL arrive through Debezium and Kafka, every
 one decoded, each transaction's changes in order, and the count matches exactly."""
 
@@ -9,6 +7,8 @@ from fraudgraph.connectors.decoder import Tombstone, decode
 from fraudgraph.connectors.events import TransactionCreated, TransactionUpdated
 from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.stack.simulator import simulate
+
+from support.stack import cdc_topic
 
 
 def test_every_simulated_transaction_arrives_decoded_in_per_key_order(stack, topic_reader):

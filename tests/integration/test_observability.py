@@ -29,7 +29,7 @@ from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
 
-from support.stack import TopicReader, free_port, scrape, cdc_topic
+from support.stack import TopicReader, cdc_topic, free_port, scrape
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="apt-get install prometheus (stack/setup.sh)"

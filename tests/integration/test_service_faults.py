@@ -18,7 +18,7 @@ from neo4j import GraphDatabase
 
 from fraudgraph.stack import local
 
-from support.stack import ID_SPAN, TopicReader, isolated_run, paced_load, scored_ids, scrape, cdc_topic
+from support.stack import ID_SPAN, TopicReader, cdc_topic, isolated_run, paced_load, scored_ids, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

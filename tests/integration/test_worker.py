@@ -18,10 +18,10 @@ from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
 from support.stack import (
-    cdc_topic,
     ID_SPAN,
     STATE_APPLIED,
     TopicReader,
+    cdc_topic,
     cdc_topics,
     commit_group_offsets,
     end_offset,

@@ -140,6 +140,8 @@ def cdc_topics(settings: Settings) -> list[str]:
 
 def cdc_topic(settings: Settings, table: str) -> str:
     """The CDC topic of one table of the configured mapping."""
+    from fraudgraph.connectors.mapping import load_mapping
+
     return load_mapping(settings.mapping_file or None).topic(table, settings.topic_prefix)
 
 
