@@ -6,7 +6,11 @@ newer than what it already holds: a replay after a crash or a consumer-group res
 nothing.
 
 Field types here are the contract; which source table and column feeds each field is data, in the
-mapping (``mapping.py``), so a bank with another schema maps onto the same events.
+mapping (``mapping.py``), so a bank with another schema maps onto the same events. A field typed
+``X | None`` may be left out of a mapping or be null in a row; ``None`` then means unknown, and
+``mapping.UNKNOWN_FIELDS`` says what every stage does with it. Ids, amounts, a transaction's kind,
+status and creation time, and the time of each fact are required: the engine cannot place or score
+an event without them.
 """
 
 from __future__ import annotations
@@ -47,31 +51,31 @@ class DomainEvent:
 @dataclass(frozen=True, slots=True)
 class CustomerUpserted(DomainEvent):
     customer_id: EntityId
-    full_name: str
-    email: str
+    full_name: str | None
+    email: str | None
     phone: str | None
-    country: str
-    kyc_level: int
-    created_at: datetime
+    country: str | None
+    kyc_level: int | None
+    created_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
 class AccountUpserted(DomainEvent):
     account_id: EntityId
     customer_id: EntityId
-    kind: str
-    currency: str
-    status: str
-    opened_at: datetime
+    kind: str | None
+    currency: str | None
+    status: str | None
+    opened_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
 class MerchantUpserted(DomainEvent):
     merchant_id: EntityId
-    name: str
-    mcc: str
-    country: str
-    created_at: datetime
+    name: str | None
+    mcc: str | None
+    country: str | None
+    created_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,7 @@ class DeviceUpserted(DomainEvent):
     device_id: str
     os: str | None
     user_agent: str | None
-    first_seen: datetime
+    first_seen: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,7 @@ class LoginRecorded(DomainEvent):
     login_id: int
     customer_id: EntityId
     device_id: str | None
-    ip: str
+    ip: str | None
     success: bool
     at: datetime
 
@@ -128,14 +132,14 @@ class TransactionRow(DomainEvent):
     account_id: EntityId
     kind: str
     amount: Decimal
-    currency: str
+    currency: str | None
     merchant_id: EntityId | None
     counterparty_account_id: EntityId | None
     device_id: str | None
     ip: str | None
     status: str
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +159,7 @@ class FraudReported(DomainEvent):
     report_id: int
     transaction_id: int
     kind: str
-    reported_at: datetime
+    reported_at: datetime | None
 
 
 EVENT_TYPES: dict[str, type[DomainEvent]] = {

@@ -55,35 +55,52 @@ KEY_FIELDS = {
 # What an unknown (unmapped) field means downstream. Every event field that may be left out of a
 # mapping is listed, so the list and the event types cannot drift apart (tests check it).
 UNKNOWN_FIELDS: dict[str, str] = {
-    "CustomerUpserted.full_name": "not used by the engine beyond the graph (no name property)",
-    "CustomerUpserted.email": "graph property absent",
-    "CustomerUpserted.phone": "graph property absent",
-    "CustomerUpserted.country": "features: country unknown (not foreign, not domestic); graph property absent",
-    "CustomerUpserted.kyc_level": "features: KYC level unknown; rules reading it do not fire and say why",
-    "CustomerUpserted.created_at": "features: customer age unknown",
-    "AccountUpserted.kind": "graph property absent",
-    "AccountUpserted.currency": "graph property absent",
-    "AccountUpserted.status": "features: status unknown (not frozen)",
-    "AccountUpserted.opened_at": "features: account age unknown; rules reading it do not fire and say why",
-    "MerchantUpserted.name": "graph property absent",
-    "MerchantUpserted.mcc": "features: merchant category unknown (not high risk)",
-    "MerchantUpserted.country": "features: merchant country unknown",
-    "MerchantUpserted.created_at": "graph property absent",
-    "DeviceUpserted.os": "graph property absent",
-    "DeviceUpserted.user_agent": "graph property absent",
-    "DeviceUpserted.first_seen": "the device's first transaction stands for it",
-    "LoginRecorded.device_id": "no device link for the login",
-    "LoginRecorded.ip": "no IP link for the login",
-    "ProfileChanged.device_id": "no device link for the change",
-    "ProfileChanged.ip": "no IP link for the change",
-    "TransactionRow.currency": "graph property absent",
-    "TransactionRow.merchant_id": "no merchant for the payment",
-    "TransactionRow.counterparty_account_id": "no counterparty for the payment",
-    "TransactionRow.device_id": "no device for the payment; device rules do not fire and say why",
-    "TransactionRow.ip": "no IP for the payment; IP rules do not fire and say why",
-    "TransactionRow.updated_at": "the row's created_at stands for it",
-    "TransactionUpdated.previous_status": "the status change is not known as one",
-    "FraudReported.reported_at": "the change's commit time stands for it",
+    "CustomerUpserted.full_name": "graph property absent; nothing else reads it",
+    "CustomerUpserted.email": "graph property absent; nothing else reads it",
+    "CustomerUpserted.phone": "graph property absent; nothing else reads it",
+    "CustomerUpserted.country": "node state holds it unknown (no feature or rule reads it); graph property absent",
+    "CustomerUpserted.kyc_level": "features: encoded as missing (0.0, as before the customer's row arrives, and as "
+    "level 0); no rule reads it; graph property absent; a model trained with it is refused without it",
+    "CustomerUpserted.created_at": "graph property absent; nothing else reads it",
+    "AccountUpserted.kind": "features: encoded as missing (the 'other' kind slot, as before the account's row "
+    "arrives); graph property absent; a model trained with it is refused without it",
+    "AccountUpserted.currency": "graph property absent; nothing else reads it",
+    "AccountUpserted.status": "node state holds it unknown (no feature or rule reads it); graph property absent",
+    "AccountUpserted.opened_at": "the account's age is unknown (its first activity is not taken for its opening): "
+    "the mule rule's new-account findings do not fire and say why (rule_skipped); graph property absent",
+    "MerchantUpserted.name": "graph property absent; nothing else reads it",
+    "MerchantUpserted.mcc": "node state holds it unknown (no feature or rule reads it); graph property absent",
+    "MerchantUpserted.country": "node state holds it unknown (no feature or rule reads it); graph property absent",
+    "MerchantUpserted.created_at": "colluding_merchant's reason leaves out the merchant's age; graph property absent",
+    "DeviceUpserted.os": "node state holds it unknown (nothing reads it); graph property absent",
+    "DeviceUpserted.user_agent": "graph property absent; nothing else reads it",
+    "DeviceUpserted.first_seen": "graph property absent (the node's first_ts_ms still says when a source row first "
+    "touched it); nothing else reads it",
+    "LoginRecorded.device_id": "no device node or link for the login (state and graph); a model trained with it is "
+    "refused without it",
+    "LoginRecorded.ip": "no IP node or link for the login (state and graph), so logins without an IP share nothing; "
+    "a model trained with it is refused without it",
+    "ProfileChanged.device_id": "graph: the change's edge points at the customer itself; nothing else reads it",
+    "ProfileChanged.ip": "graph property absent; nothing else reads it",
+    "TransactionRow.currency": "graph property absent; nothing else reads it",
+    "TransactionRow.merchant_id": "left out: no merchant for any payment, and a payment without a counterparty has "
+    "an unknown payee: colluding_merchant and fraud_proximity's merchant party do not fire and say why; a model "
+    "trained with it is refused without it. Null in a mapped column: not a card payment, as always",
+    "TransactionRow.counterparty_account_id": "left out: no payee account, and a payment without a merchant has an "
+    "unknown payee: mule's payee side and fraud_proximity's counterparty party do not fire and say why; a model "
+    "trained with it is refused without it. Null in a mapped column: not a transfer, as always",
+    "TransactionRow.device_id": "left out: no device for any payment: velocity (per device, and whether a payment "
+    "without an IP was online), new_device_or_ip, shared_device_or_ip, fraud_proximity's device party and "
+    "colluding_merchant's payers per device do not fire and say why; a model trained with it is refused without "
+    "it. Null in a mapped column: a payment without a device (card-present), as always",
+    "TransactionRow.ip": "left out: no IP for any payment: velocity (whether a payment without a device was "
+    "online), new_device_or_ip, shared_device_or_ip and fraud_proximity's IP party do not fire and say why; a "
+    "model trained with it is refused without it. Null in a mapped column: a payment without an IP, as always",
+    "TransactionRow.updated_at": "graph property absent; nothing else reads it",
+    "TransactionUpdated.previous_status": "an update to declined counts as a new decline (a declined row updated "
+    "again counts again); nothing else reads it",
+    "FraudReported.reported_at": "graph: the report's reported_at absent (its fraud_report_ts_ms, the change's "
+    "commit time, is written as always); state and labels use the commit time, as always",
 }
 
 

@@ -8,6 +8,15 @@ training cannot encode differently.
 
 Every encoder is deterministic and total: an unknown category maps to the "other" slot, a missing
 value to zeros, so a new source value never breaks scoring.
+
+A field the bank's mapping leaves out, or a null in its row, arrives as ``None`` (unknown,
+``connectors/mapping.py``: ``UNKNOWN_FIELDS``) and is encoded as missing: exactly what a node gets
+before its own row has arrived (an account's kind in the "other" slot, a customer's KYC level as
+0). Known values encode as they always did, so ``FEATURE_SPEC`` holds for complete data. The
+encoding cannot tell an unknown KYC level from level 0, nor an unknown account kind from an unlisted
+one; that is why a model's card lists the fields it was trained with, and a worker whose mapping
+lacks one of them refuses the model (``models/serving.py``) rather than feed it "missing" where it
+learned from values.
 """
 
 from __future__ import annotations
@@ -34,11 +43,11 @@ def transaction_features(amount: float, kind: str, at: datetime) -> list[float]:
 
 
 def account_features(kind: str | None) -> list[float]:
-    return _one_hot(kind, ACCOUNT_KINDS)
+    return _one_hot(kind, ACCOUNT_KINDS)  # None (unknown, or no row yet): the "other" slot
 
 
 def customer_features(kyc_level: int | None) -> list[float]:
-    return [1.0, (kyc_level or 0) / 3.0]
+    return [1.0, (kyc_level or 0) / 3.0]  # None (unknown, or no row yet): 0.0
 
 
 def constant_features() -> list[float]:

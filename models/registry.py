@@ -13,6 +13,13 @@ line. Every score records ``ModelCard.version``, so a decision can always be tra
 
 Why the feature spec is in the card: a checkpoint is only meaningful with the encoding it was
 trained on; loading one whose spec differs from the running code's ``FEATURE_SPEC`` is refused.
+
+Why the fields are in the card too: the spec encodes a field the bank's mapping leaves out as
+"missing" (``models/features.py``), so a model trained where a field was present would score every
+transaction of a worker without it on inputs it never learned from. ``trained_on["fields"]`` lists
+the event fields (``Event.field``) its inputs were built from, and a worker that does not provide
+one of them refuses the model, naming the fields (``load(..., fields=...)``). A card without the
+list (written before cards had one) loads as it always did.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +76,11 @@ def card_for(model: ScoringModel, **fields: Any) -> dict[str, Any]:
         "architecture": model.architecture(),
         **fields,
     }
+
+
+def missing_fields(card: ModelCard, present: Collection[str]) -> list[str]:
+    """The fields the model was trained with that ``present`` (a worker's mapping) lacks, sorted."""
+    return sorted(set(card.trained_on.get("fields", ())) - set(present))
 
 
 def _read_card(raw: dict[str, Any]) -> ModelCard:
@@ -118,7 +131,11 @@ class ModelRegistry:
         tmp.write_text(version + "\n")
         os.replace(tmp, self.root / "CURRENT")
 
-    def load(self, version: str, device: torch.device | str = "cpu") -> tuple[ScoringModel, ModelCard]:
+    def load(
+        self, version: str, device: torch.device | str = "cpu", fields: Collection[str] | None = None
+    ) -> tuple[ScoringModel, ModelCard]:
+        """The model and its card; ``fields``: the event fields the caller's mapping provides (None:
+        not checked), refused if the model was trained with one it lacks."""
         path = self.root / version
         try:
             card = _read_card(json.loads((path / "card.json").read_text()))
@@ -127,6 +144,15 @@ class ModelRegistry:
         if card.feature_spec != FEATURE_SPEC:
             raise RegistryError(
                 f"model {version} was trained on features {card.feature_spec!r}, this code encodes {FEATURE_SPEC!r}"
+            )
+        trained = card.trained_on.get("fields", [])
+        if not isinstance(trained, list) or not all(isinstance(f, str) for f in trained):
+            raise RegistryError(f"model {version}: unreadable card: trained_on.fields is not a list of field names")
+        missing = missing_fields(card, fields) if fields is not None else []
+        if missing:
+            raise RegistryError(
+                f"model {version} was trained with fields this worker's mapping does not provide: "
+                f"{', '.join(missing)}; it would score them as missing. Map them, or train a model on this mapping"
             )
         model = card.build()  # an unknown kind raises RegistryError here
         try:

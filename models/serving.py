@@ -17,14 +17,16 @@ A watcher (``hot_reload.py``) polls the registry's CURRENT version. A new versio
 warmed on its own thread while the old one keeps serving, then swapped in between two batches: no request waits for
 a load and none is dropped. Each batch runs entirely on the model it started with, and every
 ``ModelOutput`` carries that model's version. A version that fails to load is logged and skipped
-(the old model stays) until CURRENT changes again.
+(the old model stays) until CURRENT changes again; so is one trained with an event field the
+worker's mapping does not provide (``fields``; ``registry.py`` says why), with the missing fields
+in the error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -105,9 +107,13 @@ class ModelServer(HotReloaded):
         max_delay_s: float = 0.002,
         reload_s: float = 5.0,
         observe: BatchObserver | None = None,
+        fields: Collection[str] | None = None,
     ):
+        """``fields``: the event fields (``Event.field``) the worker's mapping provides; a model
+        trained with another is not loaded. None: not checked."""
         super().__init__(registry, reload_s)
         self.device = pick_device(device)
+        self.fields = None if fields is None else frozenset(fields)
         self.max_batch, self.max_delay_s = max_batch, max_delay_s
         self.observe = observe
         self.loaded: LoadedModel | None = None
@@ -206,7 +212,7 @@ class ModelServer(HotReloaded):
                 self._warm_example = [items[0].request]
 
     def _load(self, version: str) -> LoadedModel:
-        model, card = self.registry.load(version, self.device)
+        model, card = self.registry.load(version, self.device, self.fields)
         loaded = LoadedModel(model, card, self.device)
         try:
             loaded.warm(self._warm_example)

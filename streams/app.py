@@ -162,6 +162,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     nodes = NodeTable(node_table)
     policies = PolicySource(settings.policy_file or None)
+    present = mapping.present_fields()  # a model trained with more is refused; rules needing more say so
     server = ModelServer(
         ModelRegistry(settings.model_dir),
         settings.model_device,
@@ -169,8 +170,9 @@ def create_app(settings: Settings) -> faust.App:
         settings.model_max_delay_ms / 1000,
         settings.model_reload_s,
         observe=observe_model_batch,
+        fields=present,
     )
-    decider = Decider(server, policies)
+    decider = Decider(server, policies, present)
     recs = RecsServer(RecsRegistry(settings.recs_registry_dir()), settings.model_device, settings.model_reload_s)
     recs_risk = RiskParams(max_risk=settings.recs_max_risk)
     quality = attach_observability(

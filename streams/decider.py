@@ -9,6 +9,9 @@ within one policy version, read once per batch.
 The model never makes a transaction undecidable: no model registered yet, a model error, or state
 that cannot be scored exactly all decide on rules and lists alone, with a ``model_unavailable``
 reason saying so (and the error logged), rather than dropping or stalling the transaction.
+
+The rules are told which fields the worker's mapping leaves out (``fields``: the ones it provides),
+so a rule that needs one does not fire and says so (``rules.py``, unknown fields).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from fraudgraph.models.serving import ModelOutput, ModelServer
 from fraudgraph.streams import metrics
 from fraudgraph.streams.decision import decide, evaluate_rules
 from fraudgraph.streams.policy import PolicySource
+from fraudgraph.streams.rules import unmapped_fields
 from fraudgraph.streams.scoring import ModelOpinion, Reason, ScoringInput, Verdict, model_request
 
 log = logging.getLogger(__name__)
@@ -58,8 +62,11 @@ class Decided:
 
 
 class Decider:
-    def __init__(self, server: ModelServer | None, policies: PolicySource):
+    def __init__(self, server: ModelServer | None, policies: PolicySource, fields: Collection[str] | None = None):
+        """``fields``: the ``Event.field`` names the worker's mapping provides (``Mapping.present_fields``);
+        None: every field."""
         self.server, self.policies = server, policies
+        self.unmapped = unmapped_fields(fields)
 
     async def _model(
         self, inputs: Sequence[ScoringInput], dispatched: asyncio.Event
@@ -94,11 +101,11 @@ class Decider:
         await asyncio.wait((model, handed), return_when=asyncio.FIRST_COMPLETED)
         handed.cancel()
         started = time.perf_counter()
-        hits = [evaluate_rules(inp, policy) for inp in inputs]
+        evaluations = [evaluate_rules(inp, policy, self.unmapped) for inp in inputs]
         rules_s = time.perf_counter() - started
         metrics.RULES_SECONDS.observe(rules_s)
         opinions, model_s = await model
         return [
-            Decided(decide(inp, op, h, policy), op.version if op else NO_MODEL, rules_s, model_s)
-            for inp, op, h in zip(inputs, opinions, hits)
+            Decided(decide(inp, op, e.hits, policy, e.skipped), op.version if op else NO_MODEL, rules_s, model_s)
+            for inp, op, e in zip(inputs, opinions, evaluations)
         ]

@@ -10,24 +10,28 @@ Precedence, and why:
 
 The verdict lists every reason that drove it: the list entry, the rule hits (most severe first),
 the combination, the model's score with its top contributing features or neighbours. Without a
-model the verdict says so, and its score is 0: a rule is not a probability.
+model the verdict says so, and its score is 0: a rule is not a probability. Last come the rules
+that could not decide for want of a field the mapping or the row left unknown (``rule_skipped``,
+``rules.py``): they inform the analyst, and change neither the decision nor the count of rules hit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from fraudgraph.streams.policy import LIST_TYPES, Lists, Policy
-from fraudgraph.streams.rules import Hit, evaluate
+from fraudgraph.streams.rules import Evaluation, Hit, Skip, evaluate_all
 from fraudgraph.streams.scoring import APPROVE, BLOCK, REVIEW, ModelOpinion, Reason, ScoringInput, Verdict
 
 _RANK = {APPROVE: 0, REVIEW: 1, BLOCK: 2}
 MODEL_UNAVAILABLE = "model_unavailable"
 
 
-def evaluate_rules(inp: ScoringInput, policy: Policy) -> list[Hit]:
-    """The hits of the policy's enabled rules on one transaction (pure; runs on the CPU)."""
-    return evaluate(inp, policy.rule_params)
+def evaluate_rules(inp: ScoringInput, policy: Policy, unmapped: Collection[str] = frozenset()) -> Evaluation:
+    """The policy's enabled rules on one transaction: their hits, and the rules skipped for an
+    unknown field (``unmapped``: what the worker's mapping leaves out). Pure; runs on the CPU."""
+    return evaluate_all(inp, policy.rule_params, unmapped)
 
 
 def _parties(inp: ScoringInput) -> dict[str, list[Any]]:
@@ -52,14 +56,21 @@ def _listed(parties: dict[str, list[Any]], lists: Lists) -> list[str]:
     ]
 
 
-def decide(inp: ScoringInput, model: ModelOpinion | None, hits: list[Hit], policy: Policy) -> Verdict:
+def decide(
+    inp: ScoringInput,
+    model: ModelOpinion | None,
+    hits: Sequence[Hit],
+    policy: Policy,
+    skipped: Sequence[Skip] = (),
+) -> Verdict:
     score = model.score if model is not None else 0.0
     parties = _parties(inp)
+    informing = [s.reason for s in skipped]  # appended to every verdict; decide nothing
 
     denied = _listed(parties, policy.deny)
     if denied:
         reasons = [Reason("deny_list", f"{', '.join(denied)} on the deny list")] + [h.reason for h in hits]
-        return Verdict(score, BLOCK, reasons + _model_reasons(model, policy), policy.version)
+        return Verdict(score, BLOCK, reasons + _model_reasons(model, policy) + informing, policy.version)
 
     decision, reasons = APPROVE, [h.reason for h in hits]
     for hit in hits:
@@ -80,10 +91,9 @@ def decide(inp: ScoringInput, model: ModelOpinion | None, hits: list[Hit], polic
     if allowed:
         drivers = dict.fromkeys(r.code for r in reasons if r.code != MODEL_UNAVAILABLE)
         overrode = f"; overrides {decision} from {', '.join(drivers)}" if decision != APPROVE else ""
-        return Verdict(
-            score, APPROVE, [Reason("allow_list", f"{', '.join(allowed)} on the allow list{overrode}")], policy.version
-        )
-    return Verdict(score, decision, reasons, policy.version)
+        allow = Reason("allow_list", f"{', '.join(allowed)} on the allow list{overrode}")
+        return Verdict(score, APPROVE, [allow, *informing], policy.version)
+    return Verdict(score, decision, reasons + informing, policy.version)
 
 
 def _model_action(model: ModelOpinion | None, policy: Policy) -> str:

@@ -27,6 +27,16 @@ not others, the replay completes exactly the missing ones.
 Neighbour sums hold a neighbour's features as they were when the edge was added (see
 ``models/incremental.py``); training replays build state through this same function, so the model
 learns from what serving sees.
+
+Unknown fields
+==============
+
+A field the bank's mapping leaves out, or a null in a row where the field may be unknown, arrives
+as ``None`` (``connectors/mapping.py``: ``UNKNOWN_FIELDS``), and nothing here fills it in: a node's
+attribute holds ``None`` (so a rule can tell "unknown" from "row not arrived yet", which leaves the
+key absent), a feature takes the encoding's value for "missing" (``models/features.py``), and an
+unknown device or IP gets no node and no link (one node for every unknown IP would link strangers).
+``MODEL_INPUTS`` names the fields that reach a model's inputs here.
 """
 
 from __future__ import annotations
@@ -50,6 +60,32 @@ MERCHANTS_PER_ACCOUNT = 64  # merchants an account's state remembers (recommenda
 # Labels that make a transaction's parties confirmed-fraud-adjacent; "false_positive" clears nothing
 # and marks nothing (it says the transaction was fine).
 FRAUD_LABELS = frozenset({"confirmed_fraud", "chargeback"})
+# The event fields (``Event.field``, as connectors/mapping.py names them) that reach a model's inputs
+# through ``apply_event``: the node features (models/features.py) and the links whose ends' features
+# fill the neighbour sums; a required field stands for its table. A model's card lists those its
+# training data provided (training/train.py), and a worker whose mapping lacks one refuses the model
+# (models/serving.py). No other field changes a feature or a neighbour sum (tests/unit/streams/test_unknown_fields.py).
+MODEL_INPUTS = frozenset(
+    {
+        "CustomerUpserted.customer_id",
+        "CustomerUpserted.kyc_level",
+        "AccountUpserted.account_id",
+        "AccountUpserted.customer_id",
+        "AccountUpserted.kind",
+        "LoginRecorded.customer_id",
+        "LoginRecorded.device_id",
+        "LoginRecorded.ip",
+        "TransactionRow.transaction_id",
+        "TransactionRow.account_id",
+        "TransactionRow.kind",
+        "TransactionRow.amount",
+        "TransactionRow.created_at",
+        "TransactionRow.merchant_id",
+        "TransactionRow.counterparty_account_id",
+        "TransactionRow.device_id",
+        "TransactionRow.ip",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,10 +360,11 @@ def apply_event(event: ev.DomainEvent, source: Source, store: StateStore) -> App
                 state.row_version, state.deleted = lsn, True
     elif isinstance(event, ev.LoginRecorded):
         customer = touch.node("Customer", event.customer_id, fx.customer_features(None))
-        ip = touch.node("IP", event.ip, one)
-        _link(customer, ip, "LOGIN_FROM")
-        _seen_by(ip, str(event.customer_id), ts)
-        _peer(ip, f"customer:{event.customer_id}", ts)
+        if event.ip is not None:  # unknown: no IP node and no link, rather than one IP all such logins share
+            ip = touch.node("IP", event.ip, one)
+            _link(customer, ip, "LOGIN_FROM")
+            _seen_by(ip, str(event.customer_id), ts)
+            _peer(ip, f"customer:{event.customer_id}", ts)
         if event.device_id is not None:
             device = touch.node("Device", event.device_id, one)
             _link(customer, device, "LOGGED_IN")

@@ -11,6 +11,10 @@ encoded requests: what is trained is what is served.
 The threshold is the lowest probability whose false-positive rate on the validation window is at
 most ``target_fpr``; the test report shows the recall and the FPR that threshold really gives on the
 later window, next to the threshold-free AUCs.
+
+The card records the event fields the training data provided that reach a model's inputs
+(``training_fields``, as ``trained_on["fields"]``): a worker whose mapping lacks one of them refuses
+the model rather than score it on the "missing" encoding (``models/registry.py``).
 """
 
 from __future__ import annotations
@@ -18,18 +22,54 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fraudgraph.connectors.csv_log_mapping import CsvLogMapping, load_csv_log_mapping
+from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.models.batch import EncodedBatch, ScoringRequest, encode
 from fraudgraph.models.features import FEATURE_WIDTHS
 from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
+from fraudgraph.settings import Settings
+from fraudgraph.streams.state import MODEL_INPUTS
 from fraudgraph.training.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
+
+
+def trained_fields(present: Iterable[str]) -> list[str]:
+    """What a card lists as the fields its model was trained with: of the event fields the training
+    data provided (``Event.field``), those that reach a model's inputs (``streams.state.MODEL_INPUTS``;
+    a worker without e.g. a customer's name scores exactly as with it, so it refuses no model)."""
+    return sorted(set(present) & MODEL_INPUTS)
+
+
+def csv_log_fields(mapping: CsvLogMapping) -> set[str]:
+    """The event fields ``connectors.csv_log`` fills from a log under ``mapping``: the transaction's
+    (currency, status and kind by default if the log lacks them), its payee of the kind the mapping
+    allows, device and IP if mapped, and the fraud reports if the log is labelled."""
+    fields = {"transaction_id", "account_id", "kind", "amount", "currency", "status", "created_at", "updated_at"}
+    if mapping.target_is in ("merchant", "column"):
+        fields.add("merchant_id")
+    if mapping.target_is in ("account", "column"):
+        fields.add("counterparty_account_id")
+    fields |= {name for name, column in (("device_id", mapping.columns.device), ("ip", mapping.columns.ip)) if column}
+    out = {f"TransactionRow.{name}" for name in fields}
+    if mapping.columns.label is not None:
+        out |= {f"FraudReported.{name}" for name in ("report_id", "transaction_id", "kind", "reported_at")}
+    return out
+
+
+def training_fields(settings: Settings, csv_mapping: str | Path | None = None) -> list[str]:
+    """``trained_on["fields"]`` for ``fraudgraph train``: from the CSV log's mapping (``--source csv``),
+    else from the CDC mapping the records are decoded with (``settings.mapping_file``)."""
+    if csv_mapping is not None:
+        return trained_fields(csv_log_fields(load_csv_log_mapping(csv_mapping)))
+    return trained_fields(load_mapping(settings.mapping_file or None).present_fields())
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_rules_and_model_overlap_in_time(tmp_path, monkeypatch):
         finally:
             model_spans.append((started, time.perf_counter(), len(requests)))
 
-    def timed_rules(inp, policy):
+    def timed_rules(inp, policy, *unmapped):
         started = time.perf_counter()
         # Rules of real weight (0.2 ms each, GIL released): with only the few ms the test inputs
         # take, the inference thread may not get the GIL before the rules end, which says nothing
@@ -94,7 +94,7 @@ def test_rules_and_model_overlap_in_time(tmp_path, monkeypatch):
         # loop, so a server that has not yet handed the batch over cannot do so meanwhile.
         time.sleep(0.0002)
         try:
-            return evaluate_rules(inp, policy)
+            return evaluate_rules(inp, policy, *unmapped)
         finally:
             rule_calls.append((started, time.perf_counter()))
 
