@@ -113,7 +113,7 @@ def _train(args, settings) -> int:
 
     from fraudgraph.models.registry import ModelRegistry, card_for
     from fraudgraph.training import replay as rp
-    from fraudgraph.training.train import TrainConfig, train
+    from fraudgraph.training.train import TrainConfig, train, training_fields
 
     skipped: Counter = Counter()
     records: Iterable[tuple[str, bytes | None, bytes | None]]
@@ -151,6 +151,7 @@ def _train(args, settings) -> int:
         )
     report["replay"] = {"events": log.events, "undecodable": dict(skipped), "labels": len(log.labels)}
     trained_on["windows"] = report["windows"]
+    trained_on["fields"] = training_fields(settings, args.mapping if args.source == "csv" else None)
     metrics = {"validation": report["validation"], "test": report["test"]}
     if args.register:
         card = ModelRegistry(settings.model_dir).register(
@@ -321,6 +322,11 @@ def _mapping_check(args, settings) -> int:
     return report.exit_code
 
 
+def _entity_id(text: str) -> int | str:
+    """An account id on the command line: a number, or a bank's text key."""
+    return int(text) if text.isdigit() else text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraudgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -412,9 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     which = sc.add_mutually_exclusive_group(required=True)
     which.add_argument("--transaction", type=int, metavar="ID")
-    which.add_argument("--account", type=int, metavar="ID")
+    which.add_argument("--account", type=_entity_id, metavar="ID")
     rc = sub.add_parser("recommend", help="ask the worker for merchants to recommend to an account (over the topics)")
-    rc.add_argument("--account", type=int, metavar="ID", required=True)
+    rc.add_argument("--account", type=_entity_id, metavar="ID", required=True)
     rc.add_argument("--k", type=int, default=10, help="how many merchants")
     for query in (sc, rc):
         query.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (exit 3 after)")

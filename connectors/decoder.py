@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache
+from typing import Any
 
 import orjson
 
@@ -126,7 +127,7 @@ def decode(
     if before is not None and not isinstance(before, dict):
         raise DecodeError("not_an_envelope", "'before' is not an object")
     cls = tm.update if op == "u" else tm.create
-    values = {}
+    values: dict[str, Any] = {}
     for name, expected in event_field_types(cls).items():
         src = tm.fields.get(name)
         if src is None:  # not mapped: unknown (the mapping only leaves out fields that may be None)

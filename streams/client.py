@@ -89,13 +89,17 @@ def ask(
 
 
 def score(
-    settings: Settings, *, transaction_id: int | None = None, account_id: int | None = None, timeout_s: float = 10.0
+    settings: Settings,
+    *,
+    transaction_id: int | None = None,
+    account_id: int | str | None = None,
+    timeout_s: float = 10.0,
 ) -> dict[str, Any]:
     key = {"transaction_id": transaction_id} if transaction_id is not None else {"account_id": account_id}
     return ask(settings, settings.score_requests_topic, settings.score_replies_topic, key, timeout_s)
 
 
-def recommend(settings: Settings, account_id: int, k: int = 10, timeout_s: float = 10.0) -> dict[str, Any]:
+def recommend(settings: Settings, account_id: int | str, k: int = 10, timeout_s: float = 10.0) -> dict[str, Any]:
     return ask(
         settings,
         settings.recs_requests_topic,

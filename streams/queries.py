@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from fraudgraph.connectors.events import EntityId
+
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_ID_CHARS = 200
 
@@ -54,8 +56,19 @@ def _id(req: dict[str, Any], name: str) -> int | None:
     return value
 
 
+def entity_id(req: dict[str, Any], name: str) -> EntityId | None:
+    """An account (or other entity) id: an integer, or the text key of a bank whose mapping keys
+    that entity by text (``[source] text_keys``, composite keys)."""
+    value = req.get(name)
+    if isinstance(value, str):
+        if not value or len(value) > MAX_ID_CHARS:
+            raise InvalidRequest(f"{name} as text must have 1 to {MAX_ID_CHARS} characters")
+        return value
+    return _id(req, name)
+
+
 def answer(
-    raw: bytes | None, score_of: Callable[[int], dict | None], recent_of: Callable[[int], list[int] | None]
+    raw: bytes | None, score_of: Callable[[int], dict | None], recent_of: Callable[[EntityId], list[int] | None]
 ) -> dict[str, Any]:
     """The reply to one raw request; ``score_of(tx)`` gives a stored TransactionScored dict,
     ``recent_of(account)`` an account's recent transaction ids (None for an unknown account)."""
@@ -66,7 +79,7 @@ def answer(
         if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_ID_CHARS:
             request_id = None
             raise InvalidRequest(f"request_id must be a non-empty string of at most {MAX_ID_CHARS} characters")
-        tx, account = _id(req, "transaction_id"), _id(req, "account_id")
+        tx, account = _id(req, "transaction_id"), entity_id(req, "account_id")
         if (tx is None) == (account is None):
             raise InvalidRequest("give exactly one of transaction_id or account_id")
     except InvalidRequest as err:

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fraudgraph.connectors.events import EntityId
 from fraudgraph.models.recommend import RiskParams, account_input, merchant_risk, rerank
-from fraudgraph.streams.queries import MAX_ID_CHARS, InvalidRequest, _id, _parse
+from fraudgraph.streams.queries import MAX_ID_CHARS, InvalidRequest, _parse, entity_id
 from fraudgraph.streams.state import StateReader, node_key
 
 OK, NOT_FOUND, INVALID, NO_MODEL = "ok", "not_found", "invalid_request", "model_unavailable"
@@ -40,7 +41,7 @@ DEFAULT_K = 10
 @dataclass(frozen=True)
 class RecsRequest:
     request_id: str
-    account_id: int
+    account_id: EntityId
     k: int
     exclude_used: bool
     max_risk: float
@@ -55,7 +56,7 @@ def parse_request(raw: bytes | None, max_k: int, max_risk: float) -> RecsRequest
         if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_ID_CHARS:
             request_id = None
             raise InvalidRequest(f"request_id must be a non-empty string of at most {MAX_ID_CHARS} characters")
-        account = _id(req, "account_id")
+        account = entity_id(req, "account_id")
         if account is None:
             raise InvalidRequest("account_id is required")
         k = req.get("k", DEFAULT_K)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fraudgraph.connectors.events import TransactionCreated
+from fraudgraph.connectors.events import EntityId, TransactionCreated
 from fraudgraph.models.batch import ScoringRequest
 from fraudgraph.models.features import FEATURE_SPEC
 from fraudgraph.streams.state import NodeState, Source, node_key
@@ -57,7 +57,7 @@ class TransactionScored:
     """The record published to ``fraud.scores`` (and ``fraud.alerts`` unless approved)."""
 
     transaction_id: int
-    account_id: int
+    account_id: EntityId
     score: float
     decision: str
     reasons: list[dict[str, str]]

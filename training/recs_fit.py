@@ -41,7 +41,7 @@ def fraud_scores(model: Any, examples: Sequence[Any], batch: int = 1024) -> dict
     return out
 
 
-def new_bank_model(log: RecsReplay, items: list[int], dim: int) -> RecsModel:
+def new_bank_model(log: RecsReplay, items: list[ev.EntityId], dim: int) -> RecsModel:
     model = RecsModel(
         len(items),
         fx.FEATURE_WIDTHS["Account"],
@@ -58,8 +58,8 @@ def new_bank_model(log: RecsReplay, items: list[int], dim: int) -> RecsModel:
     return model
 
 
-def risk_prior(log: RecsReplay, items: list[int], scores: dict[int, float]) -> list[float]:
-    per: dict[int, list[float]] = defaultdict(list)
+def risk_prior(log: RecsReplay, items: list[ev.EntityId], scores: dict[int, float]) -> list[float]:
+    per: dict[ev.EntityId, list[float]] = defaultdict(list)
     for p in log.payments:
         if p.transaction_id in scores:
             per[p.merchant_id].append(scores[p.transaction_id])
@@ -71,7 +71,7 @@ def fit_recommender(
     config: RecsConfig = RecsConfig(),
     val_frac: float = 0.1,
     scores: dict[int, float] | None = None,
-) -> tuple[RecsModel, list[int], dict[str, Any]]:
+) -> tuple[RecsModel, list[ev.EntityId], dict[str, Any]]:
     """(model, merchant id per item row, report) from events in event-time order."""
     log = recs_replay(events)
     items = list(log.merchants)

@@ -27,8 +27,8 @@ from fraudgraph.training.replay import FRAUD_KINDS
 class Payment:
     transaction_id: int
     ts_ms: int
-    account_id: int
-    merchant_id: int
+    account_id: ev.EntityId
+    merchant_id: ev.EntityId
     user: UserInput  # the account's input just before this payment
 
 
@@ -37,9 +37,9 @@ class RecsReplay:
     payments: list[Payment] = field(default_factory=list)
     labels: dict[int, int] = field(default_factory=dict)  # transaction id -> 1 fraud, 0 cleared
     states: dict[str, NodeState] = field(default_factory=dict)  # every node at the log's end
-    merchants: list[int] = field(default_factory=list)  # in first-seen order
-    accounts_at: dict[int, UserInput] = field(default_factory=dict)  # at snapshot_at_ms
-    merchant_means_at: dict[int, list[float] | None] = field(default_factory=dict)  # at snapshot_at_ms
+    merchants: list[ev.EntityId] = field(default_factory=list)  # in first-seen order
+    accounts_at: dict[ev.EntityId, UserInput] = field(default_factory=dict)  # at snapshot_at_ms
+    merchant_means_at: dict[ev.EntityId, list[float] | None] = field(default_factory=dict)  # at snapshot_at_ms
 
     def fraud(self, transaction_id: int) -> bool:
         return self.labels.get(transaction_id, 0) == 1
@@ -58,18 +58,27 @@ def new_account_input() -> UserInput:
 def recs_replay(events: Iterable[ev.DomainEvent], snapshot_at_ms: int | None = None) -> RecsReplay:
     """Apply ``events`` (in event-time order); snapshot each merchant payment's account first."""
     store, out = _Store(), RecsReplay()
-    seen: set[int] = set()
+    seen: set[ev.EntityId] = set()
+    ids: dict[str, ev.EntityId] = {}  # node key -> the id events name it by (an integer or a text key)
     snapshot_due = snapshot_at_ms  # None once taken (or when none is asked for)
 
     def snapshot() -> None:
         for state in store.values():
-            ident = state.key.split(":", 1)[1]
+            ident = ids.get(state.key)
+            if ident is None:
+                continue
             if state.node_type == "Account":
-                out.accounts_at[int(ident)] = account_input(state)
+                out.accounts_at[ident] = account_input(state)
             elif state.node_type == "Merchant":
-                out.merchant_means_at[int(ident)] = merchant_means(state)
+                out.merchant_means_at[ident] = merchant_means(state)
 
     for offset, event in enumerate(events):
+        for node_type, ident in (
+            ("Account", getattr(event, "account_id", None)),
+            ("Merchant", getattr(event, "merchant_id", None)),
+        ):
+            if ident is not None:
+                ids[node_key(node_type, ident)] = ident
         if snapshot_due is not None and event.position.ts_ms >= snapshot_due:
             snapshot()
             snapshot_due = None

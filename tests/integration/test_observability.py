@@ -29,6 +29,7 @@ from fraudgraph.streams.quality import is_alert, label_of, window_counts
 from fraudgraph.streams.quality_join import COHORT_BUCKET_S, EARLY, EARLY_BUCKET_S, cohorts
 from fraudgraph.streams.topics import ensure_topics
 
+from support.rgcn import register_untrained_model
 from support.stack import TopicReader, cdc_topic, free_port, scrape
 
 pytestmark = pytest.mark.skipif(
@@ -72,21 +73,6 @@ def wait_for(check, timeout: float, what: str):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(1)
-
-
-def register_untrained_model(model_dir) -> str:
-    """A small untrained R-GCN in a registry of its own, so the worker runs real inference (and its
-    model metrics exist) without depending on a trained checkpoint; threshold 0.5 makes it alert."""
-    import torch
-
-    from fraudgraph.models import features as fx
-    from fraudgraph.models.hetero import FRAUD_RELATIONS
-    from fraudgraph.models.registry import ModelRegistry, card_for
-    from fraudgraph.models.rgcn import HeteroRGCN
-
-    torch.manual_seed(0)
-    model = HeteroRGCN(dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, hidden=8, out_channels=1, num_bases=2).eval()
-    return ModelRegistry(model_dir).register(model, card_for(model, threshold=0.5, target_fpr=0.01)).version
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from dataclasses import asdict
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from test_observability import register_untrained_model
 
 from fraudgraph.connectors.events import TransactionCreated
 from fraudgraph.kafka_config import confluent_config
@@ -30,6 +29,7 @@ from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.testing import replay_decisions
 from fraudgraph.training.replay import decoded, simulator_records
 
+from support.rgcn import register_untrained_model
 from support.stack import TopicReader, cdc_topics, isolated_run, scrape
 
 pytestmark = pytest.mark.integration

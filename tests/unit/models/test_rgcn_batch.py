@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_rgcn_incremental import float32_tolerance, full_scores, make_model, rel_err
 
 from fraudgraph.models.batch import ScoringRequest, encode
 from fraudgraph.models.hetero import random_fraud_graph
 from fraudgraph.models.incremental import IncrementalScorer, neighbour_states, states_from_graph
+
+from support.rgcn import float32_tolerance, full_scores, make_model, rel_err
 
 
 def requests_for(graph, states, targets):
