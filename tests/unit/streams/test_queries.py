@@ -13,7 +13,7 @@ SCORES = {
     1: {"transaction_id": 1, "score": 0.1, "source": {"lsn": 10}},
     2: {"transaction_id": 2, "score": 0.9, "source": {"lsn": 20}},
 }
-RECENT = {7: [1, 2, 3]}  # 3 is not scored (yet)
+RECENT = {7: [1, 2, 3], "0042/1234": [1]}  # 3 is not scored (yet); a text (composite) account key
 
 
 def ask(request):
@@ -25,6 +25,12 @@ def test_by_transaction_and_by_account():
     assert ask({"request_id": "a", "transaction_id": 2}) == {"request_id": "a", "status": "ok", "scores": [SCORES[2]]}
     reply = ask({"request_id": "b", "account_id": 7})
     assert reply["status"] == "ok" and [s["transaction_id"] for s in reply["scores"]] == [2, 1]  # newest first
+
+
+def test_an_account_keyed_by_text_is_asked_by_its_text_key():
+    reply = ask({"request_id": "c", "account_id": "0042/1234"})
+    assert reply["status"] == "ok" and [s["transaction_id"] for s in reply["scores"]] == [1]
+    assert "1 to 200 characters" in ask({"request_id": "c", "account_id": ""})["error"]
 
 
 def test_not_found():
