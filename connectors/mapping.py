@@ -255,6 +255,12 @@ def parse_mapping(data: dict) -> Mapping:
         )
     tables = {}
     for table, spec in data.get("tables", {}).items():
+        missing = [k for k in ("entity", "key", "create", "update") if k not in spec] if isinstance(spec, dict) else []
+        if not isinstance(spec, dict) or missing:
+            raise ValueError(f"mapping for table {table!r}: needs entity, key, create and update (missing {missing})")
+        for section in ("fields", "before"):
+            if not isinstance(spec.get(section, {}), dict):
+                raise ValueError(f"mapping for table {table!r}: {section} maps event fields to their sources")
         create, update = _event_type(table, spec["create"]), _event_type(table, spec["update"])
         types_ = {**event_field_types(create), **event_field_types(update)}
         sources: dict[str, FieldSource] = {}

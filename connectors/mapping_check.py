@@ -173,8 +173,6 @@ def load(path: Path | str | None) -> Mapping:
         return load_mapping(path)
     except OSError as exc:
         raise MappingLoadError(f"mapping {path}: {exc.strerror or exc}") from None
-    except KeyError as exc:  # parse_mapping indexes a table's required settings directly
-        raise MappingLoadError(f"mapping {path}: a table lacks the setting {exc}") from None
     except (ValueError, TypeError, AttributeError) as exc:  # TOML errors are ValueErrors; wrong shapes the others
         raise MappingLoadError(f"mapping {path}: {exc}") from None
 

@@ -214,3 +214,15 @@ def test_schema_and_topic_naming():
     with pytest.raises(DecodeError) as err:
         decoded(core, "transactions", envelope("transactions.c", schema="public"))
     assert err.value.reason == "unknown_table"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"entity": "payment", "key": "id", "create": "TransactionCreated"}, r"missing \['update'\]"),
+        ({**REFERENCE["tables"]["transactions"], "fields": 3}, "fields maps event fields to their sources"),
+    ],
+)
+def test_a_malformed_table_is_refused_naming_it(spec, message):
+    with pytest.raises(ValueError, match=rf"table 'payments'.*{message}"):
+        parse_mapping({"tables": {"payments": spec}})

@@ -147,7 +147,7 @@ def test_report_as_json():
     [
         (None, "No such file"),
         ("[tables.x\n", "mapping "),  # not TOML
-        ('[tables.t]\nentity = "t"\nkey = "id"\nupdate = "CustomerUpserted"\n', "lacks the setting 'create'"),
+        ('[tables.t]\nentity = "t"\nkey = "id"\nupdate = "CustomerUpserted"\n', "missing ['create']"),
         ('[tables.t]\nentity = "t"\nkey = "id"\ncreate = "Nope"\nupdate = "Nope"\n', "unknown event 'Nope'"),
         ('[tables.t]\nentity = "t"\nkey = "id"\ncreate = "CustomerUpserted"\nupdate = "CustomerUpserted"\n', "missing"),
         (
