@@ -119,7 +119,7 @@ def decode(
         return TableTruncated(position, tm.entity)
     before, after = doc.get("before"), doc.get("after")
     if op == "d":
-        return EntityDeleted(position, tm.entity, _delete_key(tm, before, key))
+        return EntityDeleted(position, tm.entity, _delete_key(tm, before, key), tm.text_key)
     if op not in ("c", "u", "r"):
         raise DecodeError("unsupported_op", f"op {op[:20]!r}")
     if not isinstance(after, dict):

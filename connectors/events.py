@@ -92,6 +92,7 @@ class EntityDeleted(DomainEvent):
 
     entity: str
     key: str
+    text_key: bool = False  # the entity is keyed by text (a mapping's text_keys, or a composite key): keep it text
 
 
 @dataclass(frozen=True, slots=True)

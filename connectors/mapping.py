@@ -132,6 +132,7 @@ class TableMapping:
     update: type[DomainEvent]
     fields: dict[str, FieldSource]  # event field -> where its value comes from (unknown fields absent)
     topic: str  # the CDC topic pattern ({prefix} filled in by Mapping.topic)
+    text_key: bool = False  # rows are keyed by text: the entity is in [source] text_keys, or the key is composite
 
     def unknown_fields(self, cls: type[DomainEvent]) -> list[str]:
         """The event's fields this table leaves unknown."""
@@ -283,7 +284,8 @@ def parse_mapping(data: dict) -> Mapping:
         key = (key,) if isinstance(key, str) else tuple(key)
         pattern = spec.get("topic", topic_pattern)
         topic = pattern.replace("{schema}", schema).replace("{table}", table)
-        tables[table] = TableMapping(table, spec["entity"], key, create, update, sources, topic)
+        text_key = len(key) > 1 or spec["entity"] in text_keys
+        tables[table] = TableMapping(table, spec["entity"], key, create, update, sources, topic, text_key)
     if not tables:
         raise ValueError("mapping has no tables")
     return Mapping(tables, schema)

@@ -346,7 +346,7 @@ def _classify(event: DomainEvent) -> tuple[str, tuple[str, Any], dict[str, Any]]
         if deleted is None and event.entity not in m.FACT_BY_ENTITY and event.entity != m.FRAUD_REPORT_ENTITY:
             return "unknown_entity"
         try:
-            key = key_type(event.key)
+            key = event.key if event.text_key else key_type(event.key)
         except (TypeError, ValueError):
             return "bad_key"
         return f"delete_{event.entity}", (event.entity, key), _base(event, key)

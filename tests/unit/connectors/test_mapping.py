@@ -171,7 +171,7 @@ def test_a_composite_key_becomes_one_text_key_in_rows_references_and_deletes():
     gone = envelope("accounts.u", schema="public")
     gone.update(op="d", before=account, after=None)
     event = decoded(mapping, "accounts", gone)
-    assert isinstance(event, EntityDeleted) and event.key == "0042/1234"
+    assert isinstance(event, EntityDeleted) and event.key == "0042/1234" and event.text_key
     # with only the record key (REPLICA IDENTITY DEFAULT)
     gone["before"] = None
     event = decoded(mapping, "accounts", gone, key=b'{"branch": "0042", "number": 1234}')
@@ -187,6 +187,11 @@ def test_text_keys_make_every_reference_to_the_entity_text():
     account = decoded(mapping, "accounts", envelope("accounts.c"))  # its customer_id column holds an integer
     assert account.customer_id == str(envelope("accounts.c")["after"]["customer_id"])
     assert isinstance(account.account_id, int)  # accounts keep integer keys
+    gone = envelope("customers.u")
+    gone.update(op="d", before=gone["after"] | {"id": "C-7"}, after=None)
+    deleted = decoded(mapping, "customers", gone)
+    assert (deleted.entity, deleted.key, deleted.text_key) == ("customer", "C-7", True)
+    assert not decoded(load_mapping(), "customers", gone).text_key  # the reference mapping keys customers by number
 
 
 def test_without_text_keys_an_entity_id_must_be_an_integer():

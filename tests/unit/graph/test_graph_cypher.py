@@ -128,6 +128,15 @@ def test_truncate_unknown_entity_and_bad_key_are_skipped_and_counted():
     assert plan([]) == []
 
 
+def test_a_text_keyed_entity_is_deleted_by_its_text_key():
+    f = EventFactory(base=0)
+    text, digits = f.delete("account", "LDN/42"), f.delete("customer", "17")
+    result = plan_batch([dataclasses.replace(text, text_key=True), dataclasses.replace(digits, text_key=True)])
+    rows = {s.kind: s.rows for s in result.statements}
+    assert rows["delete_account"][0]["key"] == "LDN/42" and not result.skipped
+    assert rows["delete_customer"][0]["key"] == "17"  # text "17" is not the integer 17 a number-keyed bank would have
+
+
 def test_schema_has_a_unique_constraint_per_label_and_the_lookup_indexes():
     stmts = schema_statements()
     for node in model.NODE_TYPES:
