@@ -46,7 +46,7 @@ class HotReloaded:
             loaded = await asyncio.to_thread(self._load, version)
         except RegistryError as err:
             self._failed_version = version
-            log.error("%s %s not loaded, still serving %s: %s", self.what, version, self.version, err)
+            log.error("%s %s not loaded, still serving %s: %s", self.what, version, self.version or "nothing", err)
             return False
         previous, self.loaded = self.version, loaded
         log.info("serving %s %s on %s (was %s)", self.what, version, getattr(loaded, "device", "?"), previous)
