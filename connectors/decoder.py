@@ -384,9 +384,5 @@ def _timestamp(raw, column_schema: dict | None, where: str) -> datetime:
         if unit is None:  # schemaless: infer the unit from the magnitude (valid for years 1973..5138)
             mag = abs(raw)
             unit = -1000 if mag >= 10**17 else 1 if mag >= 10**14 else 1000 if mag >= 10**11 else 1_000_000
-        micros = raw // -unit if unit < 0 else raw * unit
-        try:
-            return EPOCH + timedelta(microseconds=micros)
-        except OverflowError:
-            raise DecodeError("absurd_value", f"{where}: timestamp {raw} out of range") from None
+        return _epoch(raw, unit, where)
     raise DecodeError("bad_value", f"{where}: expected a timestamp, got {type(raw).__name__}")
