@@ -20,6 +20,9 @@ PAGECACHE = "512m"
 
 JVM_FLAGS = [
     "-XX:+UseG1GC",
+    # Out of heap, Neo4j keeps Bolt sockets open and never answers, so a client waits forever.
+    # Dead, clients see it at once and `fraudgraph stack up` starts it again.
+    "-XX:+ExitOnOutOfMemoryError",
     "-XX:-OmitStackTraceInFastThrow",
     "-XX:+UnlockExperimentalVMOptions",
     "-XX:+TrustFinalNonStaticFields",

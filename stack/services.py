@@ -179,6 +179,8 @@ class Kafka(Service):
         return [
             jars.java(),
             heap,
+            # Out of heap, a JVM keeps its sockets open and answers nothing; dead, clients see it at once.
+            "-XX:+ExitOnOutOfMemoryError",
             "-cp",
             str(jars.jar_dir(self.settings.cache_dir, "kafka") / "*"),
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
