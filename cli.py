@@ -81,8 +81,9 @@ def _simulate(args, settings) -> int:
     return 0
 
 
-def _csv_log(args) -> tuple[list, dict]:
-    """``train --source csv``: a CSV transaction log's rows and label reports, in event-time order."""
+def _csv_log(args) -> tuple[list, dict, set[int]]:
+    """``train --source csv``: a CSV transaction log's rows and label reports, in event-time order,
+    and the ids of the transactions its mapping's ``unknown_values`` leave unlabelled."""
     from pathlib import Path
 
     from fraudgraph.connectors import events as ev
@@ -95,15 +96,21 @@ def _csv_log(args) -> tuple[list, dict]:
         mapping = load_csv_log_mapping(args.mapping)
         if mapping.columns.label is None:
             raise SystemExit(f"error: {args.mapping} maps no label column (columns.label): nothing to learn from")
-        events = list(read_csv_log(args.csv, mapping))
+        unlabelled: set[int] = set()
+        events = list(read_csv_log(args.csv, mapping, unlabelled=unlabelled))
     except (OSError, ValueError) as exc:  # CsvLogError / CsvLogMappingError name the file, line and field
         raise SystemExit(f"error: {exc}") from None
-    return events, {
-        "source": "csv",
-        "csv": str(Path(args.csv).resolve()),
-        "mapping": str(Path(args.mapping).resolve()),
-        "rows": sum(isinstance(e, ev.TransactionCreated) for e in events),
-    }
+    return (
+        events,
+        {
+            "source": "csv",
+            "csv": str(Path(args.csv).resolve()),
+            "mapping": str(Path(args.mapping).resolve()),
+            "rows": sum(isinstance(e, ev.TransactionCreated) for e in events),
+            "unlabelled_rows": len(unlabelled),
+        },
+        unlabelled,
+    )
 
 
 def _train(args, settings) -> int:
@@ -117,8 +124,9 @@ def _train(args, settings) -> int:
 
     skipped: Counter = Counter()
     records: Iterable[tuple[str, bytes | None, bytes | None]]
+    unlabelled: set[int] = set()
     if args.source == "csv":
-        events, trained_on = _csv_log(args)  # already in event-time order, nothing to decode
+        events, trained_on, unlabelled = _csv_log(args)  # already in event-time order, nothing to decode
     elif args.source == "kafka":
         records = rp.kafka_records(settings)
         trained_on = {"source": "kafka", "topics_prefix": settings.topic_prefix, "records": len(records)}
@@ -135,7 +143,14 @@ def _train(args, settings) -> int:
     with _progress(iterable=events, desc="replay", unit="event") as replaying:
         log = rp.replay(replaying)
     examples = log.examples
-    config = TrainConfig(epochs=args.epochs, hidden=args.hidden, target_fpr=args.target_fpr, seed=args.seed)
+    config = TrainConfig(
+        epochs=args.epochs,
+        hidden=args.hidden,
+        target_fpr=args.target_fpr,
+        target_alert_rate=args.target_alert_rate,
+        seed=args.seed,
+    )
+    labels, known = log.labelled(unlabelled)
     with _progress(total=args.epochs, desc="train", unit="epoch") as bar:
 
         def epoch_done(figures: dict) -> None:
@@ -143,11 +158,7 @@ def _train(args, settings) -> int:
             bar.set_postfix(val_auc_pr=f"{figures['val_auc_pr']:.3f}")
 
         model, report = train(
-            [e.request for e in examples],
-            [log.label(e.transaction_id) for e in examples],
-            [e.ts_ms for e in examples],
-            config,
-            on_epoch=epoch_done,
+            [e.request for e in examples], labels, [e.ts_ms for e in examples], config, on_epoch=epoch_done, known=known
         )
     report["replay"] = {"events": log.events, "undecodable": dict(skipped), "labels": len(log.labels)}
     trained_on["windows"] = report["windows"]
@@ -222,14 +233,26 @@ def _train_recs(args, settings, events, fraud_model, examples, trained_on: dict)
 
 
 def _evaluate(args, settings) -> int:
-    from fraudgraph.evaluation.evaluate import EVALUATORS
+    from fraudgraph.evaluation.evaluate import EVALUATORS, NEEDS_LOG
 
+    log_args = f" --csv {args.csv} --mapping {args.mapping}" if args.dataset in NEEDS_LOG else ""
     command = (
         f"fraudgraph evaluate {args.dataset}"
+        + log_args
         + (f" --seed {args.seed}" if args.seed is not None else "")
         + (f" --out {args.out}" if args.out else "")
     )
-    EVALUATORS[args.dataset](args.seed, args.out, command)
+    if args.dataset not in NEEDS_LOG:
+        if args.csv or args.mapping:
+            raise SystemExit(f"error: --csv and --mapping are for `evaluate csv`, not {args.dataset}")
+        EVALUATORS[args.dataset](args.seed, args.out, command)
+        return 0
+    if not args.csv or not args.mapping:
+        raise SystemExit(f"error: evaluate {args.dataset} needs --csv PATH and --mapping MAPPING.toml")
+    try:
+        EVALUATORS[args.dataset](args.seed, args.out, command, csv=args.csv, mapping=args.mapping)
+    except (OSError, ValueError) as exc:  # CsvLogError / CsvLogMappingError name the file, line and field
+        raise SystemExit(f"error: {exc}") from None
     return 0
 
 
@@ -386,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--epochs", type=int, default=40)
     tr.add_argument("--hidden", type=int, default=32)
     tr.add_argument("--target-fpr", type=float, default=0.01, help="the validation FPR the threshold is chosen for")
+    tr.add_argument(
+        "--target-alert-rate",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="choose the threshold to flag at most this share of all validation transactions instead (0.005: 0.5%%)",
+    )
     tr.add_argument("--no-register", dest="register", action="store_false", help="train and report only")
     tr.add_argument("--no-promote", action="store_true", help="register without making it CURRENT")
     tr.add_argument("--report", help="write the full training report (JSON) here")
@@ -411,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="JSON report path (default benchmarks/results/<dataset>.json or evaluate_<dataset>.json)",
     )
+    ev.add_argument("--csv", metavar="PATH", help="csv: the labelled transaction log")
+    ev.add_argument("--mapping", metavar="MAPPING.toml", help="csv: its column mapping (connectors/csv_log_mapping.py)")
     ev.set_defaults(func=_evaluate)
 
     sc = sub.add_parser(

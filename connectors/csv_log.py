@@ -15,6 +15,9 @@ What comes out
 * Merged by event time. Ties: at one instant transactions come before reports, and each kind comes
   in file order (a report in its transaction's file order), so the output is a pure function of the
   file and the mapping.
+* A row whose label is one of the mapping's ``unknown_values`` gets no report, like an unlabelled
+  one; pass a set as ``unlabelled`` and its transaction id is added to it, so training and
+  evaluation can mask it out rather than count it as legitimate (exhaust the events first).
 * Synthetic positions: ``lsn`` 1, 2, 3, ... in output order (state treats LSN 0 as "nothing
   applied", so numbering starts at 1), ``ts_ms`` the event time in epoch milliseconds, no ``tx_id``.
 
@@ -109,15 +112,17 @@ def read_csv_log(
     rejected: list[RejectedRow] | None = None,
     ids: IdMap | None = None,
     label_of: LabelOf | None = None,
+    unlabelled: set[int] | None = None,
 ) -> Iterator[DomainEvent]:
     """The log's transactions and label reports as domain events, in event-time order.
 
     ``label_of`` labels rows from data outside the file (``amlsim.py`` joins per-account labels);
-    it replaces ``columns.label``, so the two together are an error.
+    it replaces ``columns.label``, so the two together are an error. ``unlabelled`` collects the
+    transaction ids of rows labelled with one of ``mapping.unknown_values``, as the events are read.
     """
     if label_of is not None and mapping.columns.label is not None:
         raise ValueError("both columns.label and label_of label the rows; use one")
-    rows = _parsed_rows(Path(path), mapping, rejected, ids if ids is not None else IdMap(), label_of)
+    rows = _parsed_rows(Path(path), mapping, rejected, ids if ids is not None else IdMap(), label_of, unlabelled)
     if not mapping.time_ordered:
         rows = iter(sorted(rows, key=lambda pair: pair[0].key))
     return _merged(rows)
@@ -145,7 +150,12 @@ def _event(pending: _Pending, lsn: int) -> DomainEvent:
 
 
 def _parsed_rows(
-    path: Path, mapping: CsvLogMapping, rejected: list[RejectedRow] | None, ids: IdMap, label_of: LabelOf | None
+    path: Path,
+    mapping: CsvLogMapping,
+    rejected: list[RejectedRow] | None,
+    ids: IdMap,
+    label_of: LabelOf | None,
+    unlabelled: set[int] | None,
 ) -> Iterator[tuple[_Pending, _Pending | None]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=mapping.delimiter)
@@ -168,7 +178,7 @@ def _parsed_rows(
                         outside_label = label_of(dict(zip(header, fields)))
                     except ValueError as exc:
                         raise _Malformed(f"label_of: {exc}") from None
-                transaction, label = row_parser.parse(fields, seq)
+                transaction, label, unknown = row_parser.parse(fields, seq)
                 if label_of is not None:
                     label = outside_label
             except _Malformed as exc:
@@ -185,6 +195,8 @@ def _parsed_rows(
                     "the file is not in time order (set time_ordered = false to sort in memory)",
                 )
             last_ts = ts
+            if unknown and unlabelled is not None:
+                unlabelled.add(transaction.values["transaction_id"])
             report = None
             if label or (label is False and mapping.report_negatives):
                 report_id += 1
@@ -221,6 +233,7 @@ class _RowParser:
         self.account_values = {v.strip() for v in mapping.account_values}
         self.fraud_values = {v.strip().casefold() for v in mapping.fraud_values}
         self.non_fraud_values = {v.strip().casefold() for v in mapping.non_fraud_values}
+        self.unknown_values = {v.strip().casefold() for v in mapping.unknown_values}
 
     def optional_text(self, fields: list[str], name: str) -> str | None:
         i = self.index.get(name)
@@ -233,7 +246,9 @@ class _RowParser:
             raise _Malformed(f"columns.{name} ({getattr(self.mapping.columns, name)!r}) is empty")
         return value
 
-    def parse(self, fields: list[str], seq: int) -> tuple[_Pending, bool | None]:
+    def parse(self, fields: list[str], seq: int) -> tuple[_Pending, bool | None, bool]:
+        """The pending transaction, its label (None: none), and whether the label is declared
+        unknown (one of ``unknown_values``: to be masked, not counted as legitimate)."""
         m = self.mapping
         ts_ms, at = self.time(self.text(fields, "time"))
         amount = _amount(self.text(fields, "amount"))
@@ -241,7 +256,9 @@ class _RowParser:
         target_is = m.target_is if m.target_is != "column" else self._target_kind(self.text(fields, "target_kind"))
         kind = self.optional_text(fields, "kind")
         kind = m.default_kind if kind is None else m.kind_values.get(kind, kind)
-        label = self._label(self.optional_text(fields, "label")) if "label" in self.index else None
+        raw_label = self.optional_text(fields, "label") if "label" in self.index else None
+        unknown = "label" in self.index and (raw_label or "").casefold() in self.unknown_values
+        label = None if unknown else self._label(raw_label)
         raw_tx = self.text(fields, "transaction_id") if "transaction_id" in self.index else None
         if m.ids == "integer":  # check every id before the first one is used
             source_id, target_id = _integer("source", source), _integer("target", target)
@@ -264,7 +281,7 @@ class _RowParser:
             "created_at": at,
             "updated_at": at,
         }
-        return _Pending((ts_ms, 0, seq), TransactionCreated, values), label
+        return _Pending((ts_ms, 0, seq), TransactionCreated, values), label, unknown
 
     def report(self, transaction: _Pending, report_id: int, kind: str) -> _Pending:
         ts_ms, _, seq = transaction.key

@@ -76,6 +76,12 @@ class CsvLogMapping:
     # known non-fraud rows get a "false_positive" report only if report_negatives.
     fraud_values: frozenset[str] = frozenset({"1", "true"})
     non_fraud_values: frozenset[str] = frozenset({"0", "false"})
+    # Label codes that mean "not labelled" (e.g. {"2"}; "" names the empty cell). Such a row is still
+    # a transaction (replayed, in the graph) but no label: training and evaluation leave it out of the
+    # loss and the metrics (read_csv_log's ``unlabelled``). Without it, an unreported transaction is
+    # legitimate, which is right for a bank's own history (everything fraud was reported) and wrong
+    # for a log whose labeller skipped rows.
+    unknown_values: frozenset[str] = frozenset()
     label_delay_s: float = 0.0
     fraud_report_kind: str = "confirmed_fraud"
     report_negatives: bool = False
@@ -110,6 +116,13 @@ class CsvLogMapping:
             fraud, clean = _folded(self.fraud_values), _folded(self.non_fraud_values)
             if fraud & clean:
                 raise CsvLogMappingError(f"fraud_values and non_fraud_values overlap: {sorted(fraud & clean)}")
+            unknown = _folded(self.unknown_values)
+            if unknown & (fraud | clean):
+                raise CsvLogMappingError(
+                    f"unknown_values overlap fraud_values or non_fraud_values: {sorted(unknown & (fraud | clean))}"
+                )
+        elif self.unknown_values:
+            raise CsvLogMappingError("unknown_values needs columns.label: they are codes of the label column")
         if len(self.delimiter) != 1:
             raise CsvLogMappingError(f"delimiter must be one character, got {self.delimiter!r}")
 
@@ -142,6 +155,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "status": (str,),
     "fraud_values": (list,),
     "non_fraud_values": (list,),
+    "unknown_values": (list,),
     "label_delay_s": (int, float),
     "fraud_report_kind": (str,),
     "report_negatives": (bool,),
@@ -181,7 +195,7 @@ def parse_csv_log_mapping(data: dict) -> CsvLogMapping:
                 f"{key}: expected {' or '.join(t.__name__ for t in _OPTION_TYPES[key])}, got {value!r}"
             )
         options[key] = value
-    for key in ("merchant_values", "account_values", "fraud_values", "non_fraud_values"):
+    for key in ("merchant_values", "account_values", "fraud_values", "non_fraud_values", "unknown_values"):
         if key in options:
             if not all(isinstance(v, str) for v in options[key]):
                 raise CsvLogMappingError(f"{key}: expected a list of strings, got {options[key]!r}")

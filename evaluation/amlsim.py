@@ -1,103 +1,59 @@
-"""AMLSim fan-in laundering: the R-GCN against an MLP and gradient-boosted trees on a transaction log
-replayed point-in-time, split by time, all measured in the same run.
+"""AMLSim fan-in laundering: the transaction-log evaluation (``evaluation/csv_log.py``: the R-GCN
+against an MLP and gradient-boosted trees, replayed point-in-time, split by time, with and without
+the amount) on the AMLSim sample, with the sample's own labels and analysis.
 
     fraudgraph evaluate amlsim [--seed 0] [--out benchmarks/results/evaluate_amlsim.json]
     python -m fraudgraph.evaluation.amlsim [--seed 0] [--out PATH] [--max-step N] [--quick] [--threads 2]
+    python -m fraudgraph.evaluation.amlsim --write-labelled-csv PATH   # for `evaluate csv`
 
-What is evaluated, and how
---------------------------
-``connectors/amlsim.py`` turns the sample into domain events (a ``TransactionCreated`` per transfer,
-a late ``FraudReported`` per laundering one; see its docstring for the label definition). They are
-replayed in event-time order through the worker's own state code (``training/replay.py``), so every
-example is the transfer's scoring request exactly as the worker would have built it, and labels
-come from the reports only. The examples are cut into three windows of whole time steps (a step is
-one AMLSim day: every transfer of a step has the same time, so a cut inside a step would put
-simultaneous transfers on both sides), as close as possible to 60/20/20 by count: train on the
-first, select on the second (epochs, and the threshold at 1% FPR), report on the last.
-
-The three models, each on what it is meant to show:
-
-* ``rgcn``: ``training/train.py`` ``train``, the served forward (``models/batch.py``) on the request:
-  the transfer, its sender and its receiver, each with its per-relation neighbour means.
-* ``mlp``: ``evaluation/baselines.py`` ``train_mlp`` on the transfer's own raw features only
-  (z-scored with the training window's statistics).
-* ``gbt``: ``train_gbt`` on the transfer's features plus the neighbour aggregates of the same
-  snapshot: each node of the request becomes a row of its own features, its per-relation neighbour
-  means and log1p(neighbour count) (``state_rows``), and the sender's and receiver's rows reach the
-  transfer through ``neighbour_aggregates`` (the point-in-time star, ``point_in_time_graph``). Unlike
-  the R-GCN, which averages, the trees therefore also see counts: the sender's out-degree and the
-  receiver's in-degree so far, which is what a fan-in is.
-
-Without the amount
-------------------
-In this sample the amount alone separates the pattern transfers (2.00-4.98 against >= 100.04
-everywhere else), so "with the amount" mostly measures who finds that threshold. Each model is
-therefore also trained and scored *without the amount*: ``without_amount`` zeroes the log-amount
-column of every transaction feature vector and of every neighbour sum over transactions in the
-snapshots, which is exactly what replaying the same log with every amount 0 gives
-(``log1p(0) = 0``; tested), so no feature anywhere can see an amount, the neighbours' means
-included. What is left is structure: who pays whom and how often. The transfer's own features are
-then constant (every row is a "transfer" and a step is a whole day, so the hour is constant too),
-so the MLP without the amount is at chance by construction; it is the "no graph" reference.
+What this adds to the generic path
+----------------------------------
+* Labels: ``transactions.csv`` has no label column; ``connectors/amlsim.py`` joins per-account
+  labels from ``nodes.csv`` (see its docstring for the per-transfer definition). The same labels
+  written as a column (``--write-labelled-csv``) and read with ``mappings/amlsim_labelled.toml``
+  make ``fraudgraph evaluate csv`` replay the very same events
+  (benchmarks/results/evaluate_csv.md).
+* A slice (``max_step``): the transfers of the first steps and the reports about them.
+* Windows also named by AMLSim step (a step is one day; every transfer of a step has the same
+  time, so the generic split's cuts between distinct times are cuts between whole steps).
+* The analysis: in this sample the amount alone separates the pattern transfers (2.00-4.98 against
+  >= 100.04 everywhere else), so "with the amount" mostly measures who finds that threshold. The
+  amount alone is reported as a rule (``rules_test.amount_rule``), and recall is reported for
+  pattern-sized and ordinary-sized laundering apart. Without the amount the transfer's own
+  features are constant (every row is a "transfer" at a whole day), so the MLP without it is at
+  chance by construction; it is the "no graph" reference.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
-import json
+import csv
 import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from fraudgraph.connectors import events as ev
-from fraudgraph.connectors.amlsim import AMLSIM_MAPPING, DEFAULT_AMLSIM_DIR, read_amlsim
+from fraudgraph.connectors.amlsim import (
+    AMLSIM_MAPPING,
+    DEFAULT_AMLSIM_DIR,
+    load_laundering_accounts,
+    read_amlsim,
+    transfer_labels,
+)
 from fraudgraph.connectors.csv_log_mapping import EPOCH, load_csv_log_mapping
-from fraudgraph.evaluation.baselines import ModelRun, train_gbt, train_mlp
-from fraudgraph.evaluation.yelpchi import format_table, split_metrics
-from fraudgraph.machine import machine
-from fraudgraph.models.batch import ScoringRequest, encode
-from fraudgraph.models.features import ACCOUNT_KINDS, FEATURE_WIDTHS, TRANSACTION_KINDS
-from fraudgraph.models.hetero import FRAUD_NODE_TYPES, FRAUD_RELATIONS
-from fraudgraph.models.incremental import NeighbourSums, NodeState
-from fraudgraph.models.rgcn import HeteroRGCN
-from fraudgraph.training.replay import replay
-from fraudgraph.training.scoring_metrics import auc_roc, threshold_for_fpr
-from fraudgraph.training.splits import Split
-from fraudgraph.training.train import TrainConfig, train
-from fraudgraph.training.train import evaluate as at_threshold
+from fraudgraph.evaluation.csv_log import AMOUNT, evaluate_events
+from fraudgraph.models.batch import ScoringRequest
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "evaluate_amlsim.json"
-TARGET_FPR = 0.01
-TRAIN_FRAC, VAL_FRAC = 0.6, 0.2
-AMOUNT = 0  # column of log1p(amount) in models.features.transaction_features
 PATTERN_MAX_AMOUNT = 100.0  # pattern transfers are 2.00-4.98 here, all others >= 100.04 (connectors/amlsim.py)
-# Names of the raw feature columns (models/features.py), for the trees' report.
-RAW_FEATURE_NAMES = {
-    "Transaction": ["log_amount", *(f"kind_{k}" for k in (*TRANSACTION_KINDS, "other")), "hour_sin", "hour_cos"],
-    "Account": [f"kind_{k}" for k in (*ACCOUNT_KINDS, "other")],
-    "Customer": ["one", "kyc_level"],
-    "Merchant": ["one"],
-    "Device": ["one"],
-    "IP": ["one"],
-}
-assert all(len(RAW_FEATURE_NAMES[t]) == w for t, w in FEATURE_WIDTHS.items())
-# Budgets: the full evaluation, and a quick one for tests and smoke runs on a slice.
-FULL: dict[str, dict[str, int]] = {"rgcn": {}, "mlp": {}, "gbt": {}}
-QUICK: dict[str, dict[str, int]] = {
-    "rgcn": {"epochs": 4, "patience": 2},
-    "mlp": {"max_epochs": 20, "patience": 5},
-    "gbt": {"max_iter": 60},
-}
+LABEL_COLUMN = "isLaundering"  # the column --write-labelled-csv adds (mappings/amlsim_labelled.toml)
 
 
 # ---- the log ----
@@ -129,6 +85,24 @@ def load_events(directory: Path | str = DEFAULT_AMLSIM_DIR, max_step: int | None
     return out
 
 
+def write_labelled_csv(path: Path | str, directory: Path | str = DEFAULT_AMLSIM_DIR) -> int:
+    """``transactions.csv`` with the per-transfer label as a column (``LABEL_COLUMN``, 1/0), for any
+    reader of labelled logs (``fraudgraph evaluate csv`` with ``mappings/amlsim_labelled.toml``).
+    Returns the number of laundering rows."""
+    directory = Path(directory)
+    label_of = transfer_labels(load_laundering_accounts(directory / "nodes.csv"), load_csv_log_mapping(AMLSIM_MAPPING))
+    laundering = 0
+    with open(directory / "transactions.csv", newline="") as src, open(path, "w", newline="") as dst:
+        reader, writer = csv.DictReader(src), csv.writer(dst)
+        assert reader.fieldnames is not None
+        writer.writerow([*reader.fieldnames, LABEL_COLUMN])
+        for row in reader:
+            label = int(bool(label_of(row)))  # the AMLSim labeller never answers "unknown"
+            laundering += label
+            writer.writerow([*row.values(), label])
+    return laundering
+
+
 def _step_clock() -> tuple[int, int]:
     """(epoch ms of step 0, ms per step) of the AMLSim mapping."""
     m = load_csv_log_mapping(AMLSIM_MAPPING)
@@ -145,243 +119,24 @@ def step_of(ts_ms: int) -> int:
     return (ts_ms - origin) // per_step
 
 
-# ---- the split ----
+# ---- the analysis ----
 
 
-def time_split(ts_ms: Sequence[int], train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC) -> tuple[int, int]:
-    """Cut points ``a``, ``b`` (train ``[0, a)``, validation ``[a, b)``, test ``[b, n)``) of a
-    time-sorted sequence, each at the boundary between two distinct times nearest to its target
-    fraction, so no instant is on both sides of a cut."""
-    n = len(ts_ms)
-    if any(x > y for x, y in zip(ts_ms, ts_ms[1:])):
-        raise ValueError("examples must be in time order")
-
-    def cut(k: int, lo: int) -> int:
-        k = min(max(k, 1), n - 1)
-        left, right = bisect.bisect_left(ts_ms, ts_ms[k]), bisect.bisect_right(ts_ms, ts_ms[k])
-        options = [c for c in (left, right) if lo < c < n]
-        if not options:
-            raise ValueError("too few distinct times for three windows")
-        return min(options, key=lambda c: (abs(c - k), c))
-
-    a = cut(int(n * train_frac), 0)
-    b = cut(int(n * (train_frac + val_frac)), a)
-    return a, b
+def _log_amount(requests: Sequence[ScoringRequest]) -> np.ndarray:
+    return np.array([r.target.features[AMOUNT] for r in requests])
 
 
-def train_config_for(n: int, a: int, b: int, **overrides) -> TrainConfig:
-    """``train``'s fractions that reproduce the cuts exactly (it cuts at ``int(n * frac)``)."""
-    return TrainConfig(train_frac=(a + 0.5) / n, val_frac=(b - a) / n, target_fpr=TARGET_FPR, **overrides)
+def size_groups(requests: Sequence[ScoringRequest]) -> dict[str, np.ndarray]:
+    """For the analysis only, never a feature: the pattern transfers are the small ones (2.00-4.98;
+    every other transfer is >= 100.04), the rest of the labels are ordinary-sized transfers
+    between laundering accounts (connectors/amlsim.py). Recall is reported for each kind."""
+    pattern = _log_amount(requests) < math.log1p(PATTERN_MAX_AMOUNT)
+    return {"pattern_sized": pattern, "ordinary_sized": ~pattern}
 
 
-# ---- removing the amount ----
-
-
-def without_amount(requests: Sequence[ScoringRequest]) -> list[ScoringRequest]:
-    """The requests as a replay of the same log with every amount 0 would build them: the
-    log-amount column is zeroed in every transaction's own features and in every neighbour sum
-    over transactions (a sum of zeros). New objects; the inputs are not changed."""
-    tx_width = FEATURE_WIDTHS["Transaction"]
-
-    def strip(features: list[float]) -> list[float]:
-        if len(features) != tx_width:
-            raise ValueError("a transaction feature vector of the wrong width")
-        return [0.0 if i == AMOUNT else v for i, v in enumerate(features)]
-
-    def state(s) -> NodeState:
-        sums = {k: strip(v) if k.startswith("Transaction:") else list(v) for k, v in s.neighbours.sums.items()}
-        own = strip(s.features) if s.node_type == "Transaction" else list(s.features)
-        return NodeState(s.node_type, own, NeighbourSums(dict(s.neighbours.counts), sums))
-
-    return [
-        ScoringRequest(state(r.target), {k: [state(s) for s in v] for k, v in r.neighbours.items()}) for r in requests
-    ]
-
-
-# ---- the baselines' inputs ----
-
-
-def _incoming() -> dict[str, list]:
-    out: dict[str, list] = {t: [] for t in FRAUD_NODE_TYPES}
-    for rel in FRAUD_RELATIONS:
-        out[rel.dst].append(rel)
-    return out
-
-
-def state_rows(node_type: str) -> list[str]:
-    """Column names of ``state_row`` for one node type."""
-    names = [f"{node_type}.{c}" for c in RAW_FEATURE_NAMES[node_type]]
-    for rel in _incoming()[node_type]:
-        names += [f"{node_type}<{rel.name}.mean_{c}" for c in RAW_FEATURE_NAMES[rel.src]] + [
-            f"{node_type}<{rel.name}.log_count"
-        ]
-    return names
-
-
-def state_row(s) -> list[float]:
-    """A node state as one row: own raw features, then per relation into its type the mean of the
-    neighbours' raw features (zeros for none) and log1p(neighbour count)."""
-    row = list(s.features)
-    for rel in _incoming()[s.node_type]:
-        n = s.neighbours.counts.get(rel.key, 0)
-        row += [v / n for v in s.neighbours.sums[rel.key]] if n else [0.0] * FEATURE_WIDTHS[rel.src]
-        row.append(math.log1p(n))
-    return row
-
-
-def own_features(requests: Sequence[ScoringRequest]) -> Tensor:
-    return torch.tensor([r.target.features for r in requests], dtype=torch.float32)
-
-
-def point_in_time_graph(requests: Sequence[ScoringRequest]) -> tuple[Tensor, dict[str, Tensor], list[str]]:
-    """The snapshots as one graph for ``neighbour_aggregates``: rows ``0..n-1`` are the targets,
-    then one row per neighbour snapshot (a neighbour seen by two targets is two rows, at two
-    versions), with an edge snapshot -> target under the relation's key. Rows share one layout of
-    per-type column blocks (``state_row``; zeros in other types' blocks); columns constant over all
-    rows are dropped (their aggregates would say nothing the log-degree column does not)."""
-    types = sorted(
-        {r.target.node_type for r in requests}
-        | {s.node_type for r in requests for v in r.neighbours.values() for s in v},
-        key=FRAUD_NODE_TYPES.index,
-    )
-    offsets, width = {}, 0
-    for t in types:
-        offsets[t], width = width, width + len(state_rows(t))
-    rows: list[list[float]] = []
-
-    def add(s) -> int:
-        row = [0.0] * width
-        values = state_row(s)
-        row[offsets[s.node_type] : offsets[s.node_type] + len(values)] = values
-        rows.append(row)
-        return len(rows) - 1
-
-    for r in requests:
-        add(r.target)
-    edges: dict[str, list[tuple[int, int]]] = {}
-    for i, r in enumerate(requests):
-        for key, states in r.neighbours.items():
-            for s in states:
-                edges.setdefault(key, []).append((add(s), i))
-    x = torch.tensor(rows, dtype=torch.float32)
-    names = [n for t in types for n in state_rows(t)]
-    varying = (x != x[:1]).any(0) if len(x) else torch.zeros(width, dtype=torch.bool)
-    edge_indices = {key: torch.tensor(e, dtype=torch.long).t().contiguous() for key, e in sorted(edges.items())}
-    return x[:, varying], edge_indices, [n for n, keep in zip(names, varying.tolist()) if keep]
-
-
-# ---- the models ----
-
-
-@torch.no_grad()
-def rgcn_scores(model: HeteroRGCN, requests: Sequence[ScoringRequest], batch_size: int = 4096) -> np.ndarray:
-    """Probabilities from the served forward in float32 (as ``train`` trains and selects); the
-    sigmoid in float64, so confident scores do not all round to 1.0 and tie."""
-    model.eval()
-    out = [
-        torch.sigmoid(
-            model.score_batch(encode(requests[i : i + batch_size], model).to("cpu", torch.float32))[0][:, 0].double()
-        ).numpy()
-        for i in range(0, len(requests), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def run_rgcn(requests, labels, ts, a: int, b: int, seed: int, overrides: dict) -> ModelRun:
-    started = time.perf_counter()
-    model, report = train(requests, labels, ts, train_config_for(len(requests), a, b, seed=seed, **overrides))
-    if report["validation"]["n"] != b - a or report["test"]["n"] != len(requests) - b:
-        raise AssertionError("train() cut the windows elsewhere than time_split")
-    seconds = time.perf_counter() - started
-    info = {
-        "config": report["config"],
-        "epochs_run": report["epochs_run"],
-        "best_val_auc_pr": round(max(h["val_auc_pr"] for h in report["history"]), 4),
-        "encode_seconds": report["encode_seconds"],
-        "train_report_test": report["test"],
-    }
-    return ModelRun("rgcn", rgcn_scores(model, requests), seconds, info)
-
-
-def run_mlp(requests, labels, split: Split, seed: int, overrides: dict) -> ModelRun:
-    x = own_features(requests)
-    tr = x[split.train]
-    x = (x - tr.mean(0)) / torch.where(tr.std(0) > 0, tr.std(0), torch.ones(()))  # train-window statistics only
-    run = train_mlp(x, torch.tensor(labels), split, seed, **overrides)
-    run.info["features"] = RAW_FEATURE_NAMES["Transaction"]
-    return run
-
-
-def run_gbt(requests, labels, split: Split, seed: int, overrides: dict) -> ModelRun:
-    started = time.perf_counter()
-    x, edge_indices, names = point_in_time_graph(requests)
-    build_s = time.perf_counter() - started
-    n = len(requests)
-    run = train_gbt(x, edge_indices, torch.tensor(labels), split, seed, feature_names=names, **overrides)
-    run.info.update(
-        own_columns=names,
-        relations=sorted(edge_indices),
-        snapshot_rows=int(x.size(0) - n),
-        build_seconds=round(build_s, 2),
-    )
-    return replace(run, scores=run.scores[:n], train_seconds=run.train_seconds + build_s)
-
-
-def _windows(y: np.ndarray, ts: Sequence[int], a: int, b: int) -> dict:
-    out = {}
-    for name, (i, j) in (("train", (0, a)), ("validation", (a, b)), ("test", (b, len(ts)))):
-        out[name] = {
-            "n": j - i,
-            "positives": int(y[i:j].sum()),
-            "first_step": step_of(ts[i]),
-            "last_step": step_of(ts[j - 1]),
-            "first_ts_ms": int(ts[i]),
-            "last_ts_ms": int(ts[j - 1]),
-            "fraction": round((j - i) / len(ts), 4),
-        }
-    return out
-
-
-def _measure(y: np.ndarray, run: ModelRun, split: Split, groups: dict[str, np.ndarray]) -> dict:
-    """Threshold-free test figures, and the test figures at the threshold chosen on validation.
-    Scores in float64: a "flag nothing" threshold is the next float64 above the top score, which
-    a float32 comparison would round back down onto it."""
-    run = replace(run, scores=np.asarray(run.scores, dtype=np.float64))
-    val, test = split.val.numpy(), split.test.numpy()
-    threshold = threshold_for_fpr(y[val], run.scores[val], TARGET_FPR)
-    at = at_threshold(y[test], run.scores[test], threshold, TARGET_FPR)
-    caught = (run.scores[test] >= threshold) & (y[test] == 1)
-    by_size = {
-        name: round(float(caught[g[test]].sum() / ((y[test] == 1) & g[test]).sum()), 4)
-        for name, g in groups.items()
-        if ((y[test] == 1) & g[test]).any()
-    }
-    return dict(
-        split_metrics(y, run, test),
-        val_auc_roc=round(auc_roc(y[val], run.scores[val]), 4),
-        threshold=threshold,
-        recall_at_val_threshold=at["recall_at_threshold"],
-        fpr_at_val_threshold=at["fpr_at_threshold"],
-        recall_at_val_threshold_by_size=by_size,
-    )
-
-
-def _compare(
-    requests, labels, ts, split: Split, a: int, b: int, seed: int, budget: dict, groups: dict[str, np.ndarray]
-) -> tuple[dict, dict, dict]:
-    y = np.asarray(labels)
-    runs, seconds = [], {}
-    for name, fit in (
-        ("mlp", lambda: run_mlp(requests, labels, split, seed, budget["mlp"])),
-        ("gbt", lambda: run_gbt(requests, labels, split, seed, budget["gbt"])),
-        ("rgcn", lambda: run_rgcn(requests, labels, ts, a, b, seed, budget["rgcn"])),
-    ):
-        started = time.perf_counter()
-        runs.append(fit())
-        seconds[name] = round(time.perf_counter() - started, 1)
-        print(f"  {name}: {seconds[name]} s", flush=True)
-    results = {r.name: _measure(y, r, split, groups) for r in runs}
-    return results, {r.name: r.info for r in runs}, seconds
+def amount_rule(requests: Sequence[ScoringRequest]) -> dict[str, np.ndarray]:
+    """The amount as the only score (lower = more suspicious): how far the amount alone goes here."""
+    return {"amount_rule": -_log_amount(requests)}
 
 
 def evaluate(
@@ -392,83 +147,31 @@ def evaluate(
     max_step: int | None = None,
     quick: bool = False,
 ) -> dict:
-    t0 = time.perf_counter()
-    budget = QUICK if quick else FULL
-    events = load_events(source or DEFAULT_AMLSIM_DIR, max_step)
-    load_s = time.perf_counter() - t0
     started = time.perf_counter()
-    log = replay(events)
-    replay_s = time.perf_counter() - started
-    print(f"replayed {log.events} events -> {len(log.examples)} examples in {replay_s:.1f} s", flush=True)
-    examples = log.examples
-    requests = [e.request for e in examples]
-    labels = [log.label(e.transaction_id) for e in examples]
-    ts = [e.ts_ms for e in examples]
-    y = np.asarray(labels)
-    a, b = time_split(ts)
-    n = len(examples)
-    split = Split(torch.arange(0, a), torch.arange(a, b), torch.arange(b, n))
-    del events, log, examples
-
-    # The amount as the only score (lower = more suspicious): how far the amount alone goes here.
-    log_amount = np.array([r.target.features[AMOUNT] for r in requests])
-    amount_rule = ModelRun("amount_rule", -log_amount, 0.0)
-    # For the analysis only, never a feature: the pattern transfers are the small ones (2.00-4.98;
-    # every other transfer is >= 100.04), the rest of the labels are ordinary-sized transfers
-    # between laundering accounts (connectors/amlsim.py). Recall is reported for each kind.
-    pattern = log_amount < math.log1p(PATTERN_MAX_AMOUNT)
-    groups = {"pattern_sized": pattern, "ordinary_sized": ~pattern}
-    test = split.test.numpy()
-    variants, info, seconds = {}, {}, {}
-    for variant in ("with_amount", "without_amount"):
-        print(f"{variant}:", flush=True)
-        if variant == "without_amount":
-            requests = without_amount(requests)
-        variants[variant], info[variant], seconds[variant] = _compare(
-            requests, labels, ts, split, a, b, seed, budget, groups
-        )
-        print(format_table(variants[variant]), flush=True)
-
-    report = {
-        "benchmark": "amlsim",
-        "command": command or "python -m fraudgraph.evaluation.amlsim " + " ".join(sys.argv[1:]),
-        "machine": machine("cpu"),
-        "data": {
-            "source": "IBM AMLSim fan-in sample (../shared/datasets/amlsim_fanin200)",
-            "max_step": max_step,
-            "transfers": n,
-            "laundering": int(y.sum()),
-            "test_laundering_by_size": {k: int((y[test] == 1)[g[test]].sum()) for k, g in groups.items()},
-            "label": "connectors/amlsim.py: both ends laundering accounts, "
-            "at or after the sender's fraudStep; labels only from the replayed FraudReported events",
-        },
-        "split": {
-            "by": "time",
-            "whole_steps": True,
-            "target_fractions": [TRAIN_FRAC, VAL_FRAC, round(1 - TRAIN_FRAC - VAL_FRAC, 4)],
-            "windows": _windows(y, ts, a, b),
-        },
-        "target_fpr": TARGET_FPR,
-        "budget": "quick" if quick else "full",
-        "seed": seed,
-        "results_test": variants,
-        "amount_rule_test": {k: v for k, v in _measure(y, amount_rule, split, groups).items() if k != "train_seconds"},
-        "model_info": info,
-        "seconds": {
-            "load": round(load_s, 1),
-            "replay": round(replay_s, 1),
-            "models": seconds,
-            "wall": round(time.perf_counter() - t0, 1),
-        },
+    events = load_events(source or DEFAULT_AMLSIM_DIR, max_step)
+    load_s = time.perf_counter() - started
+    data = {
+        "source": "IBM AMLSim fan-in sample (../shared/datasets/amlsim_fanin200)",
+        "max_step": max_step,
+        "label": "connectors/amlsim.py: both ends laundering accounts, "
+        "at or after the sender's fraudStep; labels only from the replayed FraudReported events",
     }
-    path = Path(out) if out else DEFAULT_OUT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
-    return report
+    return evaluate_events(
+        events,
+        benchmark="amlsim",
+        data=data,
+        seed=seed,
+        out=Path(out) if out else DEFAULT_OUT,
+        command=command or "python -m fraudgraph.evaluation.amlsim " + " ".join(sys.argv[1:]),
+        quick=quick,
+        groups=size_groups,
+        rules=amount_rule,
+        time_fields=lambda first, last: {"first_step": step_of(first), "last_step": step_of(last)},
+        load_seconds=load_s,
+    )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
@@ -482,7 +185,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--quick", action="store_true", help="small training budgets (tests, smoke runs)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--write-labelled-csv",
+        metavar="PATH",
+        default=None,
+        help="write transactions.csv with the label as a column, for `fraudgraph evaluate csv`, and stop",
+    )
     args = p.parse_args(argv)
+    if args.write_labelled_csv:
+        laundering = write_labelled_csv(args.write_labelled_csv, args.data_dir or DEFAULT_AMLSIM_DIR)
+        print(f"wrote {args.write_labelled_csv}: {laundering} laundering transfers")
+        return None
     if args.threads:
         torch.set_num_threads(args.threads)
     return evaluate(args.seed, args.out, args.data_dir, max_step=args.max_step, quick=args.quick)

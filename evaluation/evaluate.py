@@ -3,11 +3,15 @@
 Each evaluator takes ``(seed, out, command)`` and returns its JSON report (also written to
 ``out`` or its default under ``benchmarks/results/``). Add a dataset by adding an entry to
 ``EVALUATORS``; imports stay inside the functions so the CLI starts without loading torch models.
+``csv`` is any labelled transaction log, so it also takes the log and its mapping
+(``NEEDS_LOG``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+NEEDS_LOG = frozenset({"csv"})  # evaluators that take csv= and mapping=
 
 
 def _aifb(seed: int | None, out: str | None, command: str) -> dict:
@@ -30,6 +34,12 @@ def _amlsim(seed: int | None, out: str | None, command: str) -> dict:
     return evaluate(seed=0 if seed is None else seed, out=out, command=command)
 
 
+def _csv(seed: int | None, out: str | None, command: str, *, csv: str, mapping: str) -> dict:
+    from fraudgraph.evaluation.csv_log import evaluate
+
+    return evaluate(csv, mapping, seed=0 if seed is None else seed, out=out, command=command)
+
+
 def _recs(dataset: str) -> Callable[[int | None, str | None, str], dict]:
     def run(seed: int | None, out: str | None, command: str) -> dict:
         from fraudgraph.evaluation.recs import evaluate
@@ -39,8 +49,9 @@ def _recs(dataset: str) -> Callable[[int | None, str | None, str], dict]:
     return run
 
 
-EVALUATORS: dict[str, Callable[[int | None, str | None, str], dict]] = {
+EVALUATORS: dict[str, Callable[..., dict]] = {
     "aifb": _aifb,
+    "csv": _csv,
     "recs-simulator": _recs("simulator"),
     "recs-yelpchi": _recs("yelpchi"),
     "amlsim": _amlsim,

@@ -16,7 +16,7 @@ any iterable such as ``connectors.csv_log``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,14 @@ class Replay:
     def label(self, transaction_id: int) -> int:
         """Unreported transactions count as legitimate: the bank's own view at the log's end."""
         return self.labels.get(transaction_id, 0)
+
+    def labelled(self, unlabelled: Collection[int] = ()) -> tuple[list[int], list[bool]]:
+        """Per example, its label and whether it is known. ``unlabelled`` names transactions whose
+        label the source declared unknown (``read_csv_log``'s ``unlabelled``): they are masked out,
+        not counted as legitimate; a report about one still labels it (the later word wins)."""
+        labels = [self.label(e.transaction_id) for e in self.examples]
+        known = [e.transaction_id in self.labels or e.transaction_id not in unlabelled for e in self.examples]
+        return labels, known
 
 
 class _LiveStore(dict):

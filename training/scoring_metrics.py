@@ -1,4 +1,5 @@
-"""Ranking metrics for fraud scores: AUC-ROC, AUC-PR (average precision), recall at a fixed FPR.
+"""Ranking metrics for fraud scores: AUC-ROC, AUC-PR (average precision), recall at a fixed FPR,
+and the thresholds of two operating points (a target FPR, a target alert rate).
 
 Pure numpy so the evaluation, the trainer and the tests share one definition without pulling
 scikit-learn into serving code; the unit tests pin these to scikit-learn's numbers.
@@ -88,3 +89,26 @@ def recall_at_fpr(y, s, fpr: float = 0.01) -> float:
     y, s = _as_arrays(y, s)
     t = threshold_for_fpr(y, s, fpr)
     return float((s[y] >= t).mean())
+
+
+def threshold_for_alert_rate(s, rate: float) -> float:
+    """The lowest score threshold ``t`` such that flagging ``s >= t`` flags at most ``rate`` of all
+    scored transactions (labelled or not): the operating point of a review team that can look at a
+    fixed share of traffic, whatever the labels say. Thresholds sit at distinct score values, so a
+    tie group is flagged whole or not at all; if even the top group is more than ``rate``, returns
+    a value above every score (flag nothing). Needs no labels, so it also reads unlabelled logs."""
+    dtype = np.asarray(s).dtype
+    s = np.asarray(s, dtype=np.float64).ravel()
+    if s.size == 0:
+        raise ValueError("need at least one score")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    if not 0.0 <= rate <= 1.0:  # also refuses NaN
+        raise ValueError(f"rate must be in [0, 1], got {rate!r}")
+    values, counts = np.unique(s, return_counts=True)  # ascending
+    flagged = np.cumsum(counts[::-1])[::-1]  # flagged[i]: how many s >= values[i]
+    ok = np.flatnonzero(flagged / s.size <= rate)  # a share, as the caller wrote it: 29 / 100 == 0.29
+    if ok.size == 0:
+        top = values[-1].astype(dtype) if np.issubdtype(dtype, np.floating) else values[-1]
+        return float(np.nextafter(top, np.array(np.inf, dtype=np.asarray(top).dtype)))
+    return float(values[ok[0]])

@@ -9,8 +9,14 @@ The forward pass is ``HeteroRGCN.score_batch``, the very function that serves th
 encoded requests: what is trained is what is served.
 
 The threshold is the lowest probability whose false-positive rate on the validation window is at
-most ``target_fpr``; the test report shows the recall and the FPR that threshold really gives on the
-later window, next to the threshold-free AUCs.
+most ``target_fpr`` or, with ``target_alert_rate``, that flags at most that share of all the
+window's transactions (what a review team sizes); the test report shows the recall, the FPR and the
+alert rate that threshold really gives on the later window, next to the threshold-free AUCs and the
+recall at 0.1% and 1% FPR.
+
+Unlabelled transactions (``known`` False: a CSV log's ``unknown_values``) stay in the replay, so
+they shape their neighbours' features, and in the windows' time cuts; they are left out of the loss
+and of every labelled metric, and counted in the alert rate, since an alert falls on them too.
 
 The card records the event fields the training data provided that reach a model's inputs
 (``training_fields``, as ``trained_on["fields"]``): a worker whose mapping lacks one of them refuses
@@ -38,7 +44,15 @@ from fraudgraph.models.hetero import FRAUD_RELATIONS
 from fraudgraph.models.rgcn import HeteroRGCN
 from fraudgraph.settings import Settings
 from fraudgraph.streams.state import MODEL_INPUTS
-from fraudgraph.training.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
+from fraudgraph.training.scoring_metrics import (
+    auc_pr,
+    auc_roc,
+    recall_at_fpr,
+    threshold_for_alert_rate,
+    threshold_for_fpr,
+)
+
+OPERATING_FPRS = (0.001, 0.01)  # every report gives the recall at these false-positive rates
 
 
 def trained_fields(present: Iterable[str]) -> list[str]:
@@ -84,7 +98,14 @@ class TrainConfig:
     train_frac: float = 0.6
     val_frac: float = 0.2  # the rest is the test window
     target_fpr: float = 0.01
+    # When set, the threshold flags at most this share of the validation window's transactions
+    # (labelled or not) instead of meeting target_fpr.
+    target_alert_rate: float | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.target_alert_rate is not None and not 0.0 <= self.target_alert_rate <= 1.0:
+            raise ValueError(f"target_alert_rate must be in [0, 1], got {self.target_alert_rate!r}")
 
 
 @dataclass
@@ -93,6 +114,7 @@ class Split:
     labels: list[torch.Tensor]
     first_ts_ms: int
     last_ts_ms: int
+    known: np.ndarray  # per example: its label is known (unknown ones are scored, never measured)
 
     @property
     def y(self) -> np.ndarray:
@@ -100,13 +122,18 @@ class Split:
 
 
 def _split(
-    model: HeteroRGCN, requests: Sequence[ScoringRequest], labels: Sequence[int], ts: Sequence[int], batch_size: int
+    model: HeteroRGCN,
+    requests: Sequence[ScoringRequest],
+    labels: Sequence[int],
+    ts: Sequence[int],
+    known: Sequence[bool],
+    batch_size: int,
 ) -> Split:
     batches, ys = [], []
     for i in range(0, len(requests), batch_size):
         batches.append(encode(requests[i : i + batch_size], model).to("cpu", torch.float32))
         ys.append(torch.tensor(labels[i : i + batch_size], dtype=torch.float32))
-    return Split(batches, ys, ts[0] if ts else 0, ts[-1] if ts else 0)
+    return Split(batches, ys, ts[0] if ts else 0, ts[-1] if ts else 0, np.asarray(known, dtype=bool))
 
 
 @torch.no_grad()
@@ -119,21 +146,38 @@ def predict(model: HeteroRGCN, split: Split) -> np.ndarray:
     )
 
 
-def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float) -> dict[str, float | None]:
-    """Threshold-free and at-threshold figures; the ranking ones are None for a window without
-    both classes (a short log's last window may hold no reported fraud)."""
-    flagged = p >= threshold
+def evaluate(
+    y: np.ndarray, p: np.ndarray, threshold: float, target_fpr: float, known: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """Threshold-free and at-threshold figures over the known labels (``known``; default all); the
+    ranking ones are None for a window without both classes (a short log's last window may hold no
+    reported fraud). The alert rate is over every transaction of the window, labelled or not."""
+    all_flagged = p >= threshold
+    known = np.ones(len(y), dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    y, p, flagged = y[known], p[known], all_flagged[known]
     pos, neg = int(y.sum()), int((1 - y).sum())
     ranked = pos > 0 and neg > 0
-    return {
+    out: dict[str, float | None] = {
         "n": int(len(y)),
+        "unlabelled": int((~known).sum()),
         "positives": pos,
         "auc_roc": auc_roc(y, p) if ranked else None,
         "auc_pr": auc_pr(y, p) if ranked else None,
-        f"recall_at_{target_fpr:g}_fpr": recall_at_fpr(y, p, target_fpr) if ranked else None,
-        "recall_at_threshold": float((flagged & (y == 1)).sum() / pos) if pos else None,
-        "fpr_at_threshold": float((flagged & (y == 0)).sum() / neg) if neg else None,
     }
+    for fpr in sorted({*OPERATING_FPRS, target_fpr}):
+        out[f"recall_at_{fpr:g}_fpr"] = recall_at_fpr(y, p, fpr) if ranked else None
+    out["recall_at_threshold"] = float((flagged & (y == 1)).sum() / pos) if pos else None
+    out["fpr_at_threshold"] = float((flagged & (y == 0)).sum() / neg) if neg else None
+    out["alert_rate_at_threshold"] = float(all_flagged.mean()) if len(all_flagged) else None
+    return out
+
+
+def pick_threshold(config: TrainConfig, y: np.ndarray, p: np.ndarray, known: np.ndarray) -> float:
+    """The decision threshold on the validation window: for ``target_alert_rate`` over all its
+    scores, else for ``target_fpr`` over its labelled ones."""
+    if config.target_alert_rate is not None:
+        return threshold_for_alert_rate(p, config.target_alert_rate)
+    return threshold_for_fpr(y[known], p[known], config.target_fpr)
 
 
 def train(
@@ -142,22 +186,36 @@ def train(
     ts_ms: Sequence[int],
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    known: Sequence[bool] | None = None,
 ) -> tuple[HeteroRGCN, dict[str, Any]]:
     """Returns the best model (by validation AUC-PR) and a report: sizes, windows, metrics.
-    ``on_epoch`` is told each epoch's figures (the CLI's progress bar)."""
-    if not len(requests) == len(labels) == len(ts_ms):
-        raise ValueError("requests, labels and timestamps must align")
+    ``on_epoch`` is told each epoch's figures (the CLI's progress bar). ``known`` (default: all)
+    marks the examples whose label is known; the others are cut into windows by time like the
+    rest but never trained on nor measured."""
+    known = [True] * len(requests) if known is None else list(known)
+    if not len(requests) == len(labels) == len(ts_ms) == len(known):
+        raise ValueError("requests, labels, timestamps and the known mask must align")
     torch.manual_seed(config.seed)
     model = HeteroRGCN(FEATURE_WIDTHS, FRAUD_RELATIONS, config.hidden, out_channels=1, num_bases=config.num_bases)
     n = len(requests)
     a, b = int(n * config.train_frac), int(n * (config.train_frac + config.val_frac))
     started = time.perf_counter()
-    train_s, val_s, test_s = (
-        _split(model, requests[i:j], labels[i:j], ts_ms[i:j], config.batch_size) for i, j in ((0, a), (a, b), (b, n))
+    train_rows = [i for i in range(a) if known[i]]  # the loss sees labelled examples only
+    train_s = _split(
+        model,
+        [requests[i] for i in train_rows],
+        [labels[i] for i in train_rows],
+        ts_ms[:a],
+        [True] * len(train_rows),
+        config.batch_size,
+    )
+    val_s, test_s = (
+        _split(model, requests[i:j], labels[i:j], ts_ms[i:j], known[i:j], config.batch_size)
+        for i, j in ((a, b), (b, n))
     )
     encode_s = time.perf_counter() - started
     y_train = train_s.y
-    if y_train.sum() == 0 or val_s.y.sum() == 0:
+    if y_train.sum() == 0 or val_s.y[val_s.known].sum() == 0:
         raise ValueError("the training and validation windows both need reported fraud")
     pos_weight = torch.tensor((len(y_train) - y_train.sum()) / y_train.sum())
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
@@ -176,7 +234,7 @@ def train(
             loss.backward()
             opt.step()
             total += loss.item() * len(train_s.labels[i])
-        val_ap = auc_pr(val_s.y, predict(model, val_s))
+        val_ap = auc_pr(val_s.y[val_s.known], predict(model, val_s)[val_s.known])
         history.append({"epoch": epoch, "train_loss": total / len(y_train), "val_auc_pr": val_ap})
         if on_epoch is not None:
             on_epoch(history[-1])
@@ -191,12 +249,18 @@ def train(
     model.eval()
 
     p_val = predict(model, val_s)
-    threshold = threshold_for_fpr(val_s.y, p_val, config.target_fpr)
+    threshold = pick_threshold(config, val_s.y, p_val, val_s.known)
     if not math.isfinite(threshold):
         threshold = 1.0
     report = {
         "config": asdict(config),
         "examples": n,
+        "unlabelled": n - sum(known),
+        "threshold_for": (
+            {"alert_rate": config.target_alert_rate}
+            if config.target_alert_rate is not None
+            else {"fpr": config.target_fpr}
+        ),
         "encode_seconds": round(encode_s, 2),
         "train_seconds": round(train_seconds, 2),
         "epochs_run": len(history),
@@ -206,7 +270,7 @@ def train(
             name: {"first_ts_ms": s.first_ts_ms, "last_ts_ms": s.last_ts_ms}
             for name, s in (("train", train_s), ("validation", val_s), ("test", test_s))
         },
-        "validation": evaluate(val_s.y, p_val, threshold, config.target_fpr),
-        "test": evaluate(test_s.y, predict(model, test_s), threshold, config.target_fpr),
+        "validation": evaluate(val_s.y, p_val, threshold, config.target_fpr, val_s.known),
+        "test": evaluate(test_s.y, predict(model, test_s), threshold, config.target_fpr, test_s.known),
     }
     return model, report

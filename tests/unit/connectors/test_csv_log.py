@@ -460,3 +460,49 @@ def test_amlsim_reads_fully_with_late_labels_on_laundering_transfers():
     times = sorted(t.created_at for t in transactions.values())
     assert (times[0], times[-1]) == (origin + timedelta(days=first_step), origin + timedelta(days=last_step))
     assert all(t.counterparty_account_id is not None and t.merchant_id is None for t in transactions.values())
+
+
+# ---- unknown_values: rows that are transactions but carry no label ----
+
+UNKNOWN_LOG = (
+    "t,from,to,amt,fraud\n"
+    "1,1,2,5.00,1\n"  # fraud
+    "2,1,3,5.00,2\n"  # declared unknown
+    "3,2,3,5.00,0\n"  # legitimate
+    "4,3,1,5.00,\n"  # empty cell
+    "5,3,2,5.00, 2 \n"  # declared unknown, padded
+)
+
+
+def test_unknown_label_codes_are_transactions_without_a_report_and_are_collected(tmp_path):
+    path = write(tmp_path, UNKNOWN_LOG)
+    unlabelled: set[int] = set()
+    m = mapping(columns=LABELLED, time_format="epoch_s", unknown_values=frozenset({"2"}))
+    events = list(read_csv_log(path, m, unlabelled=unlabelled))
+    assert [e.transaction_id for e in events if isinstance(e, TransactionCreated)] == [1, 2, 3, 4, 5]
+    assert [e.transaction_id for e in events if isinstance(e, FraudReported)] == [1]
+    assert unlabelled == {2, 5}  # the empty cell keeps its old meaning: no report, not masked
+    # without unknown_values, "2" is no label code at all: a malformed row, as before
+    with pytest.raises(CsvLogError, match=r":3: columns.label: '2' is in neither"):
+        list(read_csv_log(path, mapping(columns=LABELLED, time_format="epoch_s")))
+
+
+def test_an_empty_label_cell_is_unknown_when_the_mapping_lists_the_empty_code(tmp_path):
+    path = write(tmp_path, UNKNOWN_LOG)
+    unlabelled: set[int] = set()
+    m = mapping(columns=LABELLED, time_format="epoch_s", unknown_values=frozenset({"2", ""}))
+    list(read_csv_log(path, m, unlabelled=unlabelled))
+    assert unlabelled == {2, 4, 5}
+
+
+def test_unknown_values_from_toml_and_their_checks(tmp_path):
+    base = {"columns": {"time": "t", "source": "a", "target": "b", "amount": "c", "label": "y"}}
+    m = parse_csv_log_mapping({**base, "unknown_values": ["2", "n/a"]})
+    assert m.unknown_values == frozenset({"2", "n/a"})
+    with pytest.raises(CsvLogMappingError, match="unknown_values overlap"):
+        parse_csv_log_mapping({**base, "unknown_values": ["2", " TRUE"]})
+    with pytest.raises(CsvLogMappingError, match="unknown_values: expected a list of strings"):
+        parse_csv_log_mapping({**base, "unknown_values": [2]})
+    no_label = {"columns": {k: v for k, v in base["columns"].items() if k != "label"}}
+    with pytest.raises(CsvLogMappingError, match="unknown_values needs columns.label"):
+        parse_csv_log_mapping({**no_label, "unknown_values": ["2"]})

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from fraudgraph.training.scoring_metrics import auc_pr, auc_roc, recall_at_fpr, threshold_for_fpr
+from fraudgraph.training.scoring_metrics import (
+    auc_pr,
+    auc_roc,
+    recall_at_fpr,
+    threshold_for_alert_rate,
+    threshold_for_fpr,
+)
 
 
 def _sklearn_recall_at_fpr(y, s, fpr):
@@ -86,3 +92,64 @@ def test_rejects_single_class_and_mismatched_lengths():
         auc_roc([1, 1], [0.1, 0.2])
     with pytest.raises(ValueError):
         auc_pr([1, 0], [0.1])
+
+
+# ---- threshold_for_alert_rate ----
+
+
+def _flagged_share(s, t) -> float:
+    return float((np.asarray(s) >= t).mean())
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("levels", [None, 3])
+def test_alert_rate_threshold_is_the_lowest_within_the_rate(seed, levels):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=int(rng.integers(20, 2000)))
+    if levels is not None:
+        s = np.round(s * levels) / levels  # heavy ties
+    for rate in (0.0, 0.001, 0.01, 0.1, 0.37, 0.5, 1.0):
+        t = threshold_for_alert_rate(s, rate)
+        assert _flagged_share(s, t) <= rate
+        # lowest: the next lower distinct score would flag more than the rate
+        lower = s[s < t]
+        if lower.size:
+            assert _flagged_share(s, lower.max()) > rate
+
+
+def test_alert_rate_flags_a_tie_group_whole_or_not_at_all():
+    s = [0.9, 0.8, 0.8, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert threshold_for_alert_rate(s, 0.1) == 0.9  # one alert in ten
+    assert threshold_for_alert_rate(s, 0.3) == 0.9  # the 0.8 group would make it four
+    assert threshold_for_alert_rate(s, 0.4) == 0.8
+    assert threshold_for_alert_rate(s, 0.99) == 0.8
+    assert threshold_for_alert_rate(s, 1.0) == 0.1
+
+
+def test_alert_rate_with_all_equal_scores_flags_all_or_nothing():
+    s = np.full(50, 0.5, dtype=np.float32)
+    assert threshold_for_alert_rate(s, 1.0) == 0.5
+    t = threshold_for_alert_rate(s, 0.99)
+    assert t > 0.5 and not (s >= t).any()  # above every score in the scores' own precision
+
+
+def test_alert_rate_zero_flags_nothing_and_one_flags_everything():
+    s = np.array([0.2, 0.7, 0.4, 1.0])
+    assert not (s >= threshold_for_alert_rate(s, 0.0)).any()
+    assert (s >= threshold_for_alert_rate(s, 1.0)).all()
+
+
+@pytest.mark.parametrize(
+    "scores, rate, message",
+    [
+        ([], 0.1, "at least one score"),
+        ([0.1, float("nan")], 0.1, "finite"),
+        ([0.1, float("inf")], 0.1, "finite"),
+        ([0.1, 0.2], -0.01, "rate must be in"),
+        ([0.1, 0.2], 1.5, "rate must be in"),
+        ([0.1, 0.2], float("nan"), "rate must be in"),
+    ],
+)
+def test_alert_rate_refuses_bad_input(scores, rate, message):
+    with pytest.raises(ValueError, match=message):
+        threshold_for_alert_rate(scores, rate)
