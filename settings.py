@@ -82,11 +82,12 @@ class Settings:
     worker_batch_ms: float = 5.0
     # Event-time order across input partitions (streams/event_time.py): an event waits at most
     # worker_max_idle_ms for a caught-up partition that is silent to show a later one (Kafka
-    # Streams' max.task.idle.ms), and worker_max_wait_ms for one whose position is unknown. A
+    # Streams' max.task.idle.ms); one that is behind or not fetched yet is waited for while it
+    # delivers, and stops holding the others once it has delivered nothing for worker_max_wait_ms. A
     # partition holding more than worker_order_buffer undecided events stops being fetched until
     # the others catch up with it in event time.
     worker_max_idle_ms: float = 30.0
-    worker_max_wait_ms: float = 5000.0
+    worker_max_wait_ms: float = 10_000.0
     worker_order_buffer: int = 20_000
     # Online quality (streams/quality.py): matured cohorts, decisions made this long before the
     # newest one ("<newest age>-<oldest age>", units s/m/h/d, whole hours), chosen so that the bank's

@@ -9,18 +9,23 @@ State built in arrival order then differs from state built in commit order (the 
 
 ``EventTimeMerger`` holds one FIFO per input partition and releases, one at a time, the head with
 the smallest order key (source commit time, then LSN), but only when no other partition can still
-deliver an earlier one: every other partition has something buffered (its head is at least as
-late: Debezium writes each partition in commit order), or it is caught up (the client holds all
-it has) and the candidate has waited ``max_idle_ms``, or the candidate has waited ``max_wait_ms``
-(the client does not know, e.g. before a partition's first fetch). This is Kafka Streams'
-``max.task.idle.ms`` rule. A backlog is thus merged exactly as the replay sorts it; live traffic
-waits at most ``max_idle_ms`` for stragglers. An event that arrives after a later one was released
-(beyond the bound) is *late*: it is applied at once, never dropped, and counted.
+deliver an earlier one. Every other partition must have something buffered (its head is at least as
+late: Debezium writes each partition in commit order), or be caught up (its lag is 0: the client
+holds all it has) while the candidate has waited ``max_idle_ms``. This is Kafka Streams'
+``max.task.idle.ms`` rule. A partition that is behind (records on the broker not delivered yet) or
+whose lag is unknown (before its first fetch) is waited for as long as it delivers: a backlog is
+merged exactly as the replay sorts it, however slowly the client fetches. Only a partition that has
+delivered nothing for ``max_wait_ms`` (since its last record or its assignment) stops holding the
+others: a stalled fetch, or a lag that never reaches 0 (a transactional producer's commit marker
+takes the last offset). Live traffic therefore waits at most ``max_idle_ms`` for stragglers. An event
+that arrives after a later one was released is *late*: it is applied at once, never dropped, and
+counted.
 
 Items without an order key (an undecodable message, a tombstone) keep their place in their
 partition's FIFO and are released as soon as they reach its head: they change no state.
 
-Pure and clock-free: callers pass ``now`` (monotonic ms) and a ``caught_up(stream)`` predicate.
+Pure and clock-free: callers pass ``now`` (monotonic ms) and ``lag(stream)``: records the client
+has not delivered yet, 0 when caught up, None when it does not know.
 """
 
 from __future__ import annotations
@@ -51,17 +56,20 @@ class EventTimeMerger(Generic[S]):
     _heads: list[tuple[OrderKey, int, S]] = field(default_factory=list)  # keyed heads
     _seq: int = 0  # tie-break for equal keys: first come, first out
     _released: OrderKey | None = None  # the newest key released so far
+    _progress_ms: dict[S, float] = field(default_factory=dict)  # a stream's last record, or assignment
 
-    def assign(self, streams: Iterable[S]) -> None:
+    def assign(self, streams: Iterable[S], now_ms: float) -> None:
         """The input partitions to wait on (others pushed later are added as they appear)."""
         for s in streams:
             self.queues.setdefault(s, deque())
+            self._progress_ms.setdefault(s, now_ms)
 
     def clear(self) -> list[Any]:
         """Forget everything buffered (a rebalance: the client re-delivers it); returns it."""
         dropped = [item.value for q in self.queues.values() for item in q]
         self.queues.clear()
         self._heads.clear()
+        self._progress_ms.clear()
         self._released = None  # what comes back was never released: not late
         return dropped
 
@@ -73,6 +81,7 @@ class EventTimeMerger(Generic[S]):
     def push(self, stream: S, key: OrderKey | None, value: Any, now_ms: float) -> None:
         queue = self.queues.setdefault(stream, deque())
         queue.append(_Item(key, now_ms, value))
+        self._progress_ms[stream] = now_ms
         if len(queue) == 1:
             self._push_head(stream, queue[0])
 
@@ -81,25 +90,27 @@ class EventTimeMerger(Generic[S]):
             self._seq += 1
             heapq.heappush(self._heads, (item.key, self._seq, stream))
 
-    def pop_ready(self, now_ms: float, caught_up: Callable[[S], bool], limit: int | None = None) -> list[Any]:
+    def pop_ready(self, now_ms: float, lag: Callable[[S], int | None], limit: int | None = None) -> list[Any]:
         """The items that may be applied now (at most about ``limit``), in order."""
         out: list[Any] = []
         self._unkeyed_heads(out)
-        known: dict[S, bool] = {}  # caught_up answers, asked once per call
+        lags: dict[S, int | None] = {}  # asked once per call
 
-        def idle(other: S) -> bool:
-            if other not in known:
-                known[other] = caught_up(other)
-            return known[other]
+        def may_pass(other: S, waited: float) -> bool:
+            """Whether the silent ``other`` no longer holds a head that has waited ``waited``."""
+            if other not in lags:
+                lags[other] = lag(other)
+            if lags[other] == 0:
+                return waited >= self.max_idle_ms
+            return now_ms - self._progress_ms.setdefault(other, now_ms) >= self.max_wait_ms
 
         while self._heads and (limit is None or len(out) < limit):
             key, _, stream = self._heads[0]
             queue = self.queues[stream]
             waited = now_ms - queue[0].arrived_ms
-            if waited < self.max_wait_ms:
-                for other, q in self.queues.items():
-                    if not q and other != stream and not (waited >= self.max_idle_ms and idle(other)):
-                        return out
+            for other, q in self.queues.items():
+                if not q and other != stream and not may_pass(other, waited):
+                    return out
             heapq.heappop(self._heads)
             item = queue.popleft()
             if self._released is not None and key < self._released:

@@ -5,10 +5,10 @@
   beyond its batch, so every delivered message gets one more reference (``Message.incref``) that
   only the pipeline releases (``Sinks.done``), once the event is applied and decided. A crash
   therefore re-delivers what was waiting, and the per-node replay guards skip what was applied.
-* **Caught up.** A partition is caught up when the next offset to read equals the high watermark of
-  the consumer's last fetch: the pipeline holds everything it has. The next offset is the one after
-  the last message delivered, or, for a partition nothing was delivered from since the assignment,
-  the consumer's position (read in the background by ``tick``).
+* **Lag.** A partition's lag is the high watermark of the consumer's last fetch minus the next offset
+  to deliver: 0 means the pipeline holds everything it has; unknown (None) before the first fetch.
+  The next offset is the one after the last message delivered, or, for a partition nothing was
+  delivered from since the assignment, the consumer's position (read in the background by ``tick``).
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
@@ -87,17 +87,17 @@ class OrderFlow:
     async def _drain(self) -> None:
         if self.revoking:
             return
-        self.pipeline.order.assign((tp.topic, tp.partition) for tp in self._cdc_assignment())
-        while await self.pipeline.drain(self._caught_up, self.batch_max):
+        self.pipeline.order.assign(((tp.topic, tp.partition) for tp in self._cdc_assignment()), self.pipeline.now_ms())
+        while await self.pipeline.drain(self._lag, self.batch_max):
             pass
         self._backpressure()
 
-    def _caught_up(self, stream: tuple[str, int]) -> bool:
+    def _lag(self, stream: tuple[str, int]) -> int | None:
         nxt = self.next_offset.get(stream)
         if nxt is None:
-            return False
+            return None
         highwater = self.app.consumer.highwater(self.app.consumer._new_topicpartition(*stream))
-        return highwater is not None and nxt >= highwater
+        return None if highwater is None else max(highwater - nxt, 0)
 
     def _backpressure(self) -> None:
         consumer = self.app.consumer

@@ -150,11 +150,11 @@ class Pipeline:
 
     # ---- apply, decide, emit ----
 
-    async def drain(self, caught_up: Callable[[tuple[str, int]], bool], limit: int | None = None) -> int:
+    async def drain(self, lag: Callable[[tuple[str, int]], int | None], limit: int | None = None) -> int:
         """Apply and decide what the order releases now (at most ``limit`` records, so a decision
         batch stays bounded); returns how many records were done."""
         late = self.order.late
-        ready: list[_Decoded] = self.order.pop_ready(self.now_ms(), caught_up, limit)
+        ready: list[_Decoded] = self.order.pop_ready(self.now_ms(), lag, limit)
         metrics.LATE_EVENTS.inc(self.order.late - late)
         metrics.ORDER_BUFFERED.set(self.order.pending())
         pending: dict[bytes, tuple[Record, ScoringInput, float]] = {}

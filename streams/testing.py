@@ -93,23 +93,23 @@ def interleaved(logs: dict[tuple[str, int], list[Record]], rng: random.Random, m
 
 async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 200, batch: int = 256) -> None:
     """Feed ``arrivals`` ``fetch`` records at a time, draining after each fetch as the worker does;
-    a partition counts as caught up once all of its records were delivered (the client's view)."""
+    a partition's lag is the number of its records not delivered yet (the client's view)."""
     remaining: dict[tuple[str, int], int] = {}
     for r in arrivals:
         remaining[r.stream] = remaining.get(r.stream, 0) + 1
-    pipeline.order.assign(remaining)
+    pipeline.order.assign(remaining, pipeline.now_ms())
 
-    def caught_up(stream) -> bool:
-        return remaining.get(stream, 0) == 0
+    def lag(stream) -> int:
+        return remaining.get(stream, 0)
 
     for i in range(0, len(arrivals), fetch):
         for r in arrivals[i : i + fetch]:
             pipeline.push(r)
             remaining[r.stream] -= 1
-        while await pipeline.drain(caught_up, batch):
+        while await pipeline.drain(lag, batch):
             pass
     pipeline.order.max_idle_ms = 0  # the log is complete: nothing can come any more
-    while await pipeline.drain(lambda _: True, batch):
+    while await pipeline.drain(lambda _: 0, batch):
         pass
 
 
@@ -131,6 +131,6 @@ async def replay_decisions(
     )
     for record in records:
         pipeline.push(record)
-    while await pipeline.drain(lambda _: True, batch):
+    while await pipeline.drain(lambda _: 0, batch):
         pass
     return {s.transaction_id: s for s in sinks.scores.values()}
