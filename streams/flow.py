@@ -9,6 +9,11 @@
   to deliver: 0 means the pipeline holds everything it has; unknown (None) before the first fetch.
   The next offset is the one after the last message delivered, or, for a partition nothing was
   delivered from since the assignment, the consumer's position (read in the background by ``tick``).
+* **Redeliveries.** After an assignment Faust resumes fetching before it seeks to the committed
+  offsets, so what was fetched in between is handed over twice (``transport.py``). A record at an
+  offset below one already delivered is such a copy: it is queued without an order key, so it
+  leaves its partition's FIFO right after its original and is skipped by state as a replay, neither
+  held for order nor counted late.
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
@@ -36,7 +41,8 @@ class OrderFlow:
     def __init__(self, app: Any, pipeline: Pipeline, topics: Iterable[str], batch_max: int, buffer: int):
         self.app, self.pipeline, self.topics = app, pipeline, frozenset(topics)
         self.batch_max, self.buffer = batch_max, buffer
-        self.next_offset: dict[tuple[str, int], int] = {}
+        self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
+        self.delivered: dict[tuple[str, int], int] = {}  # one past the highest offset ever delivered
         self.paused: set[Any] = set()
         self.revoking = False
         self.positions_read = 0.0
@@ -52,7 +58,10 @@ class OrderFlow:
                 if self.revoking:
                     self._forget(message)
                     continue
-                self.next_offset[message.topic, message.partition] = message.offset + 1
+                stream = (message.topic, message.partition)
+                redelivered = message.offset < self.delivered.get(stream, 0)
+                self.delivered[stream] = max(self.delivered.get(stream, 0), message.offset + 1)
+                self.next_offset[stream] = message.offset + 1
                 self.pipeline.push(
                     Record(
                         message.topic,
@@ -62,7 +71,8 @@ class OrderFlow:
                         message.value,
                         int((message.timestamp or 0) * 1000),
                         event,
-                    )
+                    ),
+                    redelivered,
                 )
             await self._drain()
 
@@ -131,6 +141,7 @@ class OrderFlow:
                 self.app.consumer.resume_partitions(self.paused)
                 self.paused.clear()
             self.next_offset.clear()
+            self.delivered.clear()
             if dropped:
                 log.info("rebalance: %d events waiting for event-time order given back for re-delivery", len(dropped))
 

@@ -31,6 +31,10 @@ DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the de
 REPLAYS_IGNORED = Counter(
     "fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event"
 )
+REDELIVERED = Counter(
+    "fraudgraph_redelivered_events_total",
+    "Records the consumer handed over a second time (a seek after assignment): applied as replays, not ordered",
+)
 LATE_EVENTS = Counter(
     "fraudgraph_late_events_total",
     "Events applied after a later one had been (they came after worker_max_idle_ms): out of event-time order",

@@ -118,9 +118,16 @@ class Pipeline:
 
     # ---- decode, order ----
 
-    def push(self, record: Record) -> None:
+    def push(self, record: Record, redelivered: bool = False) -> None:
+        """Queue ``record`` for event-time order; a ``redelivered`` copy of a record pushed before
+        (the transport knows) is queued without an order key: it follows its original out of the
+        FIFO and changes no state."""
         decoded = self._decode(record)
-        key = None if decoded.event is None else (decoded.event.position.ts_ms, decoded.event.position.lsn)
+        if redelivered:
+            metrics.REDELIVERED.inc()
+        key = (
+            None if decoded.event is None or redelivered else (decoded.event.position.ts_ms, decoded.event.position.lsn)
+        )
         self.order.push(record.stream, key, decoded, self.now_ms())
 
     def _decode(self, record: Record) -> _Decoded:
