@@ -11,9 +11,9 @@
   delivered from since the assignment, the consumer's position (read in the background by ``tick``).
 * **Redeliveries.** After an assignment Faust resumes fetching before it seeks to the committed
   offsets, so what was fetched in between is handed over twice (``transport.py``). A record at an
-  offset below one already delivered is such a copy: it is queued without an order key, so it
-  leaves its partition's FIFO right after its original and is skipped by state as a replay, neither
-  held for order nor counted late.
+  offset below one already delivered is such a copy: it is not decoded, leaves its partition's FIFO
+  right after its original and is only acked, so nothing is applied, dead-lettered, counted or
+  held for order twice.
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting

@@ -119,15 +119,16 @@ class Pipeline:
     # ---- decode, order ----
 
     def push(self, record: Record, redelivered: bool = False) -> None:
-        """Queue ``record`` for event-time order; a ``redelivered`` copy of a record pushed before
-        (the transport knows) is queued without an order key: it follows its original out of the
-        FIFO and changes no state."""
-        decoded = self._decode(record)
+        """Queue ``record`` for event-time order. A ``redelivered`` copy of a record pushed before
+        (the transport knows) is neither decoded nor ordered: it leaves its partition's FIFO right
+        after its original and is only marked done, so it is never applied, dead-lettered or
+        counted twice."""
         if redelivered:
             metrics.REDELIVERED.inc()
-        key = (
-            None if decoded.event is None or redelivered else (decoded.event.position.ts_ms, decoded.event.position.lsn)
-        )
+            self.order.push(record.stream, None, _Decoded(record, None), self.now_ms())
+            return
+        decoded = self._decode(record)
+        key = None if decoded.event is None else (decoded.event.position.ts_ms, decoded.event.position.lsn)
         self.order.push(record.stream, key, decoded, self.now_ms())
 
     def _decode(self, record: Record) -> _Decoded:
