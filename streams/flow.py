@@ -10,9 +10,10 @@
   The next offset is the one after the last message delivered, or, for a partition nothing was
   delivered from since the assignment, the consumer's position (read in the background by ``tick``).
 * **Redeliveries.** After an assignment Faust resumes fetching before it seeks to the committed
-  offsets, so what was fetched in between is handed over twice (``transport.py``). The pipeline
-  knows such a copy by its offset (below one already pushed) and only acks it, after its original
-  (``Pipeline.push``).
+  offsets, so what was fetched in between is handed over twice (``transport.py``). A record at an
+  offset below one already delivered is such a copy: it is not decoded, leaves its partition's FIFO
+  right after its original and is only acked, so nothing is applied, dead-lettered, counted or
+  held for order twice.
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
@@ -41,6 +42,7 @@ class OrderFlow:
         self.app, self.pipeline, self.topics = app, pipeline, frozenset(topics)
         self.batch_max, self.buffer = batch_max, buffer
         self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
+        self.delivered: dict[tuple[str, int], int] = {}  # one past the highest offset ever delivered
         self.paused: set[Any] = set()
         self.revoking = False
         self.positions_read = 0.0
@@ -56,7 +58,10 @@ class OrderFlow:
                 if self.revoking:
                     self._forget(message)
                     continue
-                self.next_offset[message.topic, message.partition] = message.offset + 1
+                stream = (message.topic, message.partition)
+                redelivered = message.offset < self.delivered.get(stream, 0)
+                self.delivered[stream] = max(self.delivered.get(stream, 0), message.offset + 1)
+                self.next_offset[stream] = message.offset + 1
                 self.pipeline.push(
                     Record(
                         message.topic,
@@ -66,7 +71,8 @@ class OrderFlow:
                         message.value,
                         int((message.timestamp or 0) * 1000),
                         event,
-                    )
+                    ),
+                    redelivered,
                 )
             await self._drain()
 
@@ -135,6 +141,7 @@ class OrderFlow:
                 self.app.consumer.resume_partitions(self.paused)
                 self.paused.clear()
             self.next_offset.clear()
+            self.delivered.clear()
             if dropped:
                 log.info("rebalance: %d events waiting for event-time order given back for re-delivery", len(dropped))
 

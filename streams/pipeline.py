@@ -106,13 +106,11 @@ class Pipeline:
         self.score_of = score_of  # a transaction already scored (before a crash or rebalance) is not scored again
         self.observer = observer
         self.clock = clock
-        self.delivered: dict[tuple[str, int], int] = {}  # per partition, one past the highest offset pushed
 
     def reset(self) -> list[Any]:
         """A rebalance: forget what waits for order (returned, for the transport to give back) and
         the cached states (the partitions may move)."""
         self.store.clear()
-        self.delivered.clear()
         return self.order.clear()
 
     def now_ms(self) -> float:
@@ -120,16 +118,15 @@ class Pipeline:
 
     # ---- decode, order ----
 
-    def push(self, record: Record) -> None:
-        """Queue ``record`` for event-time order. A record at an offset below one already pushed from
-        its partition is a copy the consumer handed over again (flow.py, "Redeliveries"): it is
-        neither decoded nor ordered, leaves its partition's FIFO right after its original and is only
-        marked done, so it is never applied, dead-lettered or counted twice."""
-        if record.offset < self.delivered.get(record.stream, 0):
+    def push(self, record: Record, redelivered: bool = False) -> None:
+        """Queue ``record`` for event-time order. A ``redelivered`` copy of a record pushed before
+        (the transport knows) is neither decoded nor ordered: it leaves its partition's FIFO right
+        after its original and is only marked done, so it is never applied, dead-lettered or
+        counted twice."""
+        if redelivered:
             metrics.REDELIVERED.inc()
             self.order.push(record.stream, None, _Decoded(record, None), self.now_ms())
             return
-        self.delivered[record.stream] = record.offset + 1
         decoded = self._decode(record)
         key = None if decoded.event is None else (decoded.event.position.ts_ms, decoded.event.position.lsn)
         self.order.push(record.stream, key, decoded, self.now_ms())
