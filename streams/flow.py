@@ -9,17 +9,17 @@
   to deliver: 0 means the pipeline holds everything it has; unknown (None) before the first fetch.
   The next offset is the one after the last message delivered, or, for a partition nothing was
   delivered from since the assignment, the consumer's position (read in the background by ``tick``).
-* **Redeliveries.** After an assignment Faust resumes fetching before it seeks to the committed
-  offsets, so what was fetched in between is handed over twice (``transport.py``). A record at an
-  offset below one already delivered is such a copy: it is not decoded, leaves its partition's FIFO
-  right after its original and is only acked, so nothing is applied, dead-lettered, counted or
-  held for order twice.
+* **Redeliveries.** Should the client hand a record over twice in one generation (a seek back
+  while a fetch was in flight), the pipeline knows the copy by its offset (``PushedOffsets``) and
+  only acks it, after its original; ``fraudgraph_redelivered_events_total`` counts them.
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
   ones are given back instead (their references dropped, unacked), and the seek to the committed
   offsets that follows re-delivers them. Messages delivered while the partitions are being revoked
-  are given back the same way.
+  are given back the same way, and so are those fetched in an earlier generation of the group:
+  ``take_events`` may still hold a batch from before the rebalance, at offsets past what was given
+  back, and pushing them would apply them ahead of the records the seek brings back.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class OrderFlow:
         self.app, self.pipeline, self.topics = app, pipeline, frozenset(topics)
         self.batch_max, self.buffer = batch_max, buffer
         self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
-        self.delivered: dict[tuple[str, int], int] = {}  # one past the highest offset ever delivered
         self.paused: set[Any] = set()
         self.revoking = False
         self.positions_read = 0.0
@@ -55,13 +54,10 @@ class OrderFlow:
             for event in events:
                 message = event.message
                 message.incref()  # released by Sinks.done (module docstring)
-                if self.revoking:
-                    self._forget(message)
+                if self.revoking or message.generation_id != self.app.consumer_generation_id:
+                    self._forget(message)  # from before a rebalance: the seek that follows re-delivers it
                     continue
-                stream = (message.topic, message.partition)
-                redelivered = message.offset < self.delivered.get(stream, 0)
-                self.delivered[stream] = max(self.delivered.get(stream, 0), message.offset + 1)
-                self.next_offset[stream] = message.offset + 1
+                self.next_offset[message.topic, message.partition] = message.offset + 1
                 self.pipeline.push(
                     Record(
                         message.topic,
@@ -71,8 +67,7 @@ class OrderFlow:
                         message.value,
                         int((message.timestamp or 0) * 1000),
                         event,
-                    ),
-                    redelivered,
+                    )
                 )
             await self._drain()
 
@@ -141,7 +136,6 @@ class OrderFlow:
                 self.app.consumer.resume_partitions(self.paused)
                 self.paused.clear()
             self.next_offset.clear()
-            self.delivered.clear()
             if dropped:
                 log.info("rebalance: %d events waiting for event-time order given back for re-delivery", len(dropped))
 

@@ -33,7 +33,7 @@ REPLAYS_IGNORED = Counter(
 )
 REDELIVERED = Counter(
     "fraudgraph_redelivered_events_total",
-    "Records the consumer handed over a second time (its seek after an assignment): acked, never applied",
+    "Records the consumer handed over a second time in one generation: acked, never applied again",
 )
 LATE_EVENTS = Counter(
     "fraudgraph_late_events_total",

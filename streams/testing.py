@@ -102,11 +102,9 @@ async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 2
     def lag(stream) -> int:
         return remaining.get(stream, 0)
 
-    delivered: dict[tuple[str, int], int] = {}  # per stream, one past the highest offset delivered
     for i in range(0, len(arrivals), fetch):
         for r in arrivals[i : i + fetch]:
-            pipeline.push(r, r.offset < delivered.get(r.stream, 0))  # a copy after a seek back (flow.py)
-            delivered[r.stream] = max(delivered.get(r.stream, 0), r.offset + 1)
+            pipeline.push(r)
             remaining[r.stream] -= 1
         while await pipeline.drain(lag, batch):
             pass
