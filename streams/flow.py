@@ -51,11 +51,13 @@ class OrderFlow:
 
     async def deliver(self, events: Iterable[Any]) -> None:
         async with self.lock:
+            forgotten = 0
             for event in events:
                 message = event.message
                 message.incref()  # released by Sinks.done (module docstring)
                 if self.revoking or message.generation_id != self.app.consumer_generation_id:
                     self._forget(message)  # from before a rebalance: the seek that follows re-delivers it
+                    forgotten += 1
                     continue
                 self.next_offset[message.topic, message.partition] = message.offset + 1
                 self.pipeline.push(
@@ -69,6 +71,8 @@ class OrderFlow:
                         event,
                     )
                 )
+            if forgotten:
+                log.info("rebalance: %d records fetched before it given back for re-delivery", forgotten)
             await self._drain()
 
     async def tick(self) -> None:

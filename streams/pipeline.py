@@ -76,11 +76,12 @@ class PushedOffsets:
     the records that were given back, and those come back only with the seek.
     """
 
-    __slots__ = ("runs", "next")
+    __slots__ = ("runs", "next", "copies")
 
     def __init__(self) -> None:
         self.runs: list[list[int]] = []
         self.next: int | None = None  # one past the last offset pushed: where the current run goes on
+        self.copies = 0  # consecutive copies up to the last offset pushed
 
     def add(self, offset: int) -> bool:
         """Record ``offset`` as pushed; whether it had been pushed before."""
@@ -88,8 +89,10 @@ class PushedOffsets:
         self.next = offset + 1
         if start is not None and offset >= start and runs[-1][1] == start:  # the newest run goes on
             runs[-1][1] = offset + 1
+            self.copies = 0
             return False
         copy = any(lo <= offset < hi for lo, hi in runs)
+        self.copies = self.copies + 1 if copy else 0
         lo, hi = (start if start is not None and start <= offset else offset), offset + 1
         kept = []
         for run in runs:
@@ -170,6 +173,12 @@ class Pipeline:
             pushed = self.pushed[record.stream] = PushedOffsets()
         if pushed.add(record.offset):
             metrics.REDELIVERED.inc()
+            if pushed.copies == 1:  # the first of a run: one line per seek back, not per record
+                log.info(
+                    "%s[%s]@%s and what follows were pushed before: acked, not applied again",
+                    *record.stream,
+                    record.offset,
+                )
             self.order.push(record.stream, None, _Decoded(record, None), self.now_ms())
             return
         decoded = self._decode(record)

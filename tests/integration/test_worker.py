@@ -25,6 +25,7 @@ from support.stack import (
     cdc_topics,
     commit_group_offsets,
     end_offset,
+    flow_figures,
     isolated_run,
     read_scores,
     scored_ids,
@@ -75,7 +76,7 @@ def test_postgres_to_scores_graph_and_queries(stack, worker_process, topic_reade
     messages = read_scores(scores, base, len(txs), timeout=180)
     messages += scores.read_until(lambda _: False, timeout=3)  # anything more would be a duplicate
     counts = scored_ids(messages, base)
-    assert set(counts) == {t[0] for t in txs}
+    assert set(counts) == {t[0] for t in txs}, flow_figures(worker["port"])
     assert set(counts.values()) == {1}
     records = {
         r["transaction_id"]: r

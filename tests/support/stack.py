@@ -180,6 +180,14 @@ def scored_ids(messages, base: int) -> Counter:
     return Counter(tx for tx in (int(m.key()) for m in messages) if base <= tx < base + ID_SPAN)
 
 
+def flow_figures(port: int) -> str:
+    """What a worker took in and how it ordered it: the message of an assertion on lost scores."""
+    kept = ("cdc_messages", "redelivered", "late_events", "order_buffered", "decisions_total", "consumer_lag")
+    return "worker flow: " + ", ".join(
+        f"{k}={v:g}" for k, v in sorted(scrape(port).items()) if any(w in k for w in kept)
+    )
+
+
 def read_scores(reader: TopicReader, base: int, expected: int, timeout: float) -> list:
     return reader.read_until(lambda ms: len(scored_ids(ms, base)) >= expected, timeout=timeout)
 

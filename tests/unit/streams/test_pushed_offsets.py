@@ -24,3 +24,12 @@ def test_records_below_everything_pushed_are_not_copies():
     copies, runs = pushed([10, 11, 12, 5, 6, 8, 9, 10, 11, 12, 13])
     assert copies == [False, False, False, False, False, False, False, True, True, True, False]
     assert runs == [[5, 14]]
+
+
+def test_copies_counts_the_current_run_of_copies():
+    seen = PushedOffsets()
+    counts = []
+    for o in [0, 1, 0, 1, 2, 1]:
+        seen.add(o)
+        counts.append(seen.copies)
+    assert counts == [0, 0, 1, 2, 0, 1]
