@@ -9,9 +9,6 @@
   to deliver: 0 means the pipeline holds everything it has; unknown (None) before the first fetch.
   The next offset is the one after the last message delivered, or, for a partition nothing was
   delivered from since the assignment, the consumer's position (read in the background by ``tick``).
-  It is as old as that fetch (``learned``): the consumer leaves out of its next fetch a partition
-  it still holds records of, and Faust lets a fetch wait up to 1.5 s for data, so a partition can
-  show lag 0 for a while after its next records reached the broker.
 * **Redeliveries.** Should the client hand a record over twice in one generation (a seek back
   while a fetch was in flight), the pipeline knows the copy by its offset (``PushedOffsets``) and
   only acks it, after its original; ``fraudgraph_redelivered_events_total`` counts them.
@@ -29,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -101,7 +97,7 @@ class OrderFlow:
         if self.revoking:
             return
         self.pipeline.order.assign(((tp.topic, tp.partition) for tp in self._cdc_assignment()), self.pipeline.now_ms())
-        while await self.pipeline.drain(self._lag, self.batch_max, self._learned):
+        while await self.pipeline.drain(self._lag, self.batch_max):
             pass
         self._backpressure()
 
@@ -111,13 +107,6 @@ class OrderFlow:
             return None
         highwater = self.app.consumer.highwater(self.app.consumer._new_topicpartition(*stream))
         return None if highwater is None else max(highwater - nxt, 0)
-
-    def _learned(self, stream: tuple[str, int]) -> float:
-        """When the consumer last fetched ``stream`` (its lag is as of then), on the pipeline's clock."""
-        fetched = self.app.consumer.fetched_ms(self.app.consumer._new_topicpartition(*stream))
-        if fetched is None:
-            return -math.inf
-        return self.pipeline.now_ms() - (time.time() * 1000 - fetched)
 
     def _backpressure(self) -> None:
         consumer = self.app.consumer

@@ -20,9 +20,6 @@ handed over before the seek are still delivered; those read again are skipped as
 Changelog partitions are left alone: Faust positions them itself during recovery and never
 commits offsets for them.
 
-The consumer also tells when a fetch last reported a partition's high watermark (``fetched_ms``): a
-lag computed from it is only as current as that fetch (``flow.py``).
-
 **Producer.** Faust turns on idempotence only inside Kafka transactions, which the worker does not
 use (app.py says why). Without it a produce that reached the broker but whose answer was lost (a
 broker restart, a leader change: the broker-restart test shows ``NotLeaderForPartition`` retries)
@@ -39,13 +36,6 @@ from faust.types import TP
 
 
 class Consumer(aiokafka_driver.Consumer):
-    def fetched_ms(self, tp: TP) -> int | None:
-        """When (wall-clock ms) a fetch last told the client ``tp``'s high watermark; None before."""
-        try:
-            return self._thread._ensure_consumer().last_poll_timestamp(tp)
-        except Exception:  # noqa: BLE001 - not assigned (mid-rebalance) or not started: unknown
-            return None
-
     async def seek_to_committed(self) -> Mapping[TP, int]:
         await self.commit()
         committed = await super().seek_to_committed()

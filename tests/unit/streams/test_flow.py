@@ -54,7 +54,7 @@ class Pipeline:
     def now_ms(self) -> float:
         return 0.0
 
-    async def drain(self, lag, limit, learned=None) -> int:
+    async def drain(self, lag, limit) -> int:
         return 0
 
 
