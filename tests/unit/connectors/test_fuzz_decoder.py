@@ -99,6 +99,7 @@ def test_random_json(topic, doc, mode, key):
     decodes_or_rejects(topic, dumps(doc), mode, key)
 
 
+@pytest.mark.slow  # several seconds: runs in `make test`
 @FUZZ
 @given(mutated_envelopes())
 def test_mutated_real_envelopes(case):

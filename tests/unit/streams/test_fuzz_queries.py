@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def check_reply(raw: bytes | None) -> dict:
     return reply
 
 
+@pytest.mark.slow  # several seconds: runs in `make test`
 @FUZZ
 @given(requests())
 def test_mutated_requests_get_one_wellformed_reply(raw):
@@ -117,6 +119,7 @@ def check_recs_replies(raws: list[bytes | None]) -> list[dict]:
     return replies
 
 
+@pytest.mark.slow  # several seconds: runs in `make test`
 @FUZZ
 @given(st.lists(recs_requests() | st.none() | st.binary(max_size=300), min_size=1, max_size=8))
 def test_recommendation_requests_get_one_wellformed_reply_each(raws):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import torch
 
 from fraudgraph.connectors import events as ev
@@ -30,6 +31,7 @@ from fraudgraph.training.recs_train import RecsConfig
 K = 10
 
 
+@pytest.mark.slow  # several seconds: runs in `make test`
 def test_flagged_colluding_merchants_never_appear_in_recommendations(tmp_path):
     sim = SimConfig(customers=120, duration_s=20 * 3600, seed=11, fraud_rate=0.06)
     settings = Settings()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from fraudgraph.models.recommend import PAID, UserInput
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.models.recs_serving import RecsServer
 
 
+@pytest.mark.slow  # several seconds: runs in `make test`
 def test_train_registers_a_servable_recommender(tmp_path, monkeypatch, capsys):
     from fraudgraph.cli import main
 

@@ -63,6 +63,7 @@ def test_model_trained_on_the_simulator_catches_fraud_in_a_later_window():
     assert test["fpr_at_threshold"] <= 0.01, report["test"]
 
 
+@pytest.mark.slow  # several seconds: runs in `make test`
 def test_train_command_registers_a_servable_model(tmp_path, monkeypatch, capsys):
     from fraudgraph.cli import main
     from fraudgraph.models.registry import ModelRegistry
