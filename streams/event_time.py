@@ -10,22 +10,27 @@ State built in arrival order then differs from state built in commit order (the 
 ``EventTimeMerger`` holds one FIFO per input partition and releases, one at a time, the head with
 the smallest order key (source commit time, then LSN), but only when no other partition can still
 deliver an earlier one. Every other partition must have something buffered (its head is at least as
-late: Debezium writes each partition in commit order), or be caught up (its lag is 0: the client
-holds all it has) while the candidate has waited ``max_idle_ms``. This is Kafka Streams'
-``max.task.idle.ms`` rule. A partition that is behind (records on the broker not delivered yet) or
-whose lag is unknown (before its first fetch) is waited for as long as it delivers: a backlog is
-merged exactly as the replay sorts it, however slowly the client fetches. Only a partition that has
-delivered nothing for ``max_wait_ms`` (since its last record or its assignment) stops holding the
-others: a stalled fetch, or a lag that never reaches 0 (a transactional producer's commit marker
-takes the last offset). Live traffic therefore waits at most ``max_idle_ms`` for stragglers. An event
-that arrives after a later one was released is *late*: it is applied at once, never dropped, and
-counted.
+late: Debezium writes each partition in commit order), or be caught up while the candidate has
+waited ``max_idle_ms`` (Kafka Streams' ``max.task.idle.ms``). Caught up means lag 0 as the client
+learned it *after the candidate arrived*: a client learns a partition's end from its fetches, and
+one it is not fetching right now (the consumer skips partitions it still has records of, and a
+fetch in flight can wait up to its own max wait for data) would look caught up while its next
+records are already on the broker. A partition that is behind (records on the broker not delivered
+yet), whose lag is unknown (before its first fetch) or not known as of after the candidate's
+arrival is waited for as long as it delivers: a backlog is merged exactly as the replay sorts it,
+however slowly the client fetches. Only a partition that has delivered nothing for ``max_wait_ms``
+(since its last record or its assignment) is treated as idle without that: a stalled fetch, or a
+lag that never reaches 0 (a transactional producer's commit marker takes the last offset). Live
+traffic therefore waits ``max_idle_ms`` for stragglers, plus up to one fetch of every silent
+partition. An event that arrives after a later one was released is *late*: it is applied at once,
+never dropped, and counted.
 
 Items without an order key (an undecodable message, a tombstone) keep their place in their
 partition's FIFO and are released as soon as they reach its head: they change no state.
 
-Pure and clock-free: callers pass ``now`` (monotonic ms) and ``lag(stream)``: records the client
-has not delivered yet, 0 when caught up, None when it does not know.
+Pure and clock-free: callers pass ``now`` (monotonic ms), ``lag(stream)``: records the client has
+not delivered yet, 0 when caught up, None when it does not know, and ``learned(stream)``: when (same
+clock) the client last learned that lag; without it every lag is taken as current (an in-memory log).
 """
 
 from __future__ import annotations
@@ -90,26 +95,35 @@ class EventTimeMerger(Generic[S]):
             self._seq += 1
             heapq.heappush(self._heads, (item.key, self._seq, stream))
 
-    def pop_ready(self, now_ms: float, lag: Callable[[S], int | None], limit: int | None = None) -> list[Any]:
+    def pop_ready(
+        self,
+        now_ms: float,
+        lag: Callable[[S], int | None],
+        limit: int | None = None,
+        learned: Callable[[S], float] | None = None,
+    ) -> list[Any]:
         """The items that may be applied now (at most about ``limit``), in order."""
         out: list[Any] = []
         self._unkeyed_heads(out)
-        lags: dict[S, int | None] = {}  # asked once per call
+        lags: dict[S, tuple[int | None, float]] = {}  # (lag, learned at): asked once per call
 
-        def may_pass(other: S, waited: float) -> bool:
-            """Whether the silent ``other`` no longer holds a head that has waited ``waited``."""
+        def may_pass(other: S, arrived: float) -> bool:
+            """Whether the silent ``other`` no longer holds a head that arrived at ``arrived``."""
+            if now_ms - arrived < self.max_idle_ms:
+                return False
             if other not in lags:
-                lags[other] = lag(other)
-            if lags[other] == 0:
-                return waited >= self.max_idle_ms
+                lags[other] = (lag(other), now_ms if learned is None else learned(other))
+            behind, learned_at = lags[other]
+            if behind == 0 and learned_at >= arrived:
+                return True
             return now_ms - self._progress_ms.setdefault(other, now_ms) >= self.max_wait_ms
 
         while self._heads and (limit is None or len(out) < limit):
             key, _, stream = self._heads[0]
             queue = self.queues[stream]
-            waited = now_ms - queue[0].arrived_ms
+            arrived = queue[0].arrived_ms
             for other, q in self.queues.items():
-                if not q and other != stream and not may_pass(other, waited):
+                if not q and other != stream and not may_pass(other, arrived):
                     return out
             heapq.heappop(self._heads)
             item = queue.popleft()

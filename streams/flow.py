@@ -8,7 +8,11 @@
 * **Lag.** A partition's lag is the high watermark of the consumer's last fetch minus the next offset
   to deliver: 0 means the pipeline holds everything it has; unknown (None) before the first fetch.
   The next offset is the one after the last message delivered, or, for a partition nothing was
-  delivered from since the assignment, the consumer's position (read in the background by ``tick``).
+  delivered from since the assignment, where the seek placed it (``transport.py``: nothing is
+  delivered before), not the client's position, which runs ahead of what Faust has handed over. A
+  lag is as old as the fetch that reported the high watermark (``learned``): the consumer leaves out
+  of its next fetch a partition it still holds records of, and Faust lets a fetch wait up to 1.5 s
+  for data, so a partition can show lag 0 for a while after its next records reached the broker.
 * **Redeliveries.** Should the client hand a record over twice in one generation (a seek back
   while a fetch was in flight), the pipeline knows the copy by its offset (``PushedOffsets``) and
   only acks it, after its original; ``fraudgraph_redelivered_events_total`` counts them.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -33,8 +38,6 @@ from typing import Any
 from fraudgraph.streams.pipeline import Pipeline, Record
 
 log = logging.getLogger(__name__)
-
-POSITIONS_EVERY_S = 0.5  # how often a partition nothing was delivered from has its position read
 
 
 class OrderFlow:
@@ -44,7 +47,6 @@ class OrderFlow:
         self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
         self.paused: set[Any] = set()
         self.revoking = False
-        self.positions_read = 0.0
         self.lock = asyncio.Lock()  # one drain at a time: the agent's and the timer's
         app.flow = self
         app.on_partitions_assigned.connect(self._assigned)
@@ -76,37 +78,34 @@ class OrderFlow:
             await self._drain()
 
     async def tick(self) -> None:
-        if time.monotonic() - self.positions_read >= POSITIONS_EVERY_S:
-            self.positions_read = time.monotonic()
-            await self._read_positions()
         async with self.lock:
             await self._drain()
-
-    async def _read_positions(self) -> None:
-        consumer = self.app.consumer
-        for tp in self._cdc_assignment():
-            if (tp.topic, tp.partition) not in self.next_offset:
-                try:
-                    position = await consumer.position(tp)
-                except Exception:  # noqa: BLE001 - e.g. mid-rebalance: the next tick retries
-                    continue
-                if position is not None and (tp.topic, tp.partition) not in self.next_offset:
-                    self.next_offset[tp.topic, tp.partition] = position
 
     async def _drain(self) -> None:
         if self.revoking:
             return
         self.pipeline.order.assign(((tp.topic, tp.partition) for tp in self._cdc_assignment()), self.pipeline.now_ms())
-        while await self.pipeline.drain(self._lag, self.batch_max):
+        while await self.pipeline.drain(self._lag, self.batch_max, self._learned):
             pass
         self._backpressure()
 
     def _lag(self, stream: tuple[str, int]) -> int | None:
+        consumer = self.app.consumer
+        tp = consumer._new_topicpartition(*stream)
         nxt = self.next_offset.get(stream)
         if nxt is None:
-            return None
-        highwater = self.app.consumer.highwater(self.app.consumer._new_topicpartition(*stream))
+            nxt = consumer.start_offsets.get(tp)
+            if nxt is None:
+                return None
+        highwater = consumer.highwater(tp)
         return None if highwater is None else max(highwater - nxt, 0)
+
+    def _learned(self, stream: tuple[str, int]) -> float:
+        """When the consumer last fetched ``stream`` (its lag is as of then), on the pipeline's clock."""
+        fetched = self.app.consumer.fetched_ms(self.app.consumer._new_topicpartition(*stream))
+        if fetched is None:
+            return -math.inf
+        return self.pipeline.now_ms() - (time.time() * 1000 - fetched)
 
     def _backpressure(self) -> None:
         consumer = self.app.consumer

@@ -212,11 +212,17 @@ class Pipeline:
 
     # ---- apply, decide, emit ----
 
-    async def drain(self, lag: Callable[[tuple[str, int]], int | None], limit: int | None = None) -> int:
+    async def drain(
+        self,
+        lag: Callable[[tuple[str, int]], int | None],
+        limit: int | None = None,
+        learned: Callable[[tuple[str, int]], float] | None = None,
+    ) -> int:
         """Apply and decide what the order releases now (at most ``limit`` records, so a decision
-        batch stays bounded); returns how many records were done."""
+        batch stays bounded); returns how many records were done. ``lag`` and ``learned``: what the
+        client knows of each partition's end, and since when (``EventTimeMerger.pop_ready``)."""
         late = self.order.late
-        ready: list[_Decoded] = self.order.pop_ready(self.now_ms(), lag, limit)
+        ready: list[_Decoded] = self.order.pop_ready(self.now_ms(), lag, limit, learned)
         metrics.LATE_EVENTS.inc(self.order.late - late)
         metrics.ORDER_BUFFERED.set(self.order.pending())
         pending: dict[bytes, tuple[Record, ScoringInput, float]] = {}

@@ -1,24 +1,26 @@
-"""The worker's Kafka clients: Faust's aiokafka consumer and producer, each with one gap closed.
+"""The worker's Kafka clients: Faust's aiokafka consumer and producer, each with gaps closed.
 
-**Consumer.** After every rebalance Faust clears the messages it had fetched but not processed and seeks each
-assigned partition back to its committed offset, so they are read again. aiokafka skips that seek
-when the committed offset is missing or 0 (``seek_to_committed``: ``if offset and offset > 0``),
-leaving the fetch position *after* the cleared messages: a fresh consumer group that fetched
-during its first assignment lost those messages for good (seen in CI: every event produced
-while a new worker started was never processed). Here such a partition goes back to its first
-offset, which is what ``auto_offset_reset=earliest`` promises. What was already processed is
-committed first (Faust's own periodic commit, brought forward), so only the cleared messages are
-read again and nothing is processed twice.
+**Consumer: nothing of a stream partition is handed over before it is positioned.** At every
+assignment Faust pauses the partitions, restores the tables, then *resumes* the stream partitions
+and only then seeks them to their committed offsets (``Recovery.on_recovery_completed``). Records
+fetched from wherever the client stood in that window reach the agents, and a fetched batch is
+still handed over after the seek. Faust then drops every record below the newest offset it handed
+over (its read offset), so a stale record delivered after the seek makes Faust skip the ones the
+seek brings back: seen as 3 records per partition never delivered to a restarted worker, and their
+transactions never scored. Here a stream partition resumes only once ``perform_seek`` has placed it:
+aiokafka keeps what it fetched for a paused partition, and the seek discards it.
 
-That seek is an explicit ``seek`` run on the consumer's own thread (what aiokafka does for
-committed partitions), not ``seek_to_beginning``: Faust resumes the partitions before it seeks
-(``Recovery.on_recovery_completed``), so they are being consumed while the seek runs, and an
-offset reset that aiokafka resolves in the background meanwhile can skip records for good (a
-worker restarted on an uncommitted backlog never received runs of consecutive offsets). Records
-handed over before the seek are still delivered; those read again are skipped as replays.
+The seek: aiokafka skips it when the committed offset is missing or 0 (``seek_to_committed``:
+``if offset and offset > 0``), which would leave a fresh group's partition wherever the client
+stood; such a partition goes to its first offset, which is what ``auto_offset_reset=earliest``
+promises. The seek is an explicit ``seek`` run on the consumer's own thread (what aiokafka does for
+committed partitions), not ``seek_to_beginning``, whose reset aiokafka resolves in the background.
+``start_offsets`` keeps where each stream partition was placed: the next offset it delivers, until
+it delivers one (``flow.py`` reads a partition's lag from it). Changelog partitions are left alone:
+Faust positions them itself during recovery and never commits offsets for them.
 
-Changelog partitions are left alone: Faust positions them itself during recovery and never
-commits offsets for them.
+The consumer also tells when a fetch last reported a partition's high watermark (``fetched_ms``): a
+lag computed from it is only as current as that fetch (``flow.py``).
 
 **Producer.** Faust turns on idempotence only inside Kafka transactions, which the worker does not
 use (app.py says why). Without it a produce that reached the broker but whose answer was lost (a
@@ -28,7 +30,7 @@ can be written twice. With ``enable_idempotence`` the broker drops the retried c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -36,13 +38,49 @@ from faust.types import TP
 
 
 class Consumer(aiokafka_driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.positioned: set[TP] = set()  # stream partitions perform_seek placed in this assignment
+        self.held: set[TP] = set()  # stream partitions asked to resume before that
+        self.start_offsets: dict[TP, int] = {}  # where perform_seek placed each stream partition
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.positioned.difference_update(revoked)
+        self.held.difference_update(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self.positioned.difference_update(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        waiting = {tp for tp in tps if tp not in self.positioned and not self._is_changelog_tp(tp)}
+        self.held |= waiting
+        super().resume_partitions(tps - waiting)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        assignment = self.assignment()
+        self.positioned |= {tp for tp in assignment if not self._is_changelog_tp(tp)}
+        held, self.held = self.held & assignment, set()
+        super().resume_partitions(held)
+
+    def fetched_ms(self, tp: TP) -> int | None:
+        """When (wall-clock ms) a fetch last told the client ``tp``'s high watermark; None before."""
+        try:
+            return self._thread._ensure_consumer().last_poll_timestamp(tp)
+        except Exception:  # noqa: BLE001 - not assigned (mid-rebalance) or not started: unknown
+            return None
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        await self.commit()
         committed = await super().seek_to_committed()
-        changelogs = self.app.tables.changelog_topics
-        uncommitted = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
-        if uncommitted:
-            await self.seek_wait(await self._thread.earliest_offsets(*uncommitted))
+        streams = {tp: offset for tp, offset in committed.items() if not self._is_changelog_tp(tp)}
+        uncommitted = [tp for tp, offset in streams.items() if not offset]
+        earliest = await self._thread.earliest_offsets(*uncommitted) if uncommitted else {}
+        if earliest:
+            await self.seek_wait(earliest)
+        self.start_offsets = {tp: offset for tp, offset in streams.items() if offset} | dict(earliest)
         return committed
 
 

@@ -92,12 +92,15 @@ def test_each_fraud_pattern_carries_its_expected_reason(stack, worker_process, t
     assert flagged["review"] + flagged["block"] >= 0.3 * len(report.truth.labels)
 
 
-def write_policy(path, text: str) -> float:
-    """Replace the policy file atomically (the worker never reads half a file); returns when."""
+def write_policy(path, text: str) -> tuple[float, float]:
+    """Replace the policy file atomically (the worker never reads half a file); returns the clock
+    just before and just after. The worker may load the file between the two: this process's
+    thread can wait for the GIL (the simulator thread) well after the replace."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
+    before = time.time()
     os.replace(tmp, path)
-    return time.time()
+    return before, time.time()
 
 
 def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
@@ -139,9 +142,9 @@ def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
         )
         traffic.start()
         messages = scores.read_until(lambda ms: len(ms) >= 150, timeout=120)
-        invalid_at = write_policy(policy, invalid)
+        _, invalid_at = write_policy(policy, invalid)
         messages += scores.read_until(lambda ms: len(ms) >= 150, timeout=120)
-        switched_at = write_policy(policy, new)
+        switch_started, switched_at = write_policy(policy, new)
         messages += scores.read_until(lambda ms: len(ms) >= 150, timeout=120)
         traffic.join(300)
         assert "report" in run, "the simulator did not finish"
@@ -168,7 +171,7 @@ def test_policy_change_while_traffic_flows(stack, worker_process, tmp_path):
 
     # The invalid file was rejected: scoring went on under test-1 until the valid switch.
     records = [(m.timestamp()[1] / 1000, json.loads(m.value())) for m in mine]
-    between = [r for at, r in records if invalid_at + 1 < at < switched_at]
+    between = [r for at, r in records if invalid_at + 1 < at < switch_started]
     assert between and {r["policy_version"] for r in between} == {"test-1"}
     assert all(r["policy_version"] == "test-2" for at, r in records if at > switched_at + 2)
     log = worker["log"].read_text()

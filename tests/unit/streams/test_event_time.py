@@ -30,6 +30,32 @@ def test_a_caught_up_silent_partition_holds_an_event_for_max_idle_only():
     assert released(m, 150, lag=lambda s: 0) == ["a10"]
 
 
+def test_caught_up_counts_only_as_learned_after_the_event_arrived():
+    """The client last fetched B before A's event arrived: B's lag 0 may be stale (its next
+    records can be on the broker, outside the fetch in flight), so A's event waits for a fetch
+    of B after its arrival, however long it has waited."""
+    m = EventTimeMerger(max_idle_ms=50, max_wait_ms=10_000)
+    m.assign([A, B], 0)
+    m.push(B, (5, 1), "b5", 90)  # B's last record: B is not silent for max_wait
+    assert released(m, 140, lag=lambda s: 0) == ["b5"]
+    m.push(A, (10, 1), "a10", 150)
+    fetched = {B: 145.0}
+    assert m.pop_ready(900, lambda s: 0, learned=fetched.get) == []
+    fetched[B] = 160.0  # a fetch after A's event arrived: B had nothing more
+    assert m.pop_ready(901, lambda s: 0, learned=fetched.get) == ["a10"]
+    assert m.late == 0
+
+
+def test_a_stalled_partition_still_holds_a_new_event_for_max_idle():
+    """B delivered nothing for max_wait: it no longer holds events for evidence, but a straggler
+    gets max_idle like any other."""
+    m = EventTimeMerger(max_idle_ms=50, max_wait_ms=1_000)
+    m.assign([A, B], 0)
+    m.push(A, (10, 1), "a10", 5_000)
+    assert released(m, 5_049) == []
+    assert released(m, 5_050) == ["a10"]
+
+
 def test_a_partition_whose_lag_is_unknown_holds_events_until_max_wait_after_its_assignment():
     m = EventTimeMerger(max_idle_ms=50, max_wait_ms=1_000)
     m.assign([A, B], 0)

@@ -28,6 +28,7 @@ class Message:
 @dataclass
 class Consumer:
     unacked: set = field(default_factory=set)
+    start_offsets: dict = field(default_factory=dict)
 
     @property
     def _unacked_messages(self) -> set:
@@ -54,7 +55,7 @@ class Pipeline:
     def now_ms(self) -> float:
         return 0.0
 
-    async def drain(self, lag, limit) -> int:
+    async def drain(self, lag, limit, learned=None) -> int:
         return 0
 
 
