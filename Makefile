@@ -16,9 +16,9 @@ bench: setup
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
 
-# The quick loop: no stack, no slow training runs (about 2 minutes).
+# The quick loop: no stack, no slow training runs, one test process per core (pytest-xdist).
 unit: setup
-	$(VENV)/bin/python -m pytest -m "not integration and not slow"
+	$(VENV)/bin/python -m pytest -m "not integration and not slow" -n auto
 
 # The repository root is the fraudgraph package, so mypy checks it through a link of that name.
 TYPECHECK := $(VENV)/typecheck
