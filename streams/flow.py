@@ -92,13 +92,9 @@ class OrderFlow:
     def _lag(self, stream: tuple[str, int]) -> int | None:
         consumer = self.app.consumer
         tp = consumer._new_topicpartition(*stream)
-        nxt = self.next_offset.get(stream)
-        if nxt is None:
-            nxt = consumer.start_offsets.get(tp)
-            if nxt is None:
-                return None
+        nxt = self.next_offset.get(stream, consumer.start_offsets.get(tp))
         highwater = consumer.highwater(tp)
-        return None if highwater is None else max(highwater - nxt, 0)
+        return None if nxt is None or highwater is None else max(highwater - nxt, 0)
 
     def _learned(self, stream: tuple[str, int]) -> float:
         """When the consumer last fetched ``stream`` (its lag is as of then), on the pipeline's clock."""
