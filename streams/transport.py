@@ -7,8 +7,20 @@ fetched from wherever the client stood in that window reach the agents, and a fe
 still handed over after the seek. Faust then drops every record below the newest offset it handed
 over (its read offset), so a stale record delivered after the seek makes Faust skip the ones the
 seek brings back: seen as 3 records per partition never delivered to a restarted worker, and their
-transactions never scored. Here a stream partition resumes only once ``perform_seek`` has placed it:
-aiokafka keeps what it fetched for a paused partition, and the seek discards it.
+transactions never scored. Here a stream partition resumes only once ``perform_seek`` has placed it.
+
+**Consumer: a fetched record that is not handed over is fetched again.** Faust's pause and resume
+are bookkeeping of its own: aiokafka keeps fetching every assigned partition, and Faust's
+``getmany`` passes its live set of active partitions to aiokafka's ``fetched_records``, which
+returns the records of *every* partition when that set is empty (``if partitions and tp not in
+partitions``), and advances their positions. Faust then skips the records of partitions that are
+not active, and nothing ever fetches them again. The set is empty exactly when all stream
+partitions wait for the seek above and recovery has paused the changelogs: seen as a member that
+took over a killed member's partitions, sought to offset 26 of one, whose first delivered record
+was 398. ``getmany`` here rewinds each partition whose records it does not hand over to the first
+of them, before handing anything over, so nothing runs between the drain and the rewind; while
+the flow is stopped that is every partition drained (Faust seeks all to their committed offsets
+there instead, which a partition held for its seek must not see before that seek).
 
 The seek: aiokafka skips it when the committed offset is missing or 0 (``seek_to_committed``:
 ``if offset and offset > 0``), which would leave a fresh group's partition wherever the client
@@ -30,11 +42,11 @@ can be written twice. With ``enable_idempotence`` the broker drops the retried c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, Message
 
 
 class Consumer(aiokafka_driver.Consumer):
@@ -65,6 +77,24 @@ class Consumer(aiokafka_driver.Consumer):
         self.positioned |= {tp for tp in assignment if not self._is_changelog_tp(tp)}
         held, self.held = self.held & assignment, set()
         super().resume_partitions(held)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        records, active = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        handed = records if self.flow_active else {}
+        if active is not None:  # None: a client-only app, every partition counts as active
+            handed = {tp: rs for tp, rs in handed.items() if tp in active or tp in self._buffered_partitions}
+        assignment = self.assignment()
+        for tp in records.keys() - handed.keys():
+            if tp in assignment:  # a revoked partition's next owner reads it from the committed offset
+                self._thread.seek(tp, records[tp][0].offset)
+        for tp, record in self.scheduler.iterate(handed):
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                break  # a rebalance began: its seek to the committed offsets re-reads the rest
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, self._to_message(tp, record)
 
     def fetched_ms(self, tp: TP) -> int | None:
         """When (wall-clock ms) a fetch last told the client ``tp``'s high watermark; None before."""
