@@ -13,6 +13,11 @@
   lag is as old as the fetch that reported the high watermark (``learned``): the consumer leaves out
   of its next fetch a partition it still holds records of, and Faust lets a fetch wait up to 1.5 s
   for data, so a partition can show lag 0 for a while after its next records reached the broker.
+* **Skipped offsets.** Offsets of a partition must continue from the seek's start offset without a
+  hole. A hole is counted (``fraudgraph_skipped_offsets_total``) and logged with its range: on a
+  compacted topic or behind a transactional producer it is expected, on Debezium's plain topics it
+  means records the client consumed and never handed over (``transport.py`` closes the two ways
+  known), and the integration tests that kill workers assert it stays 0.
 * **Redeliveries.** Should the client hand a record over twice in one generation (a seek back
   while a fetch was in flight), the pipeline knows the copy by its offset (``PushedOffsets``) and
   only acks it, after its original; ``fraudgraph_redelivered_events_total`` counts them.
@@ -35,6 +40,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from fraudgraph.streams import metrics
 from fraudgraph.streams.pipeline import Pipeline, Record
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,12 @@ class OrderFlow:
                     self._forget(message)  # from before a rebalance: the seek that follows re-delivers it
                     forgotten += 1
                     continue
-                self.next_offset[message.topic, message.partition] = message.offset + 1
+                stream = (message.topic, message.partition)
+                expected = self._next(stream)
+                if expected is not None and message.offset > expected:
+                    metrics.SKIPPED_OFFSETS.inc(message.offset - expected)
+                    log.warning("%s[%s]: offsets %d-%d never delivered", *stream, expected, message.offset - 1)
+                self.next_offset[stream] = message.offset + 1
                 self.pipeline.push(
                     Record(
                         message.topic,
@@ -89,11 +100,14 @@ class OrderFlow:
             pass
         self._backpressure()
 
+    def _next(self, stream: tuple[str, int]) -> int | None:
+        """The next offset ``stream`` delivers: after the last delivered, else where the seek placed it."""
+        consumer = self.app.consumer
+        return self.next_offset.get(stream, consumer.start_offsets.get(consumer._new_topicpartition(*stream)))
+
     def _lag(self, stream: tuple[str, int]) -> int | None:
         consumer = self.app.consumer
-        tp = consumer._new_topicpartition(*stream)
-        nxt = self.next_offset.get(stream, consumer.start_offsets.get(tp))
-        highwater = consumer.highwater(tp)
+        nxt, highwater = self._next(stream), consumer.highwater(consumer._new_topicpartition(*stream))
         return None if nxt is None or highwater is None else max(highwater - nxt, 0)
 
     def _learned(self, stream: tuple[str, int]) -> float:

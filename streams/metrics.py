@@ -35,6 +35,10 @@ REDELIVERED = Counter(
     "fraudgraph_redelivered_events_total",
     "Records the consumer handed over a second time in one generation: acked, never applied again",
 )
+SKIPPED_OFFSETS = Counter(
+    "fraudgraph_skipped_offsets_total",
+    "Offsets of a CDC partition the consumer stepped over: compacted away, transaction markers, or lost",
+)
 LATE_EVENTS = Counter(
     "fraudgraph_late_events_total",
     "Events applied after a later one had been (they came after worker_max_idle_ms): out of event-time order",
