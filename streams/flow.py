@@ -11,8 +11,9 @@
   delivered from since the assignment, where the seek placed it (``transport.py``: nothing is
   delivered before), not the client's position, which runs ahead of what Faust has handed over. A
   lag is as old as the fetch that reported the high watermark (``learned``): the consumer leaves out
-  of its next fetch a partition it still holds records of, and Faust lets a fetch wait up to 1.5 s
-  for data, so a partition can show lag 0 for a while after its next records reached the broker.
+  of its next fetch a partition it still holds records of, and a fetch waits at the broker for data
+  (``transport.FETCH_MAX_WAIT_MS``), so a partition can show lag 0 for a while after its next
+  records reached the broker.
 * **Skipped offsets.** Offsets of a partition must continue from the seek's start offset without a
   hole. A hole is counted (``fraudgraph_skipped_offsets_total``) and logged with its range: on a
   compacted topic or behind a transactional producer it is expected, on Debezium's plain topics it

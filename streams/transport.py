@@ -32,7 +32,12 @@ it delivers one (``flow.py`` reads a partition's lag from it). Changelog partiti
 Faust positions them itself during recovery and never commits offsets for them.
 
 The consumer also tells when a fetch last reported a partition's high watermark (``fetched_ms``): a
-lag computed from it is only as current as that fetch (``flow.py``).
+lag computed from it is only as current as that fetch (``flow.py``). A fetch of partitions with no
+new records waits at the broker for up to ``fetch_max_wait_ms``, which Faust hard-codes at 1.5 s;
+the event-time order holds an event until a fetch answered after it shows every silent partition
+caught up, so on a quiet stream that wait was the event's (at 10 transactions/s: steady p50 134 ms,
+max 1.5 s; with 20 ms: 72 ms and 95 ms, ``benchmarks/results/performance.md``). The price is up to
+50 empty fetches a second per broker while the stream is idle.
 
 **Producer.** Faust turns on idempotence only inside Kafka transactions, which the worker does not
 use (app.py says why). Without it a produce that reached the broker but whose answer was lost (a
@@ -48,6 +53,15 @@ from typing import Any
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 
+FETCH_MAX_WAIT_MS = 20
+
+
+class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher, created at start
+        return consumer
+
 
 class Consumer(aiokafka_driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -55,6 +69,9 @@ class Consumer(aiokafka_driver.Consumer):
         self.positioned: set[TP] = set()  # stream partitions perform_seek placed in this assignment
         self.held: set[TP] = set()  # stream partitions asked to resume before that
         self.start_offsets: dict[TP, int] = {}  # where perform_seek placed each stream partition
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.positioned.difference_update(revoked)

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 
-from fraudgraph.streams.transport import Consumer
+from fraudgraph.settings import Settings
+from fraudgraph.streams.transport import FETCH_MAX_WAIT_MS, Consumer
 
 CDC = [TP("bank.public.transactions", 0), TP("bank.public.transactions", 1)]
 CHANGELOG = TP("worker-node-state-changelog", 0)
@@ -111,3 +112,17 @@ def test_a_drain_while_the_flow_is_stopped_rewinds_every_assigned_partition_it_t
     revoked = TP("bank.public.transactions", 2)  # no longer assigned: its next owner reads it
     assert fetched(c, {CDC[0]: range(40, 42), revoked: range(3, 5)}, flow_active=False) == []
     assert c._thread.seeks == {CDC[0]: 40}
+
+
+def test_an_idle_fetch_waits_at_the_broker_for_fetch_max_wait_ms_not_fausts_1_5_s(tmp_path):
+    from fraudgraph.streams.app import create_app
+
+    async def created_wait() -> int:
+        app = create_app(Settings(worker_data_dir=tmp_path / "data", model_dir=tmp_path / "models"))
+        client = app.consumer._thread._create_worker_consumer(app.transport)  # not started: no broker
+        try:
+            return client._fetch_max_wait_ms
+        finally:
+            await client.stop()
+
+    assert asyncio.run(created_wait()) == FETCH_MAX_WAIT_MS < 1500
