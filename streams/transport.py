@@ -103,9 +103,10 @@ class Consumer(aiokafka_driver.Consumer):
         handed = records if self.flow_active else {}
         if active is not None:  # None: a client-only app, every partition counts as active
             handed = {tp: rs for tp, rs in handed.items() if tp in active or tp in self._buffered_partitions}
-        assignment = self.assignment()
-        for tp in records.keys() - handed.keys():
-            if tp in assignment:  # a revoked partition's next owner reads it from the committed offset
+        not_handed = records.keys() - handed.keys()
+        if not_handed:
+            assignment = self.assignment()  # a revoked partition's next owner reads it from the committed offset
+            for tp in not_handed & assignment:
                 self._thread.seek(tp, records[tp][0].offset)
         for tp, record in self.scheduler.iterate(handed):
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
