@@ -80,6 +80,11 @@ class Settings:
     # worker_batch_ms (the most a quiet stream's event waits), are decided together.
     worker_batch_max: int = 256
     worker_batch_ms: float = 5.0
+    # Checkpoints (streams/flow.py): what was decided since the last one is made durable (scores,
+    # then the changed node states once each) and its offsets acked, every worker_checkpoint_ms or
+    # worker_checkpoint_records records. Longer: fewer state writes, more to redo after a crash.
+    worker_checkpoint_ms: float = 100.0
+    worker_checkpoint_records: int = 5_000
     # Event-time order across input partitions (streams/event_time.py): an event waits at most
     # worker_max_idle_ms for a caught-up partition that is silent to show a later one (Kafka
     # Streams' max.task.idle.ms); one that is behind or not fetched yet is waited for while it

@@ -69,6 +69,12 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Child processes of ``pid`` (the worker's graph sink)."""
     out = []
@@ -228,6 +234,7 @@ def run_once(
         # 2.6 payments an hour each); the unpaced run gets as many as 20 s at 1,000/s.
         target = rate * seconds if rate else 20_000
         duration = max(600.0, target / (customers * 2.6) * 3600)
+        cpu_at_start = cpu_s(worker.pid)
         profiler = None
         if profile_s:  # sampled while the simulator writes (and the worker works), not while it idles after
             profiler = subprocess.Popen(
@@ -281,6 +288,7 @@ def run_once(
                 first_cdc = cdc if first_cdc is None else min(first_cdc, cdc)
                 last_score = max(last_score, out)
         span = (last_score - first_cdc) / 1000
+        worker_cpu = cpu_s(worker.pid) - cpu_at_start  # the scoring process only (the graph sink is a child)
         profile = None
         if profiler is not None:
             profiler.wait(profile_s + 60)
@@ -314,6 +322,8 @@ def run_once(
             "simulator_tx_per_s": round(report.transactions_per_s, 1),
             "throughput_tx_per_s": throughput,
             "throughput_events_per_s": round(report.total_rows / span, 1),
+            "worker_cpu_ms_per_tx": round(worker_cpu * 1000 / max(len(decisions), 1), 2),
+            "records_out": {k.split('"')[1]: v for k, v in m.items() if k.startswith("fraudgraph_records_out_total{")},
             "bare_loop": ceiling,
             "engine_share_of_bare_loop": round(throughput / ceiling["tx_per_s"], 4),
             "latency_ms": {

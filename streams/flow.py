@@ -22,6 +22,10 @@
 * **Redeliveries.** Should the client hand a record over twice in one generation (a seek back
   while a fetch was in flight), the pipeline knows the copy by its offset (``PushedOffsets``) and
   only acks it, after its original; ``fraudgraph_redelivered_events_total`` counts them.
+* **Checkpoints.** Drains apply, decide and emit; a checkpoint (``Pipeline.checkpoint``) makes what
+  was drained durable and acks it, every ``checkpoint_ms`` or ``checkpoint_records`` records,
+  whichever comes first (the release timer covers a quiet stream), and before a rebalance or stop
+  gives anything back. Scores are sent as they are decided; only the acks wait for the checkpoint.
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
@@ -48,11 +52,23 @@ log = logging.getLogger(__name__)
 
 
 class OrderFlow:
-    def __init__(self, app: Any, pipeline: Pipeline, topics: Iterable[str], batch_max: int, buffer: int):
+    def __init__(
+        self,
+        app: Any,
+        pipeline: Pipeline,
+        topics: Iterable[str],
+        batch_max: int,
+        buffer: int,
+        checkpoint_ms: float,
+        checkpoint_records: int,
+    ):
         self.app, self.pipeline, self.topics = app, pipeline, frozenset(topics)
         self.batch_max, self.buffer = batch_max, buffer
+        self.checkpoint_ms, self.checkpoint_records = checkpoint_ms, checkpoint_records
+        self.checkpointed_ms = pipeline.now_ms()
         self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
         self.paused: set[Any] = set()
+        self.assignment: list[Any] | None = None  # the CDC partitions of the current assignment
         self.revoking = False
         self.lock = asyncio.Lock()  # one drain at a time: the agent's and the timer's
         app.flow = self
@@ -91,15 +107,28 @@ class OrderFlow:
 
     async def tick(self) -> None:
         async with self.lock:
-            await self._drain()
+            if self.pipeline.order.pending() or self.pipeline.undone:
+                await self._drain()
+            elif not self.revoking:
+                self._assign()  # a partition that delivers nothing is waited for from its assignment on
+
+    def _assign(self) -> None:
+        self.pipeline.order.assign(((tp.topic, tp.partition) for tp in self._cdc_assignment()), self.pipeline.now_ms())
 
     async def _drain(self) -> None:
         if self.revoking:
             return
-        self.pipeline.order.assign(((tp.topic, tp.partition) for tp in self._cdc_assignment()), self.pipeline.now_ms())
+        self._assign()
         while await self.pipeline.drain(self._lag, self.batch_max, self._learned):
-            pass
+            if len(self.pipeline.undone) >= self.checkpoint_records:
+                await self._checkpoint()
+        if self.pipeline.undone and self.pipeline.now_ms() - self.checkpointed_ms >= self.checkpoint_ms:
+            await self._checkpoint()
         self._backpressure()
+
+    async def _checkpoint(self) -> None:
+        await self.pipeline.checkpoint()
+        self.checkpointed_ms = self.pipeline.now_ms()
 
     def _next(self, stream: tuple[str, int]) -> int | None:
         """The next offset ``stream`` delivers: after the last delivered, else where the seek placed it."""
@@ -130,19 +159,27 @@ class OrderFlow:
                 self.paused.discard(tp)
 
     def _cdc_assignment(self) -> list[Any]:
-        try:
-            assignment = self.app.consumer.assignment()
-        except Exception:  # noqa: BLE001 - not started yet
-            return []
-        return [tp for tp in assignment if tp.topic in self.topics]
+        """The CDC partitions assigned, asked of the client once per assignment (the answer is a
+        set built on its thread's side, too dear for every drain)."""
+        if self.assignment is None:
+            try:
+                assignment = self.app.consumer.assignment()
+            except Exception:  # noqa: BLE001 - not started yet
+                return []
+            cdc = [tp for tp in assignment if tp.topic in self.topics]
+            if not cdc:
+                return []
+            self.assignment = cdc
+        return self.assignment
 
     def _forget(self, message: Any) -> None:
         """Never acked: the seek to the committed offset after the rebalance re-delivers it."""
         self.app.consumer._unacked_messages.discard(message)
 
     async def give_back(self) -> None:
-        async with self.lock:  # an in-flight drain finishes (and acks) first
+        async with self.lock:  # an in-flight drain finishes first
             self.revoking = True
+            await self._checkpoint()  # what was drained is acked, not given back
             dropped = self.pipeline.reset()
             for item in dropped:
                 self._forget(item.record.handle.message)
@@ -150,9 +187,11 @@ class OrderFlow:
                 self.app.consumer.resume_partitions(self.paused)
                 self.paused.clear()
             self.next_offset.clear()
+            self.assignment = None
             if dropped:
                 log.info("rebalance: %d events waiting for event-time order given back for re-delivery", len(dropped))
 
     async def _assigned(self, *args: Any, **kwargs: Any) -> None:
         async with self.lock:
             self.revoking = False
+            self.assignment = None

@@ -24,7 +24,8 @@ EVENTS_DECODED = Counter("fraudgraph_events_decoded_total", "Domain events decod
 TOMBSTONES = Counter("fraudgraph_tombstones_total", "Kafka tombstones after deletes (no event)", ["table"])
 RECORDS_OUT = Counter(
     "fraudgraph_records_out_total",
-    "Records the worker produced, by output (scores: acknowledged by Kafka; alerts, dead_letters, score_replies: sent)",
+    "Records the worker produced, by output (scores: acknowledged by Kafka; alerts, dead_letters,"
+    " score_replies, node_states (changelog, one per changed node per checkpoint): sent)",
     ["output"],
 )
 DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])

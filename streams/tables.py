@@ -39,12 +39,14 @@ from faust.stores.rocksdb import Store as RocksDBStore
 SCHEME = "fraudgraph-rocksdb"
 
 
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of a record sent by key (aiokafka's DefaultPartitioner, Kafka's murmur2)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 class KeyPartitionedRocksDBStore(RocksDBStore):
     def _key_partition(self, key: bytes) -> int:
-        # Exactly what the producer does for a changelog record sent without a partition
-        # (aiokafka DefaultPartitioner).
-        n = self.table.partitions or self.app.conf.topic_partitions
-        return (murmur2(key) & 0x7FFFFFFF) % n
+        return key_partition(key, self.table.partitions or self.app.conf.topic_partitions)
 
     def put_in_partition(self, key: bytes, value: bytes | None, partition: int) -> None:
         self._key_index[key] = partition
@@ -65,8 +67,11 @@ class AckedTable(faust.Table):
 
     def put(self, key, value, partition: int | None = None):
         """Write ``key``; its changelog record goes to ``partition`` (None: the key's murmur2
-        partition). Returns the send's future: awaited, the write is durable."""
+        partition, computed here: Faust would ask the producer, which looks the topic up in the
+        cluster metadata for every record). Returns the send's future: awaited, the write is durable."""
         self._unacked[key] = value
+        if partition is None:
+            partition = key_partition(key, self.partitions or self.app.conf.topic_partitions)
         return self.send_changelog(partition, key, value)  # its callback is _on_changelog_sent
 
     def _on_changelog_sent(self, fut) -> None:

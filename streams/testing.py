@@ -92,8 +92,9 @@ def interleaved(logs: dict[tuple[str, int], list[Record]], rng: random.Random, m
 
 
 async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 200, batch: int = 256) -> None:
-    """Feed ``arrivals`` ``fetch`` records at a time, draining after each fetch as the worker does;
-    a partition's lag is the number of its records not delivered yet (the client's view)."""
+    """Feed ``arrivals`` ``fetch`` records at a time, draining and checkpointing after each fetch as
+    the worker does; a partition's lag is the number of its records not delivered yet (the client's
+    view)."""
     remaining: dict[tuple[str, int], int] = {}
     for r in arrivals:
         remaining[r.stream] = remaining.get(r.stream, 0) + 1
@@ -108,9 +109,11 @@ async def deliver(pipeline: Pipeline, arrivals: Sequence[Record], fetch: int = 2
             remaining[r.stream] -= 1
         while await pipeline.drain(lag, batch):
             pass
+        await pipeline.checkpoint()
     pipeline.order.max_idle_ms = 0  # the log is complete: nothing can come any more
     while await pipeline.drain(lambda _: 0, batch):
         pass
+    await pipeline.checkpoint()
 
 
 async def replay_decisions(
@@ -133,4 +136,5 @@ async def replay_decisions(
         pipeline.push(record)
     while await pipeline.drain(lambda _: 0, batch):
         pass
+    await pipeline.checkpoint()
     return {s.transaction_id: s for s in sinks.scores.values()}

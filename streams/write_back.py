@@ -1,11 +1,11 @@
-"""Node states in memory, written to the durable store once per batch.
+"""Node states in memory, written to the durable store once per checkpoint.
 
-A batch's events read and change the same few hot nodes (an account's payments, a merchant's
-payers) many times; through the durable store (the changelog-backed table) each touch would be a
-JSON decode, a RocksDB read, an encode and a changelog record. Here a node is read from the store
-once, changed in memory as often as the batch needs, and written once at ``flush``.
+The events between two checkpoints read and change the same few hot nodes (an account's payments,
+a merchant's payers) many times; through the durable store (the changelog-backed table) each touch
+would be a JSON decode, a RocksDB read, an encode and a changelog record. Here a node is read from
+the store once, changed in memory as often as needed, and written once at ``flush``.
 
-Why the pipeline flushes only after the batch's scores are durable: a score must be computed from
+Why the pipeline flushes only after the scores decided since the last flush are durable: a score must be computed from
 the states right after its own event. If a later event's state change were durable before an
 earlier transaction's score, a crash in between would re-score that transaction from states that
 already include the later event (its replay is skipped per node). Written in this order, a crash
@@ -32,9 +32,13 @@ class WriteBackStore:
 
     def freeze(self, keys) -> None:
         """The current objects of ``keys`` now belong to a snapshot (a transaction's scoring input):
-        the next ``get`` of one of them in this batch returns a copy, so the snapshot stays as it
-        is. Copying only what is touched again costs far less than copying every snapshot."""
+        the next ``get`` of one of them before ``release_snapshots`` returns a copy, so the snapshot
+        stays as it is. Copying only what is touched again costs far less than copying every snapshot."""
         self.frozen.update(keys)
+
+    def release_snapshots(self) -> None:
+        """The snapshots taken so far are decided and done with: their objects may change in place."""
+        self.frozen.clear()
 
     def get(self, key: str) -> NodeState | None:
         state = self.cache.get(key)
@@ -57,7 +61,6 @@ class WriteBackStore:
             self.durable.put(self.cache[key])
         written = len(self.dirty)
         self.dirty.clear()
-        self.frozen.clear()  # the batch is decided: its snapshots are done with
         if len(self.cache) > self.max_entries:
             self.cache.clear()
         return written

@@ -46,24 +46,66 @@ class Consumer:
 
 
 class Pipeline:
+    """Releases every pushed record at once, one drain of at most ``limit``; a checkpoint does them."""
+
     def __init__(self) -> None:
         self.order: EventTimeMerger = EventTimeMerger(max_idle_ms=0)
         self.pushed: list[int] = []
+        self.waiting: list[int] = []
+        self.undone: list[int] = []
+        self.done: list[list[int]] = []  # per checkpoint
+        self.clock = 0.0
 
     def push(self, record) -> None:
         self.pushed.append(record.offset)
+        self.waiting.append(record.offset)
 
     def now_ms(self) -> float:
-        return 0.0
+        return self.clock
 
     async def drain(self, lag, limit, learned=None) -> int:
-        return 0
+        ready, self.waiting = self.waiting[:limit], self.waiting[limit:]
+        self.undone += ready
+        return len(ready)
+
+    async def checkpoint(self) -> int:
+        self.done.append(self.undone)
+        self.undone = []
+        return len(self.done[-1])
+
+    def reset(self) -> list:
+        assert not self.undone
+        return []
 
 
-def order_flow(consumer: Consumer, pipeline: Pipeline) -> OrderFlow:
+def order_flow(consumer: Consumer, pipeline: Pipeline, checkpoint_ms: float = 100, records: int = 1000) -> OrderFlow:
     app = SimpleNamespace(consumer=consumer, consumer_generation_id=2, on_partitions_assigned=SimpleNamespace())
     app.on_partitions_assigned.connect = lambda handler: None
-    return OrderFlow(app, pipeline, ["t"], batch_max=10, buffer=100)  # type: ignore[arg-type]
+    return OrderFlow(app, pipeline, ["t"], 10, 100, checkpoint_ms, records)  # type: ignore[arg-type]
+
+
+def messages(offsets) -> list[SimpleNamespace]:
+    return [SimpleNamespace(message=Message("t", 0, o, generation_id=2)) for o in offsets]
+
+
+def test_drained_records_are_done_at_a_checkpoint_by_time_or_by_count_and_before_a_rebalance():
+    pipeline = Pipeline()
+    flow = order_flow(Consumer(), pipeline, checkpoint_ms=100, records=25)
+
+    asyncio.run(flow.deliver(messages(range(0, 5))))
+    assert pipeline.undone == [0, 1, 2, 3, 4] and not pipeline.done  # drained, not yet durable
+    pipeline.clock = 99.0
+    asyncio.run(flow.tick())
+    assert not pipeline.done
+    pipeline.clock = 100.0
+    asyncio.run(flow.tick())  # a quiet stream: the timer checkpoints
+    assert pipeline.done == [[0, 1, 2, 3, 4]]
+
+    asyncio.run(flow.deliver(messages(range(5, 40))))  # drains of 10: a checkpoint once 25 are drained
+    assert pipeline.done[1] == list(range(5, 35)) and pipeline.undone == list(range(35, 40))
+
+    asyncio.run(flow.give_back())
+    assert pipeline.done[2] == list(range(35, 40)) and not pipeline.undone
 
 
 def test_a_batch_fetched_before_a_rebalance_is_forgotten_for_the_seek_to_redeliver():
