@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from fraudgraph.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Python's cyclic collector runs a young collection every 700 container allocations and, every
+# 10 of those, an older one; the hot path allocates many small containers per event (a decoded
+# envelope, a node state's buckets), so with a few hundred MB of live state it spent as much time
+# collecting as working (the pipeline in process: 613 tx/s with the defaults, 1,395 with the
+# collector off). Collections stay on, for reference cycles (asyncio futures, tracebacks), but rarer.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Move what start-up built (modules, the app, its services) out of the collector's sight, and
+    collect less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
@@ -31,6 +47,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     check_partitions(settings, {t: n for t, n in topics.items() if t != settings.dead_letter_topic})
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)  # Faust expects it to exist
     app = create_app(settings)
+    tune_gc()
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns only when the worker stops
     return 0
