@@ -11,7 +11,8 @@ Two steps, so the host work and the device work can be timed and placed separate
 
 * ``encode`` (host, Python): the states of each target and its direct neighbours become padded
   tensors: every node's raw features, and, per relation into it, the mean of its neighbours' raw
-  features with a 0/1 "has neighbours" flag. Neighbours are not deduplicated across targets; a
+  features with a 0/1 "has neighbours" flag and ``log(1 + count)``, its degree so far (a mean
+  hides how many neighbours there are: a fan-in of fifty looks like a single payer). Neighbours are not deduplicated across targets; a
   node's row is a few floats, and two targets may legitimately see one account at two versions.
 * ``forward`` (device): layer 1 for every encoded node, grouped by node type (one projection and a
   few matmuls per type), then layer 2 for the targets with one ``index_add_`` over the
@@ -23,6 +24,7 @@ Two steps, so the host work and the device work can be timed and placed separate
 from __future__ import annotations
 
 from array import array
+from math import log1p
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,7 +65,8 @@ class GraphSchema(Protocol):
 @dataclass
 class EncodedBatch:
     """``x[t]``: (n_t, width_t) raw features; ``means[r]``/``has[r]``: per relation r into type
-    dst(r), the neighbours' mean raw features (n_dst, width_src) and a (n_dst,) 0/1 flag; nodes are
+    dst(r), the neighbours' mean raw features (n_dst, width_src) and a (n_dst,) 0/1 flag;
+    ``degree[r]``: (n_dst,) log(1 + number of neighbours under r); nodes are
     numbered globally type block after type block (``model.node_types`` order); ``targets`` (B,)
     are global numbers; edges ``edge_target`` (batch position) <- ``edge_node`` (global) under
     ``edge_relation``, weighted ``edge_norm`` = 1/count."""
@@ -71,6 +74,7 @@ class EncodedBatch:
     x: dict[str, Tensor]
     means: dict[int, Tensor]
     has: dict[int, Tensor]
+    degree: dict[int, Tensor]
     targets: Tensor
     edge_target: Tensor
     edge_node: Tensor
@@ -88,6 +92,7 @@ class EncodedBatch:
             {k: f(v) for k, v in self.x.items()},
             {k: f(v) for k, v in self.means.items()},
             {k: f(v) for k, v in self.has.items()},
+            {k: f(v) for k, v in self.degree.items()},
             i(self.targets),
             i(self.edge_target),
             i(self.edge_node),
@@ -123,6 +128,7 @@ def encode(requests: Sequence[ScoringRequest], model: GraphSchema) -> EncodedBat
     count = dict.fromkeys(types, 0)
     means = [array("d") for _ in range(n_rel)]
     has = [array("d") for _ in range(n_rel)]
+    degree = [array("d") for _ in range(n_rel)]
 
     def add(state: StateView) -> tuple[str, int]:
         t = state.node_type
@@ -143,9 +149,11 @@ def encode(requests: Sequence[ScoringRequest], model: GraphSchema) -> EncodedBat
                     raise ValueError(f"{t} state's {key} sums have {len(acc)} values, the model expects {width}")
                 means[r].extend(acc if n == 1 else [v / n for v in acc])
                 has[r].append(1.0)
+                degree[r].append(log1p(n))
             else:
                 means[r].extend(zero)
                 has[r].append(0.0)
+                degree[r].append(0.0)
         return t, local
 
     target_type, target_local = array("q"), array("q")
@@ -182,7 +190,7 @@ def encode(requests: Sequence[ScoringRequest], model: GraphSchema) -> EncodedBat
     for t in types:
         offsets.append(acc)
         acc += count[t]
-    floats = _views([*(rows[t] for t in types), *means, *has, edge_norm], torch.float64)
+    floats = _views([*(rows[t] for t in types), *means, *has, *degree, edge_norm], torch.float64)
     ints = _views([offsets, target_type, target_local, edge_target, edge_type, edge_local, edge_relation], torch.long)
     x = {t: floats[i].view(-1, widths[t]) for i, t in enumerate(types)}
     k = len(types)
@@ -192,11 +200,12 @@ def encode(requests: Sequence[ScoringRequest], model: GraphSchema) -> EncodedBat
         x=x,
         means={r: floats[k + r].view(-1, src_width[r]) for r in range(n_rel)},
         has={r: floats[k + n_rel + r] for r in range(n_rel)},
+        degree={r: floats[k + 2 * n_rel + r] for r in range(n_rel)},
         targets=offsets_t[target_type_t] + target_local_t,
         edge_target=edge_target_t,
         edge_node=offsets_t[edge_type_t] + edge_local_t,
         edge_relation=edge_relation_t,
-        edge_norm=floats[k + 2 * n_rel],
+        edge_norm=floats[k + 3 * n_rel],
     )
 
 

@@ -14,12 +14,14 @@ Why that is enough (the maths)
 
 Layer 1 at any node v::
 
-    h1(v) = relu( P_t(v)(x_v) @ root1 + sum_r mean_{u in N_r(v)} P_src(r)(x_u) @ W1_r + b1 )
+    h1(v) = relu( P_t(v)(x_v) @ root1 + sum_r mean_{u in N_r(v)} P_src(r)(x_u) @ W1_r
+                  + sum_r log(1 + counts[r]) * degree_r + b1 )
 
 P_t is the affine input projection of type t (``HeteroRGCN.project``). Because it is affine and
 every neighbour under a typed relation has the type src(r),
 ``mean_u P(x_u) = P(mean_u x_u) = P(sums[r] / counts[r])``: h1(v) needs only v's own features and
-v's NeighbourSums. (A relation with count 0 contributes nothing, as in the full-graph mean.)
+v's NeighbourSums, the degree term included. (A relation with count 0 contributes nothing, as in
+the full-graph mean.)
 
 Layer 2 at the target T::
 
@@ -51,6 +53,8 @@ Caveats
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +127,7 @@ class IncrementalScorer:
             zero = lambda layer: torch.zeros(layer.out_channels, dtype=dtype, device=self.device)
             self.b1 = cast(model.conv1.bias) if model.conv1.bias is not None else zero(model.conv1)
             self.b2 = cast(model.conv2.bias) if model.conv2.bias is not None else zero(model.conv2)
+            self.degree = cast(model.degree) if model.degree is not None else None
         self.widths = dict(model.feature_widths)
         # For each receiving node type, the relations whose messages it receives.
         self.incoming: dict[str, list[tuple[int, Relation]]] = {t: [] for t in model.node_types}
@@ -147,6 +152,8 @@ class IncrementalScorer:
             if n:
                 mean = self._vec(state.neighbours.sums[rel.key]) / n
                 z = z + self._project(rel.src, mean) @ self.w1[i]
+                if self.degree is not None:
+                    z = z + math.log1p(n) * self.degree[i]
         return torch.relu(z)
 
     def score(self, target: NodeState, neighbours: Mapping[str, Sequence[NodeState]]) -> Tensor:

@@ -195,6 +195,13 @@ class HeteroRGCN(nn.Module):
     relations are therefore typed (``Relation(src, name, dst)``), and the nonlinearity comes after
     the first R-GCN layer. A nonlinearity here would make the state depend on the model weights.
 
+    Why degree inputs (``degree_inputs``): a mean over a relation's neighbours says nothing of how
+    many there are, and where features carry no signal (every AMLSim row is a "transfer" on a
+    whole day) the shape of the graph is all there is: a fan-in of fifty senders looks like one.
+    The first layer therefore also adds ``log(1 + |N_r(v)|) * degree[r]`` per relation r into v.
+    The count is one the node's state keeps exactly (``NeighbourSums.counts``), so incremental
+    scoring stays exact. Models saved before it have no ``degree`` (their architecture says so).
+
     Nodes are numbered globally in ``node_types`` order: all nodes of the first type, then the
     second, ... (PyG's ``to_homogeneous`` convention); ``x`` maps each type to its (n_t, width_t)
     raw features.
@@ -209,6 +216,7 @@ class HeteroRGCN(nn.Module):
         hidden: int,
         out_channels: int,
         num_bases: int | None = None,
+        degree_inputs: bool = True,
     ):
         super().__init__()
         self.node_types = list(feature_widths)
@@ -222,24 +230,38 @@ class HeteroRGCN(nn.Module):
         self.project = nn.ModuleDict({t: nn.Linear(w, hidden) for t, w in self.feature_widths.items()})
         self.conv1 = RGCNLayer(hidden, hidden, len(self.relations), num_bases)
         self.conv2 = RGCNLayer(hidden, out_channels, len(self.relations), num_bases)
+        # Zero at the start: an untrained degree term leaves the model the plain R-GCN.
+        self.degree = nn.Parameter(torch.zeros(len(self.relations), hidden)) if degree_inputs else None
 
     def embed(self, x: Mapping[str, Tensor]) -> Tensor:
         return torch.cat([self.project[t](x[t]) for t in self.node_types], dim=0)
 
     def hidden_states(self, x: Mapping[str, Tensor], edge_index: Tensor, edge_type: Tensor) -> Tensor:
-        return torch.relu(self.conv1(self.embed(x), edge_index, edge_type))
+        z = self.conv1(self.embed(x), edge_index, edge_type)
+        if self.degree is not None:
+            R = len(self.relations)
+            counts = torch.bincount(edge_index[1] * R + edge_type, minlength=z.size(0) * R).view(-1, R)
+            z = z + torch.log1p(counts.to(z.dtype)) @ self.degree
+        return torch.relu(z)
 
     def forward(self, x: Mapping[str, Tensor], edge_index: Tensor, edge_type: Tensor) -> Tensor:
         return self.conv2(self.hidden_states(x, edge_index, edge_type), edge_index, edge_type)
 
     def architecture(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "num_bases": self.conv1.num_bases}
+        return {"hidden": self.hidden, "num_bases": self.conv1.num_bases, "degree_inputs": self.degree is not None}
 
     @classmethod
     def from_architecture(
         cls, feature_widths: Mapping[str, int], relations: Sequence[Relation], **architecture: Any
     ) -> HeteroRGCN:
-        return cls(feature_widths, relations, architecture["hidden"], 1, architecture.get("num_bases"))
+        return cls(
+            feature_widths,
+            relations,
+            architecture["hidden"],
+            1,
+            architecture.get("num_bases"),
+            architecture.get("degree_inputs", False),  # saved before degree inputs: without them
+        )
 
     def score_batch(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
         """Logits (B, out) of the targets and each relation's additive share of them (B, R, out); the
@@ -260,6 +282,8 @@ class HeteroRGCN(nn.Module):
                 # contributes nothing, the projection's bias included.
                 mean = self.project[rel.src](batch.means[r]) * batch.has[r].unsqueeze(1)
                 z = z + mean @ w1[r]
+                if self.degree is not None:
+                    z = z + batch.degree[r].unsqueeze(1) * self.degree[r]
             if self.conv1.bias is not None:
                 z = z + self.conv1.bias
             blocks.append(torch.relu(z))

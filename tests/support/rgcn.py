@@ -17,6 +17,7 @@ def make_model(graph, seed: int, num_bases: int | None = 3, hidden: int = 16, ou
     with torch.no_grad():  # non-zero biases everywhere, so the affine-projection argument is tested
         for m in [*model.project.values(), model.conv1, model.conv2]:
             m.bias.normal_()
+        model.degree.normal_()  # and the degree term (zero when a model is made) counts
     return model
 
 

@@ -86,13 +86,16 @@ def test_an_unknown_kind_is_refused_with_the_known_ones(tmp_path):
 
 def test_a_card_written_before_kinds_loads_as_the_rgcn_it_was(tmp_path):
     torch.manual_seed(0)
-    model = HeteroRGCN(WIDTHS, FRAUD_RELATIONS, hidden=8, out_channels=1, num_bases=2).eval()
+    # Cards that old predate degree inputs too.
+    model = HeteroRGCN(WIDTHS, FRAUD_RELATIONS, hidden=8, out_channels=1, num_bases=2, degree_inputs=False).eval()
     reg = ModelRegistry(tmp_path)
     card = reg.register(model, card_for(model, threshold=0.5, target_fpr=0.01))
     path = tmp_path / card.version / "card.json"
     old = json.loads(path.read_text())
     old.pop("kind")
-    old.update(old.pop("architecture"))  # the older layout: hidden and num_bases at the top level
+    architecture = old.pop("architecture")
+    assert architecture.pop("degree_inputs") is False
+    old.update(architecture)  # the older layout: hidden and num_bases at the top level
     path.write_text(json.dumps(old))
     loaded, loaded_card = reg.load(card.version)
     assert loaded_card.kind == "rgcn" and loaded_card.architecture == {"hidden": 8, "num_bases": 2}
