@@ -11,9 +11,10 @@ log = logging.getLogger(__name__)
 
 # Python's cyclic collector runs a young collection every 700 container allocations and, every
 # 10 of those, an older one; the hot path allocates many small containers per event (a decoded
-# envelope, a node state's buckets), so with a few hundred MB of live state it spent as much time
-# collecting as working (the pipeline in process: 613 tx/s with the defaults, 1,395 with the
-# collector off). Collections stay on, for reference cycles (asyncio futures, tracebacks), but rarer.
+# envelope, a node state's buckets), and with a few hundred MB of live state it took a third of the
+# pipeline's time (in process: 716 tx/s with the defaults, 1,102 with these thresholds, 1,134 with
+# the collector off; benchmarks/results/performance.md). Collections stay on, for reference cycles
+# (asyncio futures, tracebacks), but rarer.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 

@@ -5,14 +5,14 @@ a merchant's payers) many times; through the durable store (the changelog-backed
 would be a JSON decode, a RocksDB read, an encode and a changelog record. Here a node is read from
 the store once, changed in memory as often as needed, and written once at ``flush``.
 
-Why the pipeline flushes only after the scores decided since the last flush are durable: a score must be computed from
-the states right after its own event. If a later event's state change were durable before an
-earlier transaction's score, a crash in between would re-score that transaction from states that
-already include the later event (its replay is skipped per node). Written in this order, a crash
-leaves either the score with no later state (the replay re-applies the events and skips the
-scored transaction) or nothing (the replay redoes both).
+Why the pipeline flushes only after the scores decided since the last flush are durable: a score
+must be computed from the states right after its own event. If a later event's state change were
+durable before an earlier transaction's score, a crash in between would re-score that transaction
+from states that already include the later event (its replay is skipped per node). Written in this
+order, a crash leaves either the score with no later state (the replay re-applies the events and
+skips the scored transaction) or nothing (the replay redoes both).
 
-The cache keeps live objects between batches (this worker is the nodes' only writer) up to
+The cache keeps live objects between checkpoints (this worker is the nodes' only writer) up to
 ``max_entries``, and is emptied on a rebalance.
 """
 
