@@ -24,9 +24,9 @@ Two steps, so the host work and the device work can be timed and placed separate
 from __future__ import annotations
 
 from array import array
-from math import log1p
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from math import log1p
 from typing import Any, Protocol
 
 import torch
