@@ -12,8 +12,9 @@ Two steps, so the host work and the device work can be timed and placed separate
 * ``encode`` (host, Python): the states of each target and its direct neighbours become padded
   tensors: every node's raw features, and, per relation into it, the mean of its neighbours' raw
   features with a 0/1 "has neighbours" flag and ``log(1 + count)``, its degree so far (a mean
-  hides how many neighbours there are: a fan-in of fifty looks like a single payer). Neighbours are not deduplicated across targets; a
-  node's row is a few floats, and two targets may legitimately see one account at two versions.
+  hides how many neighbours there are: a fan-in of fifty looks like a single payer). Neighbours
+  are not deduplicated across targets; a node's row is a few floats, and two targets may
+  legitimately see one account at two versions.
 * ``forward`` (device): layer 1 for every encoded node, grouped by node type (one projection and a
   few matmuls per type), then layer 2 for the targets with one ``index_add_`` over the
   target<-neighbour edges. It also returns each relation's additive share of the logit, which is
