@@ -21,9 +21,7 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 5.0  # lag and state size; Prometheus scrapes every 5 s by default
 
 
-def attach_observability(
-    app, *, scores, node_table, nodes, versions, topics, cohorts: dict[str, Window]
-) -> QualityJoin:
+def attach_observability(app, *, scores, nodes, versions, topics, cohorts: dict[str, Window]) -> QualityJoin:
     """``versions()`` returns the (model, policy) versions in force; they are re-published with
     every lag report, so a hot reload shows on the dashboards within one interval."""
     scores.on_acked = latency.score_acked
@@ -45,7 +43,7 @@ def attach_observability(
         try:
             publish_versions(*versions())
             await lag.report_faust(app.consumer)
-            state_size.report({"node-state": node_table, "scores": scores})
+            state_size.report({"node-state": len(nodes), "scores": state_size.table_entries(scores)})
         except Exception as err:  # noqa: BLE001 -- e.g. during a rebalance; next tick retries
             log.debug("lag/state report skipped: %s", err)
 
