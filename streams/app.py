@@ -175,6 +175,7 @@ def create_app(settings: Settings) -> faust.App:
         app,
         scores=scores,
         nodes=nodes,
+        restored=lambda: flow.restored.wait(),
         versions=lambda: (server.version or NO_MODEL, policies.current.version),
         topics=[*cdc.topics, settings.score_requests_topic],
         cohorts=cohorts(settings.quality_recent_cohort, settings.quality_baseline_cohort),

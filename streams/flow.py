@@ -71,6 +71,7 @@ class OrderFlow:
         self.checkpoint_ms, self.checkpoint_records = checkpoint_ms, checkpoint_records
         self.checkpointed_ms = pipeline.now_ms()
         self.restore = restore  # reloads the node states the pipeline reads (an assignment)
+        self.restored = asyncio.Event()  # set once the current assignment's states are loaded
         self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
         self.paused: set[Any] = set()
         self.assignment: list[Any] | None = None  # the CDC partitions of the current assignment
@@ -184,6 +185,7 @@ class OrderFlow:
     async def give_back(self) -> None:
         async with self.lock:  # an in-flight drain finishes first
             self.revoking = True
+            self.restored.clear()
             await self._checkpoint()  # what was drained is acked, not given back
             dropped = self.pipeline.reset()
             for item in dropped:
@@ -200,5 +202,6 @@ class OrderFlow:
         async with self.lock:
             if self.restore is not None and any(tp.topic in self.topics for tp in assigned):
                 await self.restore()  # before anything of the new assignment is delivered
+            self.restored.set()
             self.revoking = False
             self.assignment = None

@@ -9,6 +9,7 @@ pipeline feeds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fraudgraph.streams import latency, metrics, state_size
 from fraudgraph.streams.lag import LagReporter
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 5.0  # lag and state size; Prometheus scrapes every 5 s by default
 
 
-def attach_observability(app, *, scores, nodes, versions, topics, cohorts: dict[str, Window]) -> QualityJoin:
+def attach_observability(
+    app, *, scores, nodes, restored: Callable[[], Awaitable], versions, topics, cohorts: dict[str, Window]
+) -> QualityJoin:
     """``versions()`` returns the (model, policy) versions in force; they are re-published with
     every lag report, so a hot reload shows on the dashboards within one interval."""
     scores.on_acked = latency.score_acked
@@ -31,8 +34,10 @@ def attach_observability(app, *, scores, nodes, versions, topics, cohorts: dict[
 
     @app.on_rebalance_complete.connect
     async def rebuild_quality(sender, **kwargs):
-        # After a restart or rebalance the tables hold exactly what was durably decided and
-        # labelled: derive the windows from them (quality.py says why not persist them).
+        # After a restart or rebalance the scores table and the node states hold exactly what was
+        # durably decided and labelled: derive the windows from them (quality.py says why not
+        # persist them). Faust recovers the table; ``restored()`` waits for the node states.
+        await restored()
         try:
             join.rebuild(scores.items, nodes.get)
         except Exception:  # noqa: BLE001 -- quality metrics must never stop scoring
