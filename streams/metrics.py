@@ -126,7 +126,7 @@ GRAPH_FRESHNESS_AGE.set_function(_graph_age)
 # ---- state -----------------------------------------------------------------------------------------
 STATE_ENTRIES = Gauge(
     "fraudgraph_state_entries",
-    "Keys in a worker table's local store (RocksDB's estimate), by table",
+    "Entries the worker holds in memory: node states and scores",
     ["table"],
 )
 
