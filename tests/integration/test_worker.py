@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from neo4j import GraphDatabase
 
 from fraudgraph.stack.simulator import daytime_start, simulate
+from fraudgraph.streams.cdc_loop import cdc_group
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
@@ -191,7 +192,9 @@ def _wait_processed(worker: dict, events: int, timeout: float = 180) -> dict:
 def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
     env, settings = isolated_run(stack, "replay")
     topics = cdc_topics(settings)
-    start = {group: commit_group_offsets(stack, group, topics) for group in (settings.worker_id, graph_group(settings))}
+    start = {
+        group: commit_group_offsets(stack, group, topics) for group in (cdc_group(settings), graph_group(settings))
+    }
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
