@@ -232,14 +232,15 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
     try:
         first = worker_process(**env)
         report = simulate(
-            settings, mode="kafka", customers=400, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start()
+            settings, mode="kafka", customers=1500, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start()
         )
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
-        before = read_scores(scores, base, n // 3, timeout=180)
-        assert len(scored_ids(before, base)) < n, "the worker finished before it could be killed"
+        before = read_scores(scores, base, n // 5, timeout=180)
         first["proc"].kill()
         first["proc"].wait(10)
         killed_at = time.time()
+        before += scores.read_until(lambda _: False, timeout=2)  # all it committed
+        assert len(scored_ids(before, base)) < n, "the worker finished before it could be killed"
 
         # Same id, local store and port (so the same static group member: it takes over at once).
         second = worker_process(**env, FRAUDGRAPH_WORKER_WEB_PORT=str(first["port"]))
