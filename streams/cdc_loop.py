@@ -169,6 +169,8 @@ class CdcLoop(Service):
         self.start_offsets: dict[tuple[str, int], int] = {}  # where each partition was placed
         self.next_offset: dict[tuple[str, int], int] = {}  # after the last record pushed
         self.paused: set[tuple[str, int]] = set()
+        self.unpause: set[tuple[str, int]] = set()  # paused in an earlier assignment
+        self.group: Any = None  # the group metadata of this assignment (fences zombie commits)
         self.consumed_ms = -float("inf")  # pipeline clock at the last consume's return
         self.checkpointed_ms = pipeline.now_ms()
         self.lag_reporter = LagReporter("worker", self.topics)
@@ -190,6 +192,7 @@ class CdcLoop(Service):
             while not self.should_stop:
                 records = await self.loop.run_in_executor(None, self.consumer.consume, CONSUME_MAX, self.batch_s)
                 self.consumed_ms = self.pipeline.now_ms()
+                self._after_assignment()
                 self._push(records)
                 await self._drain()
         except asyncio.CancelledError:
@@ -262,9 +265,11 @@ class CdcLoop(Service):
         if not self.outputs.in_transaction:
             self.producer.begin_transaction()
             self.outputs.in_transaction = True
-        group = self.consumer.consumer_group_metadata()
+        if self.group is None:  # revoked in the consume call that assigned: the next owner redoes it
+            await self._abort()
+            return
         try:
-            await self.loop.run_in_executor(None, self._commit, offsets, group)
+            await self.loop.run_in_executor(None, self._commit, offsets, self.group)
         except KafkaException as exc:
             if not exc.args[0].txn_requires_abort():
                 raise  # fatal (fenced by a newer instance, ...): the worker stops
@@ -326,6 +331,17 @@ class CdcLoop(Service):
         self.start_offsets, self.next_offset = starts, {}
         self.assigned = sorted(starts)
         self.pipeline.order.assign(self.assigned, self.pipeline.now_ms())
+        self.group = None
+
+    def _after_assignment(self) -> None:
+        """What a new assignment needs from the client, asked outside its rebalance callbacks:
+        asked from within one, ``consumer_group_metadata`` waits for the callback to return (a
+        deadlock, seen when a member left), and so may other calls that go through the group."""
+        if self.assigned and self.group is None:
+            self.group = self.consumer.consumer_group_metadata()
+        if self.unpause:
+            self.consumer.resume([TopicPartition(*s) for s in self.unpause])
+            self.unpause.clear()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         starts = self._start_offsets(partitions)
@@ -350,10 +366,9 @@ class CdcLoop(Service):
         else:
             await self._abort()  # no longer ours: the next owner redoes it
         dropped = self.pipeline.reset()
-        if self.paused:
-            self.consumer.resume([TopicPartition(*s) for s in self.paused])
-            self.paused.clear()
-        self.assigned, self.start_offsets, self.next_offset = [], {}, {}
+        self.unpause |= self.paused
+        self.paused.clear()
+        self.assigned, self.start_offsets, self.next_offset, self.group = [], {}, {}, None
         if dropped:
             log.info("rebalance: %d events waiting for event-time order given back", len(dropped))
 
