@@ -54,7 +54,7 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iter
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         while ends:
-            for msg in consumer.consume(CONSUME_MAX, 1.0):
+            for msg in consumer.consume(CONSUME_MAX, 0.05):  # returns when full or at the timeout
                 p, err = msg.partition(), msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF and p is not None:
