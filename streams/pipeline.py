@@ -70,9 +70,8 @@ class _Decoded:
 class PushedOffsets:
     """The offsets of one partition pushed since the last reset, as sorted, disjoint ``[lo, hi)`` runs.
 
-    A consumer reads a partition forward from a position; a seek moves that position. After an
-    assignment Faust fetches from wherever the client stood, then seeks to the committed offset
-    (``transport.py``), so a partition is read as a few forward runs. Offsets a run steps over
+    A consumer reads a partition forward from a position; a seek moves that position (a rewind to
+    the last commit, ``cdc_loop.py``), so a partition is read as a few forward runs. Offsets a run steps over
     (transaction markers, compacted records) can never be delivered by it, so each run covers
     everything from its first offset to its last. An offset inside a run is a copy; one below every
     run is not, even when higher ones were pushed: after a rebalance the client may resume ahead of

@@ -262,7 +262,7 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
 
 
 def test_worker_refuses_cdc_topics_partitioned_unlike_its_tables(stack, tmp_path):
-    """Scores are co-partitioned with the transactions topic (streams/tables.py), so a CDC topic
+    """Scores are co-partitioned with the transactions topic (streams/cdc_loop.py), so a CDC topic
     created elsewhere with another partition count must stop the worker before it consumes."""
     settings = stack.replace(topic_prefix=f"parts{uuid.uuid4().hex[:8]}")
     ensure_topics(stack.kafka_bootstrap, {cdc_topic(settings, "transactions"): 2})

@@ -147,12 +147,11 @@ def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(stack, w
             f"{sum(c > 1 for c in counts.values())} twice"
         )
         assert len(counts) == n  # none lost
-        # None twice: a score's record is in the scores partition numbered like its CDC partition,
-        # so the member taking a partition over recovers the markers of what it replays.
+        # None twice: the member taking a partition over restores the scores and states of the
+        # last commit and re-reads from its offsets.
         assert set(counts.values()) == {1}
         assert a["proc"].poll() is None
-        # The survivor stepped over no offset of the partitions it took over (transport.py: records
-        # drained while it waited for their seek were once skipped, hundreds per partition).
+        # The survivor stepped over no offset of the partitions it took over.
         assert scrape(a["port"]).get("fraudgraph_skipped_offsets_total", 0.0) == 0
     finally:
         scores.close()

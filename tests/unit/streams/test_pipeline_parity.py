@@ -173,9 +173,8 @@ def test_applying_in_arrival_order_would_not_be_parity(model_dir):
 
 
 def test_records_handed_over_twice_by_a_seek_back_decide_as_the_replay_and_none_is_late(model_dir):
-    """After an assignment Faust fetches before it seeks to the committed offsets, so a prefix of
-    each partition arrives twice (flow.py, "Redeliveries"); the copies must neither reorder nor
-    count as late events nor be decoded, dead-lettered or scored again."""
+    """Should a client hand a prefix of each partition over twice (a seek back), the copies must
+    neither reorder nor count as late events nor be decoded, dead-lettered or scored again."""
     from prometheus_client import REGISTRY
 
     rng = random.Random(6)
@@ -289,8 +288,8 @@ def test_a_crash_after_the_scores_and_before_the_states_changes_no_decision(mode
 
 def test_records_given_back_at_a_rebalance_are_applied_when_they_come_again(model_dir):
     """A rebalance gives back what waited for order (``Pipeline.reset``). Should the client then
-    hand over records after them before its seek brings them again (flow.py forgets batches of an
-    earlier generation so that it does not), they are new to the pipeline, not copies: each record
+    hand over records after them before its seek brings them again, they are new to the pipeline,
+    not copies: each record
     is done and each transaction decided, once."""
     rng = random.Random(8)
     streams = sorted(LOGS)
