@@ -227,6 +227,8 @@ class CdcLoop(Service):
             if stream not in assigned:
                 continue  # fetched before a revoke: re-read by the partition's next owner
             expected = self._next(stream)
+            if expected is not None and offset < expected:
+                continue  # handed over again (none is expected: positions move only by assignment)
             if expected is not None and offset > expected:
                 metrics.SKIPPED_OFFSETS.inc(offset - expected)
                 log.warning("%s[%s]: offsets %d-%d never delivered", topic, partition, expected, offset - 1)

@@ -32,10 +32,6 @@ DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the de
 REPLAYS_IGNORED = Counter(
     "fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event"
 )
-REDELIVERED = Counter(
-    "fraudgraph_redelivered_events_total",
-    "Records the consumer handed over a second time in one generation: acked, never applied again",
-)
 SKIPPED_OFFSETS = Counter(
     "fraudgraph_skipped_offsets_total",
     "Offsets of a CDC partition the consumer stepped over: compacted away, transaction markers, or lost",
