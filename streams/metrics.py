@@ -64,7 +64,7 @@ SCORE_SECONDS = MODEL_SECONDS  # the Scorer call: the model stage until rules ru
 
 E2E_LATENCY_SECONDS = Histogram(
     "fraudgraph_e2e_latency_seconds",
-    "CDC record appended to Kafka (its timestamp) to the transaction's score acknowledged by Kafka",
+    "CDC record appended to Kafka (its timestamp) to the commit of the transaction carrying its score",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60),
 )
 
