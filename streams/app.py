@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> faust.App:
     recs_requests = app.topic(settings.recs_requests_topic, **raw)
     recs_replies = app.topic(settings.recs_replies_topic, **raw)
     nodes = NodeStates()
-    scores: dict[bytes, bytes] = {}  # transaction id -> its TransactionScored record, as committed
+    scores: dict[bytes, bytes] = {}  # transaction id -> its TransactionScored record (restored, or decided since)
     policies = PolicySource(settings.policy_file or None)
     present = mapping.present_fields()  # a model trained with more is refused; rules needing more say so
     server = ModelServer(
