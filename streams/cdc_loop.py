@@ -146,21 +146,20 @@ class CdcLoop(Service):
         super().__init__(**kwargs)
         self.settings, self.pipeline, self.outputs, self.producer = settings, pipeline, outputs, producer
         self.topics, self.restore = sorted(topics), restore
-        self.consumer = Consumer(
-            confluent_config(
-                settings,
-                **{
-                    "group.id": cdc_group(settings),
-                    "group.instance.id": instance,  # a restarted member takes its partitions back at once
-                    "session.timeout.ms": int(settings.worker_session_timeout_s * 1000),
-                    "enable.auto.commit": False,  # offsets are committed in the transactions
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                    "fetch.wait.max.ms": FETCH_WAIT_MS,
-                    "enable.partition.eof": False,
-                },
-            )
+        self.consumer_config = confluent_config(
+            settings,
+            **{
+                "group.id": cdc_group(settings),
+                "group.instance.id": instance,  # a restarted member takes its partitions back at once
+                "session.timeout.ms": int(settings.worker_session_timeout_s * 1000),
+                "enable.auto.commit": False,  # offsets are committed in the transactions
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
+                "enable.partition.eof": False,
+            },
         )
+        self.consumer = Consumer(self.consumer_config)
         self.batch_max, self.batch_s = settings.worker_batch_max, settings.worker_batch_ms / 1000
         self.buffer = settings.worker_order_buffer
         self.checkpoint_ms, self.checkpoint_records = settings.worker_checkpoint_ms, settings.worker_checkpoint_records
@@ -181,16 +180,23 @@ class CdcLoop(Service):
         self.loop = asyncio.get_running_loop()
         # Fences any earlier process with this transactional id and aborts its open transaction.
         await self.loop.run_in_executor(None, self.producer.init_transactions, COMMIT_TIMEOUT_S)
+        self._subscribe()
+        self.add_future(self._run())
+
+    def _subscribe(self) -> None:
         self.consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        self.add_future(self._run())
 
     async def _run(self) -> None:
         try:
             while not self.should_stop:
                 records = await self.loop.run_in_executor(None, self.consumer.consume, CONSUME_MAX, self.batch_s)
                 self.consumed_ms = self.pipeline.now_ms()
+                fatal = next((e for m in records if (e := m.error()) is not None and e.fatal()), None)
+                if fatal is not None:
+                    await self._replace_consumer(fatal)
+                    continue
                 self._after_assignment()
                 self._push(records)
                 await self._drain()
@@ -308,6 +314,20 @@ class CdcLoop(Service):
             self.consumer.seek(TopicPartition(*stream, offset))
         self._placed(starts)
 
+    async def _replace_consumer(self, reason: Any) -> None:
+        """librdkafka's consumer cannot go on after a fatal error (seen: a static member fenced by
+        its own rejoin after a broker outage longer than the session timeout). What was not
+        committed is dropped and a new consumer joins; its assignment restores the state."""
+        log.warning("CDC consumer failed for good (%s): replacing it", reason)
+        await self._abort()
+        self.pipeline.reset()
+        self.paused.clear()
+        self.unpause.clear()
+        self.assigned, self.start_offsets, self.next_offset, self.group = [], {}, {}, None
+        old, self.consumer = self.consumer, Consumer(self.consumer_config)
+        self.loop.run_in_executor(None, old.close)  # not awaited: a failed client may linger in close
+        self._subscribe()
+
     def _backpressure(self) -> None:
         for stream, queue in self.pipeline.order.queues.items():
             if len(queue) > self.buffer and stream not in self.paused:
@@ -345,6 +365,8 @@ class CdcLoop(Service):
             self.unpause.clear()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return  # a replaced consumer
         starts = self._start_offsets(partitions)
         asyncio.run_coroutine_threadsafe(self._assigned(starts), self.loop).result()
         consumer.assign([TopicPartition(*s, OFFSET_BEGINNING if o < 0 else o) for s, o in starts.items()])
@@ -356,10 +378,12 @@ class CdcLoop(Service):
         log.info("CDC partitions assigned: %d", len(starts))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        asyncio.run_coroutine_threadsafe(self._give_back(commit=True), self.loop).result()
+        if consumer is self.consumer:  # not a replaced one, closing
+            asyncio.run_coroutine_threadsafe(self._give_back(commit=True), self.loop).result()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        asyncio.run_coroutine_threadsafe(self._give_back(commit=False), self.loop).result()
+        if consumer is self.consumer:
+            asyncio.run_coroutine_threadsafe(self._give_back(commit=False), self.loop).result()
 
     async def _give_back(self, commit: bool) -> None:
         if commit and self.assigned:
