@@ -157,8 +157,10 @@ class CdcLoop(Service):
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
                 "enable.partition.eof": False,
+                "error_cb": self._on_error,  # called inside consume
             },
         )
+        self.fatal: Any = None  # a fatal error of the current consumer
         self.consumer = Consumer(self.consumer_config)
         self.batch_max, self.batch_s = settings.worker_batch_max, settings.worker_batch_ms / 1000
         self.buffer = settings.worker_order_buffer
@@ -183,6 +185,12 @@ class CdcLoop(Service):
         self._subscribe()
         self.add_future(self._run())
 
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self.fatal = err
+        else:  # informational (a broker away, ...): librdkafka retries by itself
+            log.warning("CDC consumer: %s", err)
+
     def _subscribe(self) -> None:
         self.consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -193,9 +201,8 @@ class CdcLoop(Service):
             while not self.should_stop:
                 records = await self.loop.run_in_executor(None, self.consumer.consume, CONSUME_MAX, self.batch_s)
                 self.consumed_ms = self.pipeline.now_ms()
-                fatal = next((e for m in records if (e := m.error()) is not None and e.fatal()), None)
-                if fatal is not None:
-                    await self._replace_consumer(fatal)
+                if self.fatal is not None:
+                    await self._replace_consumer(self.fatal)
                     continue
                 self._after_assignment()
                 self._push(records)
@@ -324,7 +331,7 @@ class CdcLoop(Service):
         self.paused.clear()
         self.unpause.clear()
         self.assigned, self.start_offsets, self.next_offset, self.group = [], {}, {}, None
-        old, self.consumer = self.consumer, Consumer(self.consumer_config)
+        old, self.consumer, self.fatal = self.consumer, Consumer(self.consumer_config), None
         self.loop.run_in_executor(None, old.close)  # not awaited: a failed client may linger in close
         self._subscribe()
 
