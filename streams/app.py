@@ -4,7 +4,7 @@ Reading top to bottom is reading the wiring; ``pipeline.py`` is the hot path its
 
     CDC topics -> decode (bad input -> dead-letter topic)
                -> event-time order across partitions (event_time.py; flow.py: acks)
-               -> apply to node state (table ``node-state``, replays skipped per node)
+               -> apply to node state (in memory, replays skipped per node; changelog.py)
                -> a new transaction: score it -> table ``scores`` (its changelog IS fraud.scores)
                                                  + fraud.alerts unless approved
     CDC topics -> graph sink (own process, own consumer group; graph_process.py) -> Neo4j
@@ -20,10 +20,10 @@ transactions (faust-streaming's exactly_once mode is not reliable: faust-streami
 #323). Alerts are sent before the score, so an alert is never lost; after a crash between the two
 it may be sent twice (consumers dedupe by transaction id).
 
-One worker holds all partitions of the state: a transaction reads the states of its account,
-merchant, device and IP, which live under other keys. Tables write by key (``use_partitioner``),
-so a key has one home partition and a restart restores it exactly; scaling out needs those reads
-to cross workers (see README, "Scaling").
+One worker holds all the node states: a transaction reads the states of its account, merchant,
+device and IP, which live under other keys. Each assignment restores them whole from the changelog,
+so a member taking partitions over starts from what the other wrote at its last checkpoint;
+scaling out needs those reads to cross workers (see README, "Scaling").
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 
 import faust
@@ -47,9 +48,11 @@ from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.streams import graph_process, metrics
+from fraudgraph.streams.changelog import NodeStateChangelog, node_state_topic
 from fraudgraph.streams.decider import NO_MODEL, Decider
 from fraudgraph.streams.event_time import EventTimeMerger
 from fraudgraph.streams.flow import OrderFlow
+from fraudgraph.streams.node_states import NodeStates
 from fraudgraph.streams.observe import attach_observability
 from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.policy import PolicySource
@@ -65,20 +68,6 @@ log = logging.getLogger(__name__)
 
 PARTITIONS = 4  # of the worker's tables and topics (the CDC topics have as many)
 PRODUCER_LINGER_S = 0.005
-
-
-class NodeTable:
-    """``StateStore`` over a Faust table of JSON bytes (the changelog stays readable by any tool)."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def get(self, key: str) -> NodeState | None:
-        raw = self.table.get(key.encode())
-        return None if raw is None else NodeState.from_json(raw)
-
-    def put(self, state: NodeState) -> None:
-        self.table[state.key.encode()] = state.to_json()
 
 
 def observe_model_batch(size: int, seconds: float, device: str) -> None:
@@ -99,6 +88,7 @@ def worker_topics(settings: Settings) -> dict[str, int]:
     mapping = load_mapping(settings.mapping_file or None)
     return {
         **dict.fromkeys(mapping.topics(settings.topic_prefix), PARTITIONS),
+        node_state_topic(settings): PARTITIONS,
         settings.scores_topic: PARTITIONS,
         settings.alerts_topic: PARTITIONS,
         settings.score_requests_topic: PARTITIONS,
@@ -159,14 +149,14 @@ def create_app(settings: Settings) -> faust.App:
     recs_replies = app.topic(settings.recs_replies_topic, **raw)
     # bytes keys and values: Faust serialises anything else (str included) as JSON.
     table: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "use_partitioner": True}
-    node_table = acked_table(app, "node-state", **table)  # see tables.py: local copy only once in Kafka
     scores = acked_table(
         app,
         "scores",
         **table,
         changelog_topic=app.topic(settings.scores_topic, compacting=True, deleting=False, internal=True, **raw),
     )
-    nodes = NodeTable(node_table)
+    nodes = NodeStates()
+    changelog = NodeStateChangelog(settings, PRODUCER_LINGER_S * 1000)
     policies = PolicySource(settings.policy_file or None)
     present = mapping.present_fields()  # a model trained with more is refused; rules needing more say so
     server = ModelServer(
@@ -184,8 +174,8 @@ def create_app(settings: Settings) -> faust.App:
     quality = attach_observability(
         app,
         scores=scores,
-        node_table=node_table,
         nodes=nodes,
+        restored=lambda: flow.restored.wait(),
         versions=lambda: (server.version or NO_MODEL, policies.current.version),
         topics=[*cdc.topics, settings.score_requests_topic],
         cohorts=cohorts(settings.quality_recent_cohort, settings.quality_baseline_cohort),
@@ -212,8 +202,23 @@ def create_app(settings: Settings) -> faust.App:
             if sent:
                 await asyncio.gather(*sent)
 
+        async def save(self, states: list[NodeState]) -> None:
+            await changelog.write(states)
+
         def done(self, record: Record) -> None:
             record.handle.ack()  # the message's last reference: Faust may commit its offset now
+
+    async def restore() -> None:
+        # Blocking reads on a thread; Faust awaits this before it resumes any partition.
+        started = time.monotonic()
+        records = await asyncio.get_running_loop().run_in_executor(None, lambda: list(changelog.read()))
+        nodes.restore(records)
+        log.info(
+            "restored %d node states from %d changelog records in %.1f s",
+            len(nodes),
+            len(records),
+            time.monotonic() - started,
+        )
 
     order: EventTimeMerger[tuple[str, int]] = EventTimeMerger(settings.worker_max_idle_ms, settings.worker_max_wait_ms)
     pipeline = Pipeline(
@@ -227,6 +232,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.worker_order_buffer,
         settings.worker_checkpoint_ms,
         settings.worker_checkpoint_records,
+        restore,
     )
 
     @app.agent(cdc)

@@ -28,6 +28,9 @@
   gives anything back. Scores are sent as they are decided; only the acks wait for the checkpoint.
 * **Backpressure.** A partition with more than ``buffer`` events waiting (hours of event time ahead
   of another) is paused until it is down to half, so a skewed backlog is merged in bounded memory.
+* **Node states.** At each assignment with CDC partitions, ``restore`` reloads the node states from
+  their changelog before anything is delivered: the partitions may come from another member, which
+  wrote its states at the checkpoint before it gave them up.
 * **Rebalances and stops.** Faust waits for every delivered message to be acked first; the waiting
   ones are given back instead (their references dropped, unacked), and the seek to the committed
   offsets that follows re-delivers them. Messages delivered while the partitions are being revoked
@@ -42,7 +45,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fraudgraph.streams import metrics
@@ -61,11 +64,14 @@ class OrderFlow:
         buffer: int,
         checkpoint_ms: float,
         checkpoint_records: int,
+        restore: Callable[[], Awaitable[None]] | None = None,
     ):
         self.app, self.pipeline, self.topics = app, pipeline, frozenset(topics)
         self.batch_max, self.buffer = batch_max, buffer
         self.checkpoint_ms, self.checkpoint_records = checkpoint_ms, checkpoint_records
         self.checkpointed_ms = pipeline.now_ms()
+        self.restore = restore  # reloads the node states the pipeline reads (an assignment)
+        self.restored = asyncio.Event()  # set once the current assignment's states are loaded
         self.next_offset: dict[tuple[str, int], int] = {}  # the next offset the consumer will deliver
         self.paused: set[Any] = set()
         self.assignment: list[Any] | None = None  # the CDC partitions of the current assignment
@@ -179,6 +185,7 @@ class OrderFlow:
     async def give_back(self) -> None:
         async with self.lock:  # an in-flight drain finishes first
             self.revoking = True
+            self.restored.clear()
             await self._checkpoint()  # what was drained is acked, not given back
             dropped = self.pipeline.reset()
             for item in dropped:
@@ -191,7 +198,10 @@ class OrderFlow:
             if dropped:
                 log.info("rebalance: %d events waiting for event-time order given back for re-delivery", len(dropped))
 
-    async def _assigned(self, *args: Any, **kwargs: Any) -> None:
+    async def _assigned(self, sender: Any, assigned: Iterable[Any] = (), **kwargs: Any) -> None:
         async with self.lock:
+            if self.restore is not None and any(tp.topic in self.topics for tp in assigned):
+                await self.restore()  # before anything of the new assignment is delivered
+            self.restored.set()
             self.revoking = False
             self.assignment = None

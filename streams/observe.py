@@ -9,6 +9,7 @@ pipeline feeds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fraudgraph.streams import latency, metrics, state_size
 from fraudgraph.streams.lag import LagReporter
@@ -22,7 +23,7 @@ REPORT_INTERVAL_S = 5.0  # lag and state size; Prometheus scrapes every 5 s by d
 
 
 def attach_observability(
-    app, *, scores, node_table, nodes, versions, topics, cohorts: dict[str, Window]
+    app, *, scores, nodes, restored: Callable[[], Awaitable], versions, topics, cohorts: dict[str, Window]
 ) -> QualityJoin:
     """``versions()`` returns the (model, policy) versions in force; they are re-published with
     every lag report, so a hot reload shows on the dashboards within one interval."""
@@ -33,8 +34,10 @@ def attach_observability(
 
     @app.on_rebalance_complete.connect
     async def rebuild_quality(sender, **kwargs):
-        # After a restart or rebalance the tables hold exactly what was durably decided and
-        # labelled: derive the windows from them (quality.py says why not persist them).
+        # After a restart or rebalance the scores table and the node states hold exactly what was
+        # durably decided and labelled: derive the windows from them (quality.py says why not
+        # persist them). Faust recovers the table; ``restored()`` waits for the node states.
+        await restored()
         try:
             join.rebuild(scores.items, nodes.get)
         except Exception:  # noqa: BLE001 -- quality metrics must never stop scoring
@@ -45,7 +48,7 @@ def attach_observability(
         try:
             publish_versions(*versions())
             await lag.report_faust(app.consumer)
-            state_size.report({"node-state": node_table, "scores": scores})
+            state_size.report({"node-state": len(nodes), "scores": state_size.table_entries(scores)})
         except Exception as err:  # noqa: BLE001 -- e.g. during a rebalance; next tick retries
             log.debug("lag/state report skipped: %s", err)
 

@@ -8,12 +8,12 @@ order, give the same decisions as the offline replay" is a property of one piece
 * ``push`` decodes each record as it arrives (the order key is in the payload) and queues it in
   its partition's FIFO of the ``EventTimeMerger``;
 * ``drain`` takes what the merger releases, in event-time order, applies each event to node state
-  in memory (``write_back.py``; each new transaction's ``ScoringInput`` is a snapshot right after
+  in memory (``node_states.py``; each new transaction's ``ScoringInput`` is a snapshot right after
   its own event), decides the released transactions together (model and rules concurrently,
   ``Decider``) and emits the decisions;
 * ``checkpoint`` makes everything drained since the last one durable: it waits until the emitted
-  decisions are, writes each node state changed since then once, and tells the sinks each record
-  is done (the app acks its offset then). A hot node (a merchant, a shared device) touched by many
+  decisions are, then until each node state changed since then is (written once), and tells the
+  sinks each record is done (the app acks its offset then). A hot node (a merchant, a shared device) touched by many
   drains between two checkpoints is written once, and the drains do not wait for the broker.
 
 Bad input never stops it: a record that does not decode, or whose state update or decision
@@ -34,9 +34,9 @@ from fraudgraph.connectors.mapping import Mapping
 from fraudgraph.streams import metrics
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
+from fraudgraph.streams.node_states import NodeStates
 from fraudgraph.streams.scoring import ScoringInput, TransactionScored, scored_record
-from fraudgraph.streams.state import Applied, Source, StateStore, apply_event
-from fraudgraph.streams.write_back import WriteBackStore
+from fraudgraph.streams.state import Applied, NodeState, Source, apply_event
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,9 @@ class Sinks(Protocol):
     async def sync(self) -> None:
         """Return once every decision emitted so far is durable."""
 
+    async def save(self, states: list[NodeState]) -> None:
+        """Return once these node states are durable (the changelog a restart restores from)."""
+
     def done(self, record: Record) -> None:
         """Everything the record causes is applied and emitted: its offset may be committed."""
 
@@ -137,7 +140,7 @@ class Pipeline:
         self,
         mapping: Mapping,
         decimal_mode: str,
-        store: StateStore,
+        store: NodeStates,
         decider: Decider,
         sinks: Sinks,
         order: EventTimeMerger[tuple[str, int]],  # streams: (topic, partition)
@@ -146,7 +149,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.mapping, self.decimal_mode = mapping, decimal_mode
-        self.store = WriteBackStore(store)
+        self.store = store
         self.decider, self.sinks, self.order = decider, sinks, order
         self.score_of = score_of  # a transaction already scored (before a crash or rebalance) is not scored again
         self.observer = observer
@@ -156,10 +159,10 @@ class Pipeline:
 
     def reset(self) -> list[Any]:
         """A rebalance, after a checkpoint: forget what waits for order (returned, for the transport
-        to give back), the cached states (the partitions may move) and the offsets pushed (what was
-        given back comes again, and must be applied then)."""
+        to give back) and the offsets pushed (what was given back comes again, and must be applied
+        then). The node states are as durable as they are in memory; the app restores them from the
+        changelog at the next assignment, which may bring what another worker wrote."""
         assert not self.undone, "reset before the checkpoint of what was drained"
-        self.store.clear()
         self.pushed.clear()
         return self.order.clear()
 
@@ -253,10 +256,12 @@ class Pipeline:
 
     async def checkpoint(self) -> int:
         """Make everything drained so far durable and done; returns how many records were done. The
-        scores first, then the states they were computed from (write_back.py says why), then the
+        scores first, then the states they were computed from (node_states.py says why), then the
         offsets."""
         await self.sinks.sync()
-        metrics.RECORDS_OUT.labels("node_states").inc(self.store.flush())
+        changed = self.store.changed()
+        await self.sinks.save(changed)
+        metrics.RECORDS_OUT.labels("node_states").inc(len(changed))
         done, self.undone = self.undone, []
         for record in done:
             self.sinks.done(record)
@@ -279,7 +284,7 @@ class Pipeline:
         key = str(tx.transaction_id).encode()
         if self.score_of(key) is not None:  # its record is already on fraud.scores
             return None
-        # The states are live in the write-back cache: frozen, later events of the batch change copies.
+        # The states are live objects: frozen, later events of the batch change copies.
         self.store.freeze(s.key for s in applied.touched)
         return key, ScoringInput(tx, source, {s.key: s for s in applied.touched}), elapsed
 

@@ -1,4 +1,5 @@
-"""How many entries each worker table holds, cheaply enough to report every few seconds.
+"""How many entries the worker's state holds (node states in memory, the scores table), cheaply
+enough to report every few seconds.
 
 A RocksDB-backed table is counted with RocksDB's own ``rocksdb.estimate-num-keys`` per partition
 database (O(1), approximate after overwrites until compaction); counting exactly would iterate the
@@ -18,6 +19,6 @@ def table_entries(table) -> int:
     return len(store)
 
 
-def report(tables: dict[str, object]) -> None:
-    for name, table in tables.items():
-        metrics.STATE_ENTRIES.labels(name).set(table_entries(table))
+def report(entries: dict[str, int]) -> None:
+    for name, n in entries.items():
+        metrics.STATE_ENTRIES.labels(name).set(n)

@@ -1,4 +1,4 @@
-"""How the worker's Faust tables are stored, and the corrections to Faust they need.
+"""How the worker's Faust table (``scores``) is stored, and the corrections to Faust it needs.
 
 1. ``KeyPartitionedRocksDBStore``: each key kept in the partition its changelog record went to.
 Why: the worker's tables are written by key, not by the partition of the event being processed,
@@ -15,10 +15,7 @@ changelog record after, so a SIGKILL in between leaves a transaction marked scor
 no record anywhere, and its replay skips it (the SIGKILL tests in tests/integration catch it).
 Writing the local copy in the delivery callback, before Faust records the acknowledged offset,
 closes that: a record acknowledged but not yet copied locally lies after the persisted offset, so
-recovery reads it back from the changelog before any event is replayed. The node-state table is
-one too: in Faust's order, a SIGKILL leaves states on local disk that never reached the changelog
-(the replayed event is then skipped as applied), so a worker restored from the changelog on
-another disk loses them (the repeated-SIGKILL test catches it).
+recovery reads it back from the changelog before any event is replayed.
 
 3. ``AckedTable.put(key, value, partition)``: a write to a chosen changelog partition. The scores
 table uses it to put a transaction's record in the partition number of the CDC event that

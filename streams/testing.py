@@ -16,24 +16,10 @@ from fraudgraph.connectors.mapping import load_mapping
 from fraudgraph.settings import Settings
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
+from fraudgraph.streams.node_states import NodeStates
 from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.scoring import TransactionScored
 from fraudgraph.streams.state import NodeState
-
-
-class JsonStore:
-    """Node states as the worker's table keeps them (JSON bytes), so every ``get`` is a copy: a
-    transaction's ScoringInput stays the snapshot right after its own event."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> NodeState | None:
-        raw = self.data.get(key)
-        return None if raw is None else NodeState.from_json(raw)
-
-    def put(self, state: NodeState) -> None:
-        self.data[state.key] = state.to_json()
 
 
 @dataclass
@@ -43,6 +29,7 @@ class MemorySinks:
     alerts: list[TransactionScored] = field(default_factory=list)
     dead_letters: list[tuple[Record, str, str]] = field(default_factory=list)
     completed: list[Record] = field(default_factory=list)
+    saved: dict[str, bytes] = field(default_factory=dict)  # the node-state changelog, compacted
 
     async def dead_letter(self, record: Record, reason: str, detail: str) -> None:
         self.dead_letters.append((record, reason, detail))
@@ -59,6 +46,10 @@ class MemorySinks:
 
     async def sync(self) -> None:
         pass  # in memory: durable as soon as emitted
+
+    async def save(self, states: list[NodeState]) -> None:
+        for state in states:
+            self.saved[state.key] = state.to_json()
 
     def done(self, record: Record) -> None:
         self.completed.append(record)
@@ -126,7 +117,7 @@ async def replay_decisions(
     pipeline = Pipeline(
         load_mapping(settings.mapping_file or None),
         settings.decimal_handling_mode,
-        JsonStore(),
+        NodeStates(),
         decider,
         sinks,
         EventTimeMerger(max_idle_ms=0),

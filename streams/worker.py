@@ -30,6 +30,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     import faust
 
     from fraudgraph.streams.app import create_app, worker_topics
+    from fraudgraph.streams.changelog import node_state_topic
     from fraudgraph.streams.topics import check_partitions, ensure_topics
 
     class Worker(faust.Worker):
@@ -40,8 +41,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     # The CDC topics too: subscribing to a topic that does not exist yet would leave it unread.
     # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
     topics = worker_topics(settings)
+    compacted = {"cleanup.policy": "compact"}
     ensure_topics(
-        settings, topics, settings.topic_replication_factor, {settings.scores_topic: {"cleanup.policy": "compact"}}
+        settings,
+        topics,
+        settings.topic_replication_factor,
+        {settings.scores_topic: compacted, node_state_topic(settings): compacted},
     )
     # A score goes to the scores partition numbered like its transaction's CDC partition, and Faust
     # co-partitions the agents' topics with the tables: every topic but the dead letters must agree.

@@ -21,9 +21,11 @@ from fraudgraph.settings import Settings
 from fraudgraph.stack.simulator.config import SimConfig
 from fraudgraph.streams.decider import Decider
 from fraudgraph.streams.event_time import EventTimeMerger
+from fraudgraph.streams.node_states import NodeStates
 from fraudgraph.streams.pipeline import Pipeline, Record
 from fraudgraph.streams.policy import PolicySource
-from fraudgraph.streams.testing import JsonStore, MemorySinks, deliver, interleaved, partitioned, replay_decisions
+from fraudgraph.streams.state import NodeState
+from fraudgraph.streams.testing import MemorySinks, deliver, interleaved, partitioned, replay_decisions
 from fraudgraph.training.replay import simulator_records
 
 SETTINGS = Settings()
@@ -78,7 +80,7 @@ async def live(decider: Decider, arrivals: list[Record], max_wait_ms: float = 1e
     pipeline = Pipeline(
         load_mapping(None),
         SETTINGS.decimal_handling_mode,
-        JsonStore(),
+        NodeStates(),
         decider,
         sinks,
         EventTimeMerger(max_idle_ms=0, max_wait_ms=max_wait_ms),
@@ -86,6 +88,20 @@ async def live(decider: Decider, arrivals: list[Record], max_wait_ms: float = 1e
     )
     await deliver(pipeline, arrivals)
     return sinks
+
+
+class CopyingStore:
+    """Node states as JSON bytes, so every ``get`` is a copy: a snapshot never changes after."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> NodeState | None:
+        raw = self.data.get(key)
+        return None if raw is None else NodeState.from_json(raw)
+
+    def put(self, state: NodeState) -> None:
+        self.data[state.key] = state.to_json()
 
 
 async def one_at_a_time(decider: Decider) -> dict[int, object]:
@@ -97,7 +113,7 @@ async def one_at_a_time(decider: Decider) -> dict[int, object]:
     from fraudgraph.streams.state import Source, apply_event
     from fraudgraph.training.replay import decoded, event_time_order
 
-    store, out = JsonStore(), {}
+    store, out = CopyingStore(), {}
     records = [(r.topic, r.key, r.value) for r in LOG]
     for i, event in enumerate(event_time_order(decoded(records, SETTINGS))):
         applied = apply_event(event, Source("replay", 0, i, 0), store)
@@ -185,7 +201,7 @@ def test_records_handed_over_twice_by_a_seek_back_decide_as_the_replay_and_none_
         sinks = MemorySinks()
         order: EventTimeMerger[tuple[str, int]] = EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12)
         pipeline = Pipeline(
-            load_mapping(None), SETTINGS.decimal_handling_mode, JsonStore(), decider, sinks, order, sinks.score_of
+            load_mapping(None), SETTINGS.decimal_handling_mode, NodeStates(), decider, sinks, order, sinks.score_of
         )
         before = decoded()
         await deliver(pipeline, arrivals)
@@ -227,12 +243,11 @@ def test_a_crash_after_the_scores_and_before_the_states_changes_no_decision(mode
 
     async def run(decider):
         offline = await replay_decisions(LOG, SETTINGS, decider)
-        durable = JsonStore()  # the changelog: survives the crash, as the scores do
         sinks = CrashingSinks(at=6)
         first = Pipeline(
             load_mapping(None),
             SETTINGS.decimal_handling_mode,
-            durable,
+            NodeStates(),
             decider,
             sinks,
             EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12),
@@ -250,11 +265,13 @@ def test_a_crash_after_the_scores_and_before_the_states_changes_no_decision(mode
                 (i for i, r in enumerate(log) if (r.topic, r.partition, r.offset) not in done), len(log)
             )
             again += log[max(0, first_not_done - rng.randint(0, 30)) :]
-        second_sinks = MemorySinks(scores=dict(sinks.scores))
+        second_sinks = MemorySinks(scores=dict(sinks.scores), saved=dict(sinks.saved))
+        restored = NodeStates()  # from the changelog, which survives the crash as the scores do
+        restored.restore(sinks.saved.items())
         second = Pipeline(
             load_mapping(None),
             SETTINGS.decimal_handling_mode,
-            durable,
+            restored,
             decider,
             second_sinks,
             EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12),
@@ -285,7 +302,7 @@ def test_records_given_back_at_a_rebalance_are_applied_when_they_come_again(mode
         pipeline = Pipeline(
             load_mapping(None),
             SETTINGS.decimal_handling_mode,
-            JsonStore(),
+            NodeStates(),
             decider,
             sinks,
             EventTimeMerger(max_idle_ms=0, max_wait_ms=1e12),
