@@ -76,13 +76,15 @@ class Settings:
     # Empty: the host name (one worker per host or pod); give each worker on one host its own.
     worker_instance: str = ""
     worker_session_timeout_s: float = 10.0  # how long a vanished worker's partitions wait for it
-    # Micro-batches of the ingest agent: up to worker_batch_max events, or what arrived within
-    # worker_batch_ms (the most a quiet stream's event waits), are decided together.
+    # The CDC loop (streams/cdc_loop.py) takes what arrived, up to thousands of records per call,
+    # waiting at most worker_batch_ms when nothing did; the transactions released together are
+    # decided worker_batch_max at a time.
     worker_batch_max: int = 256
     worker_batch_ms: float = 5.0
-    # Checkpoints (streams/flow.py): what was decided since the last one is made durable (scores,
-    # then the changed node states once each) and its offsets acked, every worker_checkpoint_ms or
-    # worker_checkpoint_records records. Longer: fewer state writes, more to redo after a crash.
+    # Checkpoints (streams/cdc_loop.py): what was decided since the last one (scores, alerts, the
+    # changed node states once each, the input offsets) is one Kafka transaction, committed every
+    # worker_checkpoint_ms or worker_checkpoint_records records. Longer: fewer state writes and
+    # commits, more to redo after a crash, and read-committed consumers see scores later.
     worker_checkpoint_ms: float = 100.0
     worker_checkpoint_records: int = 5_000
     # Event-time order across input partitions (streams/event_time.py): an event waits at most
@@ -104,9 +106,6 @@ class Settings:
     alerts_topic: str = "fraud.alerts"  # the review/block subset of scores
     score_requests_topic: str = "fraud.score-requests"
     score_replies_topic: str = "fraud.score-replies"
-    # Faust table store: rocksdb:// (served by rocksdict) keeps state on local disk, so a restart only replays the
-    # changelog's tail; memory:// rebuilds everything from the changelogs at each start.
-    worker_store: str = "rocksdb://"
     mapping_file: str = ""  # empty: the reference schema's mapping (connectors/mappings/bank.toml)
     # Decision policy (thresholds, rule parameters and actions, allow/deny lists; streams/policy.py).
     # Empty: the shipped streams/default_policy.toml. The worker reloads a changed file without restart.
@@ -127,7 +126,7 @@ class Settings:
     recs_model_dir: str = ""
     recs_max_risk: float = 0.2  # merchants at or above this fraud risk are never recommended
     recs_max_k: int = 100  # the largest k a request may ask for
-    # The worker's local state store (Faust tables' data; rebuilt from changelogs when lost).
+    # The worker's local data directory (Faust's; the state itself is restored from Kafka).
     worker_data_dir: Path = field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "fraudgraph" / "worker"
     )

@@ -5,14 +5,14 @@
 Why the states are written straight to the changelog: a worker would need hours of traffic on this
 machine to build a million node states. The states are real ones (a simulator run replayed through
 ``apply_event``), cloned under fresh keys (ids far above the simulator's) and written to the
-worker's ``node-state`` changelog on the partition its table would use (murmur2 of the key), so
+worker's ``node-state`` changelog on the partition the worker writes it to (murmur2 of the key), so
 the worker restores exactly what it would have written itself.
 
 Three timings, each "first score appended after the moment" (traffic flows throughout):
 
-* ``cold_start_s``: a new worker, empty local store: restores every state from the changelog;
-* ``restart_after_kill_s``: the same worker SIGKILLed and restarted on its local RocksDB store
-  (what a crashed process on the same disk sees; only the changelog tail is re-read);
+* ``cold_start_s``: a new worker: restores every state from the changelog (and every score);
+* ``restart_after_kill_s``: the same worker SIGKILLed and restarted (it restores the same way: the
+  worker keeps no local copy of its state);
 * ``process_start_s``: of that restart, until the worker's HTTP endpoint answers (Python and
   torch imports), to tell start-up cost from recovery.
 """
@@ -170,7 +170,6 @@ def main() -> None:
     rss_mib = next(
         int(line.split()[1]) / 1024 for line in open(f"/proc/{worker.pid}/status") if line.startswith("VmRSS:")
     )
-    local_store_mib = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file()) / 2**20
 
     kill_ms = int(time.time() * 1000)
     worker.send_signal(signal.SIGKILL)
@@ -195,7 +194,6 @@ def main() -> None:
         "restart_after_kill_s": restart,
         "process_start_s": process_start,
         "worker_rss_mib_before_kill": round(rss_mib, 1),
-        "local_store_mib": round(local_store_mib, 1),
         "log": log.name,
     }
     print(json.dumps(result), flush=True)

@@ -342,6 +342,13 @@ def run_once(
             # Where a transaction's time goes inside the worker (medians/p99 over transactions);
             # the rest of its latency is waiting: in Kafka, in the consumer's buffer, for its batch.
             "stages_ms": {k: {"p50": pct(v, 0.5), "p99": pct(v, 0.99)} for k, v in stages.items()},
+            # The worker's own clock stops at the commit of the score's transaction, when a
+            # read-committed reader can see it (up to worker_checkpoint_ms after the record's
+            # timestamp above); Prometheus buckets, so an upper bound.
+            "e2e_at_commit_s": {
+                "p50_le": histogram_quantile(m, "fraudgraph_e2e_latency_seconds", 0.5),
+                "p99_le": histogram_quantile(m, "fraudgraph_e2e_latency_seconds", 0.99),
+            },
             "graph_freshness_s": {
                 "p50_le": histogram_quantile(m, fresh, 0.5),
                 "p99_le": histogram_quantile(m, fresh, 0.99),

@@ -150,19 +150,27 @@ class RecentSet:
     """
 
     cap: int = 32
-    items: dict[str, list[int]] = field(default_factory=dict)  # item -> [first_ms, last_ms]
+    # item -> (first_ms, last_ms), immutable: a copy of the set shares them, so a snapshot of a hot
+    # node copies one dict, not a list per item.
+    items: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.items = {k: tuple(v) for k, v in self.items.items()}  # type: ignore[misc]  # JSON gives lists
 
     def copy(self) -> RecentSet:
-        return RecentSet(self.cap, {k: list(v) for k, v in self.items.items()})
+        out = RecentSet(self.cap)
+        out.items = dict(self.items)
+        return out
 
     def add(self, item: str, ts_ms: int) -> None:
         seen = self.items.get(item)
         if seen is not None:
-            seen[0], seen[1] = min(seen[0], ts_ms), max(seen[1], ts_ms)
+            if not seen[0] <= ts_ms <= seen[1]:
+                self.items[item] = (min(seen[0], ts_ms), max(seen[1], ts_ms))
             return
         if len(self.items) >= self.cap:
             del self.items[min(self.items, key=lambda k: self.items[k][1])]
-        self.items[item] = [ts_ms, ts_ms]
+        self.items[item] = (ts_ms, ts_ms)
 
     def first_seen(self, item: str) -> int | None:
         seen = self.items.get(item)

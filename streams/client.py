@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from fraudgraph.kafka_config import confluent_config
 from fraudgraph.settings import Settings
@@ -26,8 +26,10 @@ class NoReply(TimeoutError):
     """The worker did not answer in time (not running, behind, or not reading these topics)."""
 
 
-def _consumer(settings: Settings) -> Consumer:
-    # A throwaway group that never commits: reading positions are assigned explicitly.
+def _consumer(settings: Settings, **extra: Any) -> Consumer:
+    # A throwaway group that never commits: reading positions are assigned explicitly. Read
+    # committed (librdkafka's default, stated here because it matters): the engine's topics are
+    # written in transactions.
     return Consumer(
         confluent_config(
             settings,
@@ -35,6 +37,8 @@ def _consumer(settings: Settings) -> Consumer:
                 "group.id": f"fraudgraph-client-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                **extra,
             },
         )
     )
@@ -111,28 +115,42 @@ def recommend(settings: Settings, account_id: int | str, k: int = 10, timeout_s:
 
 def alerts(settings: Settings, last: int = 20, follow: bool = False) -> Iterator[dict[str, Any]]:
     """The newest ``last`` alerts of each partition (oldest first per partition), then, with
-    ``follow``, every new one as it is published."""
-    consumer = _consumer(settings)
+    ``follow``, every new one as it is published.
+
+    The topic is written in transactions, so commit markers take offsets too (at most one per
+    record): the newest ``last`` alerts lie within the last ``2 * last`` offsets, and a partition
+    is read up to its end when the client says so (``PARTITION_EOF``), not up to an offset."""
+    consumer = _consumer(settings, **{"enable.partition.eof": True})
     topic = settings.alerts_topic
     try:
-        ends, read_to = {}, {}  # per partition: the end when asked, the next offset read
+        start, reading = {}, set()  # reading: partitions whose newest alerts are being collected
         for p in _partitions(consumer, topic):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p], read_to[p] = high, max(low, high - last)
-        consumer.assign([TopicPartition(topic, p, offset) for p, offset in read_to.items()])
-        while follow or any(read_to[p] < ends[p] for p in ends):
+            start[p] = max(low, high - 2 * last)
+            if high > start[p]:
+                reading.add(p)
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+        newest: dict[int, list[dict[str, Any]]] = {p: [] for p in reading}
+        while reading or follow:
             message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
+            if message is None:
                 continue
-            partition, offset = message.partition(), message.offset()
-            assert partition is not None and offset is not None  # set on every consumed message
-            read_to[partition] = offset + 1
+            partition, err = message.partition(), message.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF and partition in reading:
+                    reading.discard(partition)
+                    yield from newest.pop(partition)[-last:] if last > 0 else []
+                continue
             if (value := message.value()) is None:
                 continue  # a tombstone: not an alert
             try:
-                yield orjson.loads(value)
+                alert = orjson.loads(value)
             except orjson.JSONDecodeError:
                 continue
+            if partition in reading:
+                newest[partition].append(alert)
+            else:
+                yield alert
     except KafkaException as err:
         raise NoReply(f"Kafka: {err}") from None
     finally:

@@ -3,13 +3,14 @@
 Computed in-process from the consumers' own view (no admin requests): the position is where the
 consumer will read next, and the high watermark is the one the broker reported with the last fetch
 response, so the figure is as fresh as the last fetch and costs nothing to read. Only the topics a
-consumer processes are reported (Faust's consumer also reads table changelogs and its own topics).
+consumer processes are reported.
 Series of partitions no longer assigned are removed, so a rebalance leaves no stale lag behind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from fraudgraph.streams import metrics
 
@@ -29,9 +30,9 @@ class LagReporter:
 
     async def report(
         self,
-        assignment: Iterable,
-        highwater: Callable[[object], int | None],
-        position: Callable[[object], Awaitable[int | None]],
+        assignment: Iterable[Any],
+        highwater: Callable[[Any], int | None],
+        position: Callable[[Any], Awaitable[int | None]],
     ) -> dict[tuple[str, int], int]:
         """``assignment``: TopicPartitions (anything with .topic and .partition)."""
         lags = {}
@@ -48,6 +49,3 @@ class LagReporter:
             metrics.CONSUMER_LAG.labels(self.group, topic, str(partition)).set(lag)
         self._reported = current
         return lags
-
-    async def report_faust(self, consumer) -> dict[tuple[str, int], int]:
-        return await self.report(consumer.assignment(), consumer.highwater, consumer.position)

@@ -32,10 +32,6 @@ DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the de
 REPLAYS_IGNORED = Counter(
     "fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event"
 )
-REDELIVERED = Counter(
-    "fraudgraph_redelivered_events_total",
-    "Records the consumer handed over a second time in one generation: acked, never applied again",
-)
 SKIPPED_OFFSETS = Counter(
     "fraudgraph_skipped_offsets_total",
     "Offsets of a CDC partition the consumer stepped over: compacted away, transaction markers, or lost",
@@ -68,7 +64,7 @@ SCORE_SECONDS = MODEL_SECONDS  # the Scorer call: the model stage until rules ru
 
 E2E_LATENCY_SECONDS = Histogram(
     "fraudgraph_e2e_latency_seconds",
-    "CDC record appended to Kafka (its timestamp) to the transaction's score acknowledged by Kafka",
+    "CDC record appended to Kafka (its timestamp) to the commit of the transaction carrying its score",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60),
 )
 
@@ -126,7 +122,7 @@ GRAPH_FRESHNESS_AGE.set_function(_graph_age)
 # ---- state -----------------------------------------------------------------------------------------
 STATE_ENTRIES = Gauge(
     "fraudgraph_state_entries",
-    "Keys in a worker table's local store (RocksDB's estimate), by table",
+    "Entries the worker holds in memory: node states and scores",
     ["table"],
 )
 

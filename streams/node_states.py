@@ -79,3 +79,8 @@ class NodeStates:
         assert not self.dirty, "clearing node states not written yet"
         self.states.clear()
         self.frozen.clear()
+
+    def abandon(self) -> None:
+        """Forget everything, written or not: what was written since the last commit was aborted."""
+        self.dirty.clear()
+        self.clear()

@@ -67,48 +67,6 @@ class _Decoded:
     error: tuple[str, str] | None = None  # (reason, detail) to dead-letter
 
 
-class PushedOffsets:
-    """The offsets of one partition pushed since the last reset, as sorted, disjoint ``[lo, hi)`` runs.
-
-    A consumer reads a partition forward from a position; a seek moves that position. After an
-    assignment Faust fetches from wherever the client stood, then seeks to the committed offset
-    (``transport.py``), so a partition is read as a few forward runs. Offsets a run steps over
-    (transaction markers, compacted records) can never be delivered by it, so each run covers
-    everything from its first offset to its last. An offset inside a run is a copy; one below every
-    run is not, even when higher ones were pushed: after a rebalance the client may resume ahead of
-    the records that were given back, and those come back only with the seek.
-    """
-
-    __slots__ = ("runs", "next", "copies")
-
-    def __init__(self) -> None:
-        self.runs: list[list[int]] = []
-        self.next: int | None = None  # one past the last offset pushed: where the current run goes on
-        self.copies = 0  # consecutive copies up to the last offset pushed
-
-    def add(self, offset: int) -> bool:
-        """Record ``offset`` as pushed; whether it had been pushed before."""
-        runs, start = self.runs, self.next
-        self.next = offset + 1
-        if start is not None and offset >= start and runs[-1][1] == start:  # the newest run goes on
-            runs[-1][1] = offset + 1
-            self.copies = 0
-            return False
-        copy = any(lo <= offset < hi for lo, hi in runs)
-        self.copies = self.copies + 1 if copy else 0
-        lo, hi = (start if start is not None and start <= offset else offset), offset + 1
-        kept = []
-        for run in runs:
-            if run[1] < lo or run[0] > hi:
-                kept.append(run)
-            else:
-                lo, hi = min(lo, run[0]), max(hi, run[1])
-        kept.append([lo, hi])
-        kept.sort()
-        self.runs = kept
-        return copy
-
-
 class Sinks(Protocol):
     async def dead_letter(self, record: Record, reason: str, detail: str) -> None: ...
 
@@ -154,16 +112,13 @@ class Pipeline:
         self.score_of = score_of  # a transaction already scored (before a crash or rebalance) is not scored again
         self.observer = observer
         self.clock = clock
-        self.pushed: dict[tuple[str, int], PushedOffsets] = {}  # since the last reset, per partition
         self.undone: list[Record] = []  # drained, waiting for the next checkpoint to be done
 
     def reset(self) -> list[Any]:
-        """A rebalance, after a checkpoint: forget what waits for order (returned, for the transport
-        to give back) and the offsets pushed (what was given back comes again, and must be applied
-        then). The node states are as durable as they are in memory; the app restores them from the
+        """A rebalance, after a checkpoint: forget what waits for order (returned; its records are
+        re-read from the committed offsets by whoever gets the partition). The node states are as durable as they are in memory; the app restores them from the
         changelog at the next assignment, which may bring what another worker wrote."""
         assert not self.undone, "reset before the checkpoint of what was drained"
-        self.pushed.clear()
         return self.order.clear()
 
     def now_ms(self) -> float:
@@ -172,23 +127,7 @@ class Pipeline:
     # ---- decode, order ----
 
     def push(self, record: Record) -> None:
-        """Queue ``record`` for event-time order. A copy of a record pushed since the last reset (a
-        consumer that seeks back hands records over again: ``PushedOffsets``) is neither decoded
-        nor ordered: it leaves its partition's FIFO right after its original and is only marked
-        done, so it is never applied, dead-lettered or counted twice."""
-        pushed = self.pushed.get(record.stream)
-        if pushed is None:
-            pushed = self.pushed[record.stream] = PushedOffsets()
-        if pushed.add(record.offset):
-            metrics.REDELIVERED.inc()
-            if pushed.copies == 1:  # the first of a run: one line per seek back, not per record
-                log.info(
-                    "%s[%s]@%s and what follows were pushed before: acked, not applied again",
-                    *record.stream,
-                    record.offset,
-                )
-            self.order.push(record.stream, None, _Decoded(record, None), self.now_ms())
-            return
+        """Queue ``record`` for event-time order; each record of a partition once, in offset order."""
         decoded = self._decode(record)
         key = None if decoded.event is None else (decoded.event.position.ts_ms, decoded.event.position.lsn)
         self.order.push(record.stream, key, decoded, self.now_ms())

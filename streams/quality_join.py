@@ -127,7 +127,7 @@ class QualityJoin:
                     for tracker in trackers:
                         tracker.decided(ts, alerted, label)
         if unreadable[0]:
-            log.warning("quality rebuild skipped %d unreadable records of the scores table", unreadable[0])
+            log.warning("quality rebuild skipped %d unreadable score records", unreadable[0])
         self.trackers = trackers
         metrics.QUALITY.trackers = trackers
         log.info("quality tracker rebuilt from %d decisions in %.2fs", decisions, time.monotonic() - started)

@@ -39,7 +39,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
             log.info("starting worker with settings %s", settings.redacted())
 
     # The CDC topics too: subscribing to a topic that does not exist yet would leave it unread.
-    # fraud.scores doubles as the scores table's changelog: compacted, one record per transaction.
+    # fraud.scores and the node-state changelog are compacted: the worker restores both from them.
     topics = worker_topics(settings)
     compacted = {"cleanup.policy": "compact"}
     ensure_topics(

@@ -24,6 +24,7 @@ from neo4j import GraphDatabase
 
 import fraudgraph.connectors
 from fraudgraph.streams.app import worker_topics
+from fraudgraph.streams.cdc_loop import cdc_group
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.rules import SKIPPED
 from fraudgraph.streams.topics import ensure_topics
@@ -225,7 +226,7 @@ def test_core_bank_schema_through_postgres_debezium_and_the_worker(stack, worker
     bank = make_bank(run, next_base(settings), datetime.now(UTC).replace(microsecond=0))
     # The bank.core.* topics keep earlier runs' rows: this run's worker starts at their end.
     ensure_topics(settings, worker_topics(settings))
-    for group in (settings.worker_id, graph_group(settings)):
+    for group in (cdc_group(settings), graph_group(settings)):
         commit_group_offsets(stack, group, topics)
     scores = TopicReader(stack, settings.scores_topic)
     try:

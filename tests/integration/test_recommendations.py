@@ -15,6 +15,7 @@ from fraudgraph.connectors import events as ev
 from fraudgraph.models.recs_registry import RecsRegistry
 from fraudgraph.stack.simulator import daytime_start, simulate
 from fraudgraph.streams.app import worker_topics
+from fraudgraph.streams.cdc_loop import cdc_group
 from fraudgraph.streams.topics import ensure_topics
 from fraudgraph.training import replay as rp
 from fraudgraph.training.recs_fit import fit_recommender
@@ -71,7 +72,7 @@ def test_recommendation_queries_on_the_real_stack(stack, worker_process, tmp_pat
     ensure_topics(settings.kafka_bootstrap, worker_topics(settings))
     from fraudgraph.streams.graph_sink import graph_group
 
-    for group in (settings.worker_id, graph_group(settings)):
+    for group in (cdc_group(settings), graph_group(settings)):
         commit_group_offsets(stack, group, cdc_topics(settings))
     replies = TopicReader(stack, settings.recs_replies_topic)
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})

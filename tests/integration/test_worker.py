@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from neo4j import GraphDatabase
 
 from fraudgraph.stack.simulator import daytime_start, simulate
+from fraudgraph.streams.cdc_loop import cdc_group
 from fraudgraph.streams.graph_sink import graph_group
 from fraudgraph.streams.topics import ensure_topics
 
@@ -191,7 +192,9 @@ def _wait_processed(worker: dict, events: int, timeout: float = 180) -> dict:
 def test_replaying_the_cdc_log_changes_nothing(stack, worker_process):
     env, settings = isolated_run(stack, "replay")
     topics = cdc_topics(settings)
-    start = {group: commit_group_offsets(stack, group, topics) for group in (settings.worker_id, graph_group(settings))}
+    start = {
+        group: commit_group_offsets(stack, group, topics) for group in (cdc_group(settings), graph_group(settings))
+    }
     scores = TopicReader(stack, settings.scores_topic)
     try:
         first = worker_process(**env)
@@ -229,14 +232,15 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
     try:
         first = worker_process(**env)
         report = simulate(
-            settings, mode="kafka", customers=400, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start()
+            settings, mode="kafka", customers=1500, duration_s=3 * 3600, fraud_rate=0.03, seed=11, start=daytime_start()
         )
         base, n = report.config.id_base, report.rows["transactions"]["insert"]
-        before = read_scores(scores, base, n // 3, timeout=180)
-        assert len(scored_ids(before, base)) < n, "the worker finished before it could be killed"
+        before = read_scores(scores, base, n // 5, timeout=180)
         first["proc"].kill()
         first["proc"].wait(10)
         killed_at = time.time()
+        before += scores.read_until(lambda _: False, timeout=2)  # all it committed
+        assert len(scored_ids(before, base)) < n, "the worker finished before it could be killed"
 
         # Same id, local store and port (so the same static group member: it takes over at once).
         second = worker_process(**env, FRAUDGRAPH_WORKER_WEB_PORT=str(first["port"]))
@@ -258,7 +262,7 @@ def test_sigkill_mid_stream_loses_nothing_and_scores_nothing_twice(stack, worker
 
 
 def test_worker_refuses_cdc_topics_partitioned_unlike_its_tables(stack, tmp_path):
-    """Scores are co-partitioned with the transactions topic (streams/tables.py), so a CDC topic
+    """Scores are co-partitioned with the transactions topic (streams/cdc_loop.py), so a CDC topic
     created elsewhere with another partition count must stop the worker before it consumes."""
     settings = stack.replace(topic_prefix=f"parts{uuid.uuid4().hex[:8]}")
     ensure_topics(stack.kafka_bootstrap, {cdc_topic(settings, "transactions"): 2})

@@ -182,7 +182,7 @@ def scored_ids(messages, base: int) -> Counter:
 
 def flow_figures(port: int) -> str:
     """What a worker took in and how it ordered it: the message of an assertion on lost scores."""
-    kept = ("cdc_messages", "redelivered", "late_events", "order_buffered", "decisions_total", "consumer_lag")
+    kept = ("cdc_messages", "late_events", "order_buffered", "decisions_total", "consumer_lag")
     return "worker flow: " + ", ".join(
         f"{k}={v:g}" for k, v in sorted(scrape(port).items()) if any(w in k for w in kept)
     )
