@@ -133,18 +133,20 @@ def create_app(settings: Settings) -> faust.App:
     recs = RecsServer(RecsRegistry(settings.recs_registry_dir()), settings.model_device, settings.model_reload_s)
     recs_risk = RiskParams(max_risk=settings.recs_max_risk)
 
-    producer = Producer(
-        confluent_config(
-            settings,
-            **{
-                "transactional.id": instance_id(settings),  # one per member: a restart fences its old self
-                "linger.ms": LINGER_MS,
-                "compression.type": "lz4",
-                "partitioner": "murmur2_random",  # changelog.py says why
-            },
+    def make_producer() -> Producer:
+        return Producer(
+            confluent_config(
+                settings,
+                **{
+                    "transactional.id": instance_id(settings),  # one per member: a restart fences its old self
+                    "linger.ms": LINGER_MS,
+                    "compression.type": "lz4",
+                    "partitioner": "murmur2_random",  # changelog.py says why
+                },
+            )
         )
-    )
-    outputs = TransactionalOutputs(producer, settings, scores)
+
+    outputs = TransactionalOutputs(make_producer(), settings, scores)
     quality = attach_observability(
         app,
         versions=lambda: (server.version or NO_MODEL, policies.current.version),
@@ -178,7 +180,7 @@ def create_app(settings: Settings) -> faust.App:
         settings,
         pipeline,
         outputs,
-        producer,
+        make_producer,
         mapping.topics(settings.topic_prefix),
         restore,
         instance_id(settings),

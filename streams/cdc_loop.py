@@ -33,6 +33,13 @@ offset to hand over. The fetch keeps a request outstanding per broker that retur
 ``FETCH_WAIT_MS`` after it is sent, so the watermark of a caught-up partition is at most about that
 old when ``consume`` returns; ``learned`` counts it ``LEARNED_LAG_MS`` older to be safe.
 
+**A stuck producer.** librdkafka's ``send_offsets_to_transaction`` can block past its own timeout,
+for good, once the group coordinator has restarted (librdkafka #5456 and #5511, open; seen here in
+the broker-restart test). Every transactional call therefore runs with a deadline
+(``call_with_deadline``); a call past it replaces the producer (the new one's
+``init_transactions`` fences the old one and aborts its open transaction) and rewinds to the last
+commit, as an abortable error does.
+
 **Skipped offsets.** Offsets of a partition continue from its start offset without a hole on
 Debezium's topics; a hole is counted (``fraudgraph_skipped_offsets_total``) and logged.
 """
@@ -41,8 +48,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -63,8 +71,50 @@ log = logging.getLogger(__name__)
 CONSUME_MAX = 5_000  # records one consume call may return
 FETCH_WAIT_MS = 20  # how long a fetch waits at the broker for data (Faust's own was 1.5 s)
 LEARNED_LAG_MS = 3 * FETCH_WAIT_MS
-COMMIT_TIMEOUT_S = 60.0
+COMMIT_TIMEOUT_S = 30.0  # librdkafka's own timeout for each transactional call
+STUCK_AFTER_S = COMMIT_TIMEOUT_S + 10  # a call still blocked then never returns (module docstring)
 LINGER_MS = 5
+
+T = TypeVar("T")
+
+
+class ProducerStuck(Exception):
+    """A transactional call of the producer outlived its own timeout (module docstring)."""
+
+
+async def call_with_deadline(fn: Callable[..., T], *args: Any, deadline_s: float | None = None) -> T:
+    """``fn(*args)`` on a daemon thread of its own; ``ProducerStuck`` once ``deadline_s`` passed.
+
+    Not the event loop's executor: its threads are joined when the loop closes, so one stuck in
+    librdkafka would hold up the worker's exit."""
+    deadline_s = STUCK_AFTER_S if deadline_s is None else deadline_s
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():
+            return  # given up on
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
+        except BaseException as error:  # noqa: BLE001 -- handed to the awaiting coroutine
+            outcome = (None, error)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop closed while this thread was stuck
+
+    name = getattr(fn, "__name__", "call")
+    threading.Thread(target=run, name=f"producer-{name}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), deadline_s)
+    except TimeoutError:
+        raise ProducerStuck(f"{name} still blocked after {deadline_s:.0f} s") from None
 
 
 def cdc_group(settings: Settings) -> str:
@@ -137,14 +187,14 @@ class CdcLoop(Service):
         settings: Settings,
         pipeline: Pipeline,
         outputs: TransactionalOutputs,
-        producer: Producer,
+        make_producer: Callable[[], Producer],
         topics: Iterable[str],
         restore: Callable[[], Awaitable[None]],
         instance: str,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.settings, self.pipeline, self.outputs, self.producer = settings, pipeline, outputs, producer
+        self.settings, self.pipeline, self.outputs, self.make_producer = settings, pipeline, outputs, make_producer
         self.topics, self.restore = sorted(topics), restore
         self.consumer_config = confluent_config(
             settings,
@@ -178,12 +228,34 @@ class CdcLoop(Service):
 
     # ---- lifecycle ----
 
+    @property
+    def producer(self) -> Producer:
+        return self.outputs.producer
+
     async def on_start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        # Fences any earlier process with this transactional id and aborts its open transaction.
-        await self.loop.run_in_executor(None, self.producer.init_transactions, COMMIT_TIMEOUT_S)
+        await self._init_producer()
         self._subscribe()
         self.add_future(self._run())
+
+    async def _init_producer(self) -> None:
+        """Fences any earlier producer with this transactional id (an earlier process, or a stuck
+        producer of this one) and aborts its open transaction; waits for the broker if it is away."""
+        while True:
+            try:
+                await call_with_deadline(self.producer.init_transactions, COMMIT_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable():
+                    raise
+                log.warning("initialising the transactional producer: %s; retrying", exc.args[0])
+
+    async def _replace_producer(self, reason: ProducerStuck) -> None:
+        log.error("the transactional producer is stuck (%s): replacing it", reason)
+        metrics.CLIENTS_REPLACED.labels("producer").inc()
+        self.outputs.aborted()
+        self.outputs.producer = self.make_producer()
+        await self._init_producer()
 
     def _on_error(self, err: Any) -> None:
         if err.fatal():
@@ -221,8 +293,9 @@ class CdcLoop(Service):
             if self.assigned and not self.crashed:
                 await self._checkpoint()
         finally:
+            # The producer needs no flush: what it sent is in a committed transaction or in an open
+            # one, which the next producer with this transactional id aborts.
             await self.loop.run_in_executor(None, self.consumer.close)
-            await self.loop.run_in_executor(None, self.producer.flush, COMMIT_TIMEOUT_S)
 
     # ---- records in ----
 
@@ -283,7 +356,11 @@ class CdcLoop(Service):
             await self._abort()
             return
         try:
-            await self.loop.run_in_executor(None, self._commit, offsets, self.group)
+            await self._commit(offsets, self.group)
+        except ProducerStuck as stuck:
+            await self._replace_producer(stuck)
+            await self._rewind()
+            return
         except KafkaException as exc:
             if not exc.args[0].txn_requires_abort():
                 raise  # fatal (fenced by a newer instance, ...): the worker stops
@@ -292,12 +369,12 @@ class CdcLoop(Service):
             return
         self.outputs.committed()
 
-    def _commit(self, offsets: list[TopicPartition], group: Any) -> None:
+    async def _commit(self, offsets: list[TopicPartition], group: Any) -> None:
         if offsets:
-            self.producer.send_offsets_to_transaction(offsets, group, COMMIT_TIMEOUT_S)
+            await call_with_deadline(self.producer.send_offsets_to_transaction, offsets, group, COMMIT_TIMEOUT_S)
         while True:
             try:
-                self.producer.commit_transaction(COMMIT_TIMEOUT_S)
+                await call_with_deadline(self.producer.commit_transaction, COMMIT_TIMEOUT_S)
                 return
             except KafkaException as exc:
                 if not exc.args[0].retriable():
@@ -306,7 +383,10 @@ class CdcLoop(Service):
 
     async def _abort(self) -> None:
         if self.outputs.in_transaction:
-            await self.loop.run_in_executor(None, self.producer.abort_transaction, COMMIT_TIMEOUT_S)
+            try:
+                await call_with_deadline(self.producer.abort_transaction, COMMIT_TIMEOUT_S)
+            except ProducerStuck as stuck:
+                await self._replace_producer(stuck)  # its fencing aborts the transaction
         self.outputs.aborted()
         self.pipeline.undone.clear()
         self.pipeline.store.abandon()  # ahead of the commit: only a restore makes it right again
@@ -326,6 +406,7 @@ class CdcLoop(Service):
         its own rejoin after a broker outage longer than the session timeout). What was not
         committed is dropped and a new consumer joins; its assignment restores the state."""
         log.warning("CDC consumer failed for good (%s): replacing it", reason)
+        metrics.CLIENTS_REPLACED.labels("consumer").inc()
         await self._abort()
         self.pipeline.reset()
         self.paused.clear()

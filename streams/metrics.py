@@ -32,6 +32,11 @@ DEAD_LETTERS = Counter("fraudgraph_dead_letters_total", "Messages sent to the de
 REPLAYS_IGNORED = Counter(
     "fraudgraph_replays_ignored_total", "Node updates skipped because the node had already applied the event"
 )
+CLIENTS_REPLACED = Counter(
+    "fraudgraph_kafka_clients_replaced_total",
+    "Kafka clients of the CDC loop replaced after they failed for good (a fenced consumer, a stuck producer)",
+    ["client"],
+)
 SKIPPED_OFFSETS = Counter(
     "fraudgraph_skipped_offsets_total",
     "Offsets of a CDC partition the consumer stepped over: compacted away, transaction markers, or lost",

@@ -4,12 +4,16 @@ tests/integration: SIGKILL, two workers, broker restart)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from dataclasses import replace
 
 import orjson
+import pytest
 
 from fraudgraph.settings import Settings
-from fraudgraph.streams.cdc_loop import TransactionalOutputs
+from fraudgraph.streams import cdc_loop
+from fraudgraph.streams.cdc_loop import CdcLoop, ProducerStuck, TransactionalOutputs, call_with_deadline
 from fraudgraph.streams.pipeline import Record
 from fraudgraph.streams.scoring import TransactionScored
 from fraudgraph.streams.state import NodeState
@@ -73,3 +77,102 @@ def test_one_checkpoint_is_one_transaction_with_alerts_scores_states_and_offsets
     assert not out.in_transaction and out.offsets == {} and out.emitted == []
     asyncio.run(out.save([NodeState("Account", "Account:8", [1.0])]))
     assert producer.transactions == 2  # the next record opens the next transaction
+
+
+def test_a_call_past_its_deadline_is_given_up_without_blocking_the_loop():
+    release = threading.Event()
+
+    async def run() -> tuple[int, float]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        started = time.monotonic()
+        with pytest.raises(ProducerStuck, match="wait still blocked"):
+            await call_with_deadline(release.wait, deadline_s=0.3)
+        ticker.cancel()
+        return ticks, time.monotonic() - started
+
+    ticks, took = asyncio.run(run())  # returns although the thread is still blocked
+    release.set()
+    assert 0.3 <= took < 2 and ticks >= 10
+
+
+def test_a_call_within_its_deadline_returns_or_raises_what_it_did():
+    def fail() -> None:
+        raise KeyError("k")
+
+    assert asyncio.run(call_with_deadline(lambda: 42, deadline_s=5)) == 42
+    with pytest.raises(KeyError):
+        asyncio.run(call_with_deadline(fail, deadline_s=5))
+
+
+class TxnProducer(Producer):
+    """Records the transactional calls; ``stuck`` blocks send_offsets past any timeout, as
+    librdkafka does after the group coordinator restarted (#5456, #5511)."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.stuck, self.release = stuck, threading.Event()
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def send_offsets_to_transaction(self, offsets, group, timeout: float) -> None:
+        self.calls.append("send_offsets")
+        if self.stuck:
+            self.release.wait()
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+
+class CheckpointOnly:
+    """The pipeline as far as a checkpoint needs it."""
+
+    undone: list = []
+
+    def now_ms(self) -> float:
+        return 0.0
+
+    async def checkpoint(self) -> None:
+        pass
+
+
+def test_a_stuck_commit_replaces_the_producer_and_rewinds_to_the_last_commit(monkeypatch):
+    monkeypatch.setattr(cdc_loop, "STUCK_AFTER_S", 0.3)
+    stuck, fresh = TxnProducer(stuck=True), TxnProducer()
+    outputs = TransactionalOutputs(stuck, SETTINGS, {})  # type: ignore[arg-type]
+    loop = CdcLoop(SETTINGS, CheckpointOnly(), outputs, lambda: fresh, ["t"], None, "i")  # type: ignore[arg-type]
+    rewound: list[bool] = []
+
+    async def rewind() -> None:
+        rewound.append(True)
+
+    monkeypatch.setattr(loop, "_rewind", rewind)
+    before = cdc_loop.metrics.CLIENTS_REPLACED.labels("producer")._value.get()
+
+    async def run() -> None:
+        loop.loop, loop.group = asyncio.get_running_loop(), object()
+        await outputs.emit(Record("t", 0, 4, b"k", b"v", 0), scored(1, "approve"))
+        outputs.done(Record("t", 0, 4, b"k", b"v", 0))
+        await loop._checkpoint()
+
+    try:
+        asyncio.run(run())
+    finally:
+        stuck.release.set()
+        loop.consumer.close()
+    assert stuck.calls == ["send_offsets"]  # never committed: the new producer's fencing aborts it
+    assert loop.producer is fresh and fresh.calls == ["init"]
+    assert rewound == [True] and not outputs.in_transaction and outputs.offsets == {}
+    assert cdc_loop.metrics.CLIENTS_REPLACED.labels("producer")._value.get() == before + 1
