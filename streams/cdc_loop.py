@@ -258,9 +258,12 @@ class CdcLoop(Service):
         await self._init_producer()
 
     def _on_error(self, err: Any) -> None:
-        if err.fatal():
+        """An error of the consumer, from ``error_cb`` or as a consumed message. All are
+        informational (a broker away, ...: librdkafka retries by itself) except a fatal one, which
+        comes as ``_FATAL`` (``fatal()`` is false on that object) and ends this consumer."""
+        if err.fatal() or err.code() == KafkaError._FATAL:
             self.fatal = err
-        else:  # informational (a broker away, ...): librdkafka retries by itself
+        elif err.code() != KafkaError._PARTITION_EOF:
             log.warning("CDC consumer: %s", err)
 
     def _subscribe(self) -> None:
@@ -273,11 +276,11 @@ class CdcLoop(Service):
             while not self.should_stop:
                 records = await self.loop.run_in_executor(None, self.consumer.consume, CONSUME_MAX, self.batch_s)
                 self.consumed_ms = self.pipeline.now_ms()
+                self._push(records)  # notes a fatal error among them
                 if self.fatal is not None:
                     await self._replace_consumer(self.fatal)
                     continue
                 self._after_assignment()
-                self._push(records)
                 await self._drain()
         except asyncio.CancelledError:
             raise
@@ -303,9 +306,8 @@ class CdcLoop(Service):
         assigned = set(self.assigned)
         for msg in records:
             err = msg.error()
-            if err is not None:  # informational in librdkafka (a broker away, ...): it retries itself
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("CDC consumer: %s", err)
+            if err is not None:
+                self._on_error(err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             stream = (topic, partition)
@@ -413,7 +415,8 @@ class CdcLoop(Service):
         self.unpause.clear()
         self.assigned, self.start_offsets, self.next_offset, self.group = [], {}, {}, None
         old, self.consumer, self.fatal = self.consumer, Consumer(self.consumer_config), None
-        self.loop.run_in_executor(None, old.close)  # not awaited: a failed client may linger in close
+        # Not awaited, and not on the loop's executor (joined at exit): a failed client may hang in close.
+        threading.Thread(target=old.close, name="consumer-close", daemon=True).start()
         self._subscribe()
 
     def _backpressure(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 
 from fraudgraph.settings import Settings
 from fraudgraph.streams import cdc_loop
@@ -176,3 +177,18 @@ def test_a_stuck_commit_replaces_the_producer_and_rewinds_to_the_last_commit(mon
     assert loop.producer is fresh and fresh.calls == ["init"]
     assert rewound == [True] and not outputs.in_transaction and outputs.offsets == {}
     assert cdc_loop.metrics.CLIENTS_REPLACED.labels("producer")._value.get() == before + 1
+
+
+def test_a_fatal_consumer_error_is_noted_however_librdkafka_hands_it_over():
+    loop = CdcLoop(
+        SETTINGS, CheckpointOnly(), TransactionalOutputs(TxnProducer(), SETTINGS, {}), TxnProducer, ["t"], None, "i"
+    )  # type: ignore[arg-type]
+    try:
+        loop._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        assert loop.fatal is None  # librdkafka retries by itself
+        fenced = KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer with same group.instance.id")
+        assert not fenced.fatal()  # the code says it, not the flag
+        loop._on_error(fenced)
+        assert loop.fatal is fenced
+    finally:
+        loop.consumer.close()
