@@ -88,6 +88,14 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return config
 
 
+def is_fatal(err: Any) -> bool:
+    """Whether a librdkafka error ends its client. A fatal error reaches callbacks and consumed
+    messages as code ``_FATAL``, on an object whose ``fatal()`` is false."""
+    from confluent_kafka import KafkaError
+
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context for aiokafka and Faust; None unless the protocol is SSL or SASL_SSL."""
     check(settings)

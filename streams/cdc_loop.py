@@ -57,7 +57,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from mode import Service
 
 from fraudgraph.connectors.dead_letter import DeadLetter
-from fraudgraph.kafka_config import confluent_config
+from fraudgraph.kafka_config import confluent_config, is_fatal
 from fraudgraph.settings import Settings
 from fraudgraph.streams import latency, metrics
 from fraudgraph.streams.changelog import node_state_topic
@@ -260,8 +260,8 @@ class CdcLoop(Service):
     def _on_error(self, err: Any) -> None:
         """An error of the consumer, from ``error_cb`` or as a consumed message. All are
         informational (a broker away, ...: librdkafka retries by itself) except a fatal one, which
-        comes as ``_FATAL`` (``fatal()`` is false on that object) and ends this consumer."""
-        if err.fatal() or err.code() == KafkaError._FATAL:
+        ends this consumer."""
+        if is_fatal(err):
             self.fatal = err
         elif err.code() != KafkaError._PARTITION_EOF:
             log.warning("CDC consumer: %s", err)

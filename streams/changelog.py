@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from fraudgraph.kafka_config import confluent_config
+from fraudgraph.kafka_config import confluent_config, is_fatal
 from fraudgraph.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iter
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF and p is not None:
                         ends.pop(p, None)
-                    elif err.fatal():
+                    elif is_fatal(err):
                         raise KafkaException(err)
                     else:  # informational (a broker away): librdkafka retries by itself
                         log.warning("restoring %s: %s", topic, err)
