@@ -267,6 +267,7 @@ def run_once(
         )
         n = report.rows["transactions"]["insert"]
         latencies, pairs, first_cdc, last_score = [], [], None, 0
+        to_decided: list[tuple[int, int]] = []  # (cdc append, decided - cdc append): the wait before the decision
         decisions: dict[int, str] = {}
         stages: dict[str, list[float]] = {"state_ms": [], "decide_ms": [], "rules_ms": [], "model_ms": [], "batch": []}
         deadline = time.monotonic() + DRAIN_S
@@ -283,6 +284,7 @@ def run_once(
                 cdc, out = r["timings"]["cdc_append_ms"], m.timestamp()[1]
                 latencies.append(out - cdc)
                 pairs.append((cdc, out - cdc))
+                to_decided.append((cdc, r["timings"]["decided_ms"] - cdc))
                 for k, v in stages.items():
                     v.append(r["timings"].get(k, 0))
                 first_cdc = cdc if first_cdc is None else min(first_cdc, cdc)
@@ -310,6 +312,7 @@ def run_once(
         # half of the run (by CDC append time) is the steady state at the offered rate.
         mid = first_cdc + (max(c for c, _ in pairs) - first_cdc) / 2
         steady = [lat for c, lat in pairs if c >= mid]
+        steady_decided = [lat for c, lat in to_decided if c >= mid]
         fresh = "fraudgraph_graph_append_to_commit_seconds"
         ceiling = bare_loop(s, report.total_rows, base_settings.worker_batch_max)
         throughput = round(len(decisions) / span, 1)
@@ -339,6 +342,8 @@ def run_once(
                 "p99": pct(steady, 0.99),
                 "max": max(steady),
             },
+            # of which until the decision (fetch, event-time order, apply, decide); the rest is emit
+            "steady_to_decided_ms": {"p50": pct(steady_decided, 0.50), "p99": pct(steady_decided, 0.99)},
             # Where a transaction's time goes inside the worker (medians/p99 over transactions);
             # the rest of its latency is waiting: in Kafka, in the consumer's buffer, for its batch.
             "stages_ms": {k: {"p50": pct(v, 0.5), "p99": pct(v, 0.99)} for k, v in stages.items()},

@@ -30,8 +30,10 @@ another member committed, before any record is pushed.
 **Order.** Event-time order (``event_time.py``) needs each partition's lag and since when it is
 known. The lag is librdkafka's cached high watermark, from its last fetch response, minus the next
 offset to hand over. The fetch keeps a request outstanding per broker that returns at most
-``FETCH_WAIT_MS`` after it is sent, so the watermark of a caught-up partition is at most about that
-old when ``consume`` returns; ``learned`` counts it ``LEARNED_LAG_MS`` older to be safe.
+``FETCH_WAIT_MS`` after it is sent, so the watermark of a caught-up partition is at most that old,
+plus the round trip and the hop to this loop, when ``consume`` returns; ``learned`` counts it
+``LEARNED_LAG_MS`` older. Every millisecond here is one more that a live event waits for its
+silent partitions (``event_time.py``), on top of ``worker_max_idle_ms``.
 
 **A stuck producer.** librdkafka's ``send_offsets_to_transaction`` can block past its own timeout,
 for good, once the group coordinator has restarted (librdkafka #5456 and #5511, open; seen here in
@@ -69,8 +71,8 @@ from fraudgraph.streams.state import NodeState
 log = logging.getLogger(__name__)
 
 CONSUME_MAX = 5_000  # records one consume call may return
-FETCH_WAIT_MS = 20  # how long a fetch waits at the broker for data (Faust's own was 1.5 s)
-LEARNED_LAG_MS = 3 * FETCH_WAIT_MS
+FETCH_WAIT_MS = 10  # how long a fetch waits at the broker for data (Faust's own was 1.5 s)
+LEARNED_LAG_MS = FETCH_WAIT_MS + 10  # the margin: the round trip, the hop from consume to the loop
 COMMIT_TIMEOUT_S = 30.0  # librdkafka's own timeout for each transactional call
 STUCK_AFTER_S = COMMIT_TIMEOUT_S + 10  # a call still blocked then never returns (module docstring)
 LINGER_MS = 5
