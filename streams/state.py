@@ -140,7 +140,41 @@ class NodeState:
     merchants: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self)  # orjson walks dataclasses natively (dataclasses.asdict is ~50x slower)
+        """The state without the fields still at their defaults (``from_json`` restores them): most
+        nodes are transactions, which use few of the aggregates, and a worker holds every restored
+        state as these bytes until it reads it (an empty state is 666 bytes written whole, 60 sparse).
+        Each aggregate is created only by its field's default factory, so an empty one *is* its
+        default, window and capacity included."""
+        d: dict[str, Any] = {"node_type": self.node_type, "key": self.key, "features": self.features}
+        if self.neighbours.counts or self.neighbours.sums:
+            d["neighbours"] = self.neighbours
+        for name in (
+            "version",
+            "row_version",
+            "applied",
+            "attrs",
+            "deleted",
+            "recent",
+            "marks",
+            "fraud_reports",
+            "merchants",
+        ):
+            value = getattr(self, name)
+            if value:
+                d[name] = value
+        if self.amounts.count:
+            d["amounts"] = self.amounts
+        for name in ("last_minute", "last_hour", "received", "declines"):
+            counter = getattr(self, name)
+            if counter.buckets:
+                d[name] = counter
+        if self.distinct.hashes:
+            d["distinct"] = self.distinct
+        for name in ("peers", "senders", "reported"):
+            recent_set = getattr(self, name)
+            if recent_set.items:
+                d[name] = recent_set
+        return orjson.dumps(d)  # orjson writes the dataclasses natively
 
     def copy(self) -> NodeState:
         """A deep copy (a snapshot no later event can change), field by field: a JSON round trip

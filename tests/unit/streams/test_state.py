@@ -340,3 +340,41 @@ def test_copy_is_the_json_round_trip_and_shares_nothing_mutable():
         copied = state.copy()
         assert copied == NodeState.from_json(state.to_json()) == state
         assert not mutable_ids(copied, set()) & mutable_ids(state, set()), state.key
+
+
+def test_the_json_leaves_out_only_fields_at_their_defaults():
+    """``to_json`` writes a field only when it differs from a new state's; every field, set, must
+    survive the round trip (a field added to ``NodeState`` and forgotten there would be lost)."""
+    import dataclasses
+
+    empty = NodeState("Transaction", "Transaction:1", [0.5])
+    assert NodeState.from_json(empty.to_json()) == empty
+    assert len(empty.to_json()) < 80
+    set_one = {
+        "neighbours": lambda s: s.neighbours.add("pays", [1.0]),
+        "version": lambda s: setattr(s, "version", 3),
+        "row_version": lambda s: setattr(s, "row_version", 2),
+        "applied": lambda s: s.applied.update({"t/0": 5}),
+        "attrs": lambda s: s.attrs.update({"kind": "card"}),
+        "deleted": lambda s: setattr(s, "deleted", True),
+        "amounts": lambda s: s.amounts.add(12.5),
+        "last_minute": lambda s: s.last_minute.add(MS0, 1.0),
+        "last_hour": lambda s: s.last_hour.add(MS0, 1.0),
+        "distinct": lambda s: s.distinct.add("account:1"),
+        "recent": lambda s: s.recent.append(7),
+        "peers": lambda s: s.peers.add("device:1", MS0),
+        "senders": lambda s: s.senders.add("account:2", MS0),
+        "reported": lambda s: s.reported.add("account:3", MS0),
+        "received": lambda s: s.received.add(MS0, 1.0),
+        "declines": lambda s: s.declines.add(MS0),
+        "marks": lambda s: s.marks.update({"fraud:payer": MS0}),
+        "fraud_reports": lambda s: setattr(s, "fraud_reports", 1),
+        "merchants": lambda s: s.merchants.update({"7": [1, MS0]}),
+    }
+    always = {"node_type", "key", "features"}
+    assert set(set_one) == {f.name for f in dataclasses.fields(NodeState)} - always
+    for name, change in set_one.items():
+        state = NodeState("Account", "Account:1", [0.5])
+        change(state)
+        assert state != NodeState("Account", "Account:1", [0.5]), name
+        assert NodeState.from_json(state.to_json()) == state, name
