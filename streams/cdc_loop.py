@@ -73,8 +73,9 @@ log = logging.getLogger(__name__)
 CONSUME_MAX = 5_000  # records one consume call may return
 FETCH_WAIT_MS = 10  # how long a fetch waits at the broker for data (Faust's own was 1.5 s)
 LEARNED_LAG_MS = FETCH_WAIT_MS + 10  # the margin: the round trip, the hop from consume to the loop
-COMMIT_TIMEOUT_S = 30.0  # librdkafka's own timeout for each transactional call
+COMMIT_TIMEOUT_S = 10.0  # librdkafka's own timeout for each transactional call (retried while retriable)
 STUCK_AFTER_S = COMMIT_TIMEOUT_S + 10  # a call still blocked then never returns (module docstring)
+LOOKUP_TIMEOUT_S = 60.0  # the consumer's committed offsets and watermarks at an assignment
 LINGER_MS = 5
 
 T = TypeVar("T")
@@ -243,14 +244,7 @@ class CdcLoop(Service):
     async def _init_producer(self) -> None:
         """Fences any earlier producer with this transactional id (an earlier process, or a stuck
         producer of this one) and aborts its open transaction; waits for the broker if it is away."""
-        while True:
-            try:
-                await call_with_deadline(self.producer.init_transactions, COMMIT_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                if not exc.args[0].retriable():
-                    raise
-                log.warning("initialising the transactional producer: %s; retrying", exc.args[0])
+        await self._retrying(self.producer.init_transactions, COMMIT_TIMEOUT_S)
 
     async def _replace_producer(self, reason: ProducerStuck) -> None:
         log.error("the transactional producer is stuck (%s): replacing it", reason)
@@ -375,20 +369,25 @@ class CdcLoop(Service):
 
     async def _commit(self, offsets: list[TopicPartition], group: Any) -> None:
         if offsets:
-            await call_with_deadline(self.producer.send_offsets_to_transaction, offsets, group, COMMIT_TIMEOUT_S)
+            await self._retrying(self.producer.send_offsets_to_transaction, offsets, group, COMMIT_TIMEOUT_S)
+        await self._retrying(self.producer.commit_transaction, COMMIT_TIMEOUT_S)
+
+    async def _retrying(self, call: Callable[..., Any], *args: Any) -> None:
+        """``call`` again while it fails with a retriable error (a timeout while the broker is away):
+        librdkafka allows it for these calls, and the transaction stays open meanwhile."""
         while True:
             try:
-                await call_with_deadline(self.producer.commit_transaction, COMMIT_TIMEOUT_S)
+                await call_with_deadline(call, *args)
                 return
             except KafkaException as exc:
                 if not exc.args[0].retriable():
                     raise
-                log.warning("committing a transaction: %s; retrying", exc.args[0])
+                log.warning("%s: %s; retrying", getattr(call, "__name__", "call"), exc.args[0])
 
     async def _abort(self) -> None:
         if self.outputs.in_transaction:
             try:
-                await call_with_deadline(self.producer.abort_transaction, COMMIT_TIMEOUT_S)
+                await self._retrying(self.producer.abort_transaction, COMMIT_TIMEOUT_S)
             except ProducerStuck as stuck:
                 await self._replace_producer(stuck)  # its fencing aborts the transaction
         self.outputs.aborted()
@@ -434,10 +433,10 @@ class CdcLoop(Service):
 
     def _start_offsets(self, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
         out = {}
-        for tp in self.consumer.committed(partitions, timeout=COMMIT_TIMEOUT_S):
+        for tp in self.consumer.committed(partitions, timeout=LOOKUP_TIMEOUT_S):
             offset = tp.offset
             if offset < 0:  # nothing committed: auto.offset.reset=earliest
-                offset, _ = self.consumer.get_watermark_offsets(tp, timeout=COMMIT_TIMEOUT_S)
+                offset, _ = self.consumer.get_watermark_offsets(tp, timeout=LOOKUP_TIMEOUT_S)
             out[(tp.topic, tp.partition)] = offset
         return out
 

@@ -12,6 +12,7 @@ import pytest
 from fraudgraph.streams.app import worker_topics
 from fraudgraph.streams.cdc_loop import cdc_group
 from fraudgraph.streams.changelog import read_to_end
+from fraudgraph.streams.state import NodeState
 from fraudgraph.streams.topics import ensure_topics
 
 from support.stack import (
@@ -37,7 +38,7 @@ def final_states(settings, worker_id: str) -> dict[bytes, dict]:
         if value is None:
             states.pop(key, None)
         else:
-            states[key] = orjson.loads(value)
+            states[key] = orjson.loads(orjson.dumps(NodeState.from_json(value)))  # every field, defaults too
     return states
 
 

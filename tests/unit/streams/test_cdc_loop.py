@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from fraudgraph.settings import Settings
 from fraudgraph.streams import cdc_loop
@@ -192,3 +192,28 @@ def test_a_fatal_consumer_error_is_noted_however_librdkafka_hands_it_over():
         assert loop.fatal is fenced
     finally:
         loop.consumer.close()
+
+
+def test_a_retriable_commit_error_is_retried_in_the_same_transaction():
+    class AwayOnce(TxnProducer):
+        def commit_transaction(self, timeout: float) -> None:
+            super().commit_transaction(timeout)
+            if self.calls.count("commit") == 1:  # the broker is away: librdkafka says try again
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
+
+    producer = AwayOnce()
+    outputs = TransactionalOutputs(producer, SETTINGS, {})  # type: ignore[arg-type]
+    loop = CdcLoop(SETTINGS, CheckpointOnly(), outputs, AwayOnce, ["t"], None, "i")  # type: ignore[arg-type]
+
+    async def run() -> None:
+        loop.loop, loop.group = asyncio.get_running_loop(), object()
+        await outputs.emit(Record("t", 0, 4, b"k", b"v", 0), scored(1, "approve"))
+        outputs.done(Record("t", 0, 4, b"k", b"v", 0))
+        await loop._checkpoint()
+
+    try:
+        asyncio.run(run())
+    finally:
+        loop.consumer.close()
+    assert producer.calls == ["send_offsets", "commit", "commit"] and loop.producer is producer
+    assert not outputs.in_transaction and outputs.offsets == {}
