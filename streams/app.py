@@ -159,13 +159,12 @@ def create_app(settings: Settings) -> faust.App:
         # Blocking reads on a thread; the CDC loop pushes nothing before this returns.
         started = time.monotonic()
 
-        def read() -> tuple[list, list]:
-            return list(read_to_end(settings, node_state_topic(settings))), list(
-                read_to_end(settings, settings.scores_topic)
-            )
+        def read() -> list:
+            # Straight from the consumer into the new map: no list of a million records in between.
+            nodes.restore((key.decode(), value) for key, value in read_to_end(settings, node_state_topic(settings)))
+            return list(read_to_end(settings, settings.scores_topic))
 
-        states, scored = await asyncio.get_running_loop().run_in_executor(None, read)
-        nodes.restore((key.decode(), value) for key, value in states)
+        scored = await asyncio.get_running_loop().run_in_executor(None, read)
         scores.clear()
         scores.update((key, value) for key, value in scored if value is not None)
         try:

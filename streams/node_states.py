@@ -34,14 +34,16 @@ class NodeStates:
 
     def restore(self, records: Iterable[tuple[str, bytes | None]]) -> None:
         """Replace everything with the changelog's records, in log order (the last record of a key
-        wins; None: deleted)."""
-        self.clear()
-        states = self.states
+        wins; None: deleted). A new map is built and swapped in whole, so the records may be read
+        on another thread while the event loop still answers from the old map."""
+        assert not self.dirty, "restoring over node states not written yet"
+        states: dict[str, NodeState | bytes] = {}
         for key, raw in records:
             if raw is None:
                 states.pop(key, None)
             else:
                 states[key] = raw
+        self.states, self.frozen = states, set()
 
     def get(self, key: str) -> NodeState | None:
         state = self.states.get(key)
@@ -74,13 +76,7 @@ class NodeStates:
         self.dirty.clear()
         return out  # type: ignore[return-value]
 
-    def clear(self) -> None:
-        """Forget everything (before a restore). Nothing unwritten may be pending."""
-        assert not self.dirty, "clearing node states not written yet"
-        self.states.clear()
-        self.frozen.clear()
-
     def abandon(self) -> None:
         """Forget everything, written or not: what was written since the last commit was aborted."""
         self.dirty.clear()
-        self.clear()
+        self.states, self.frozen = {}, set()
