@@ -410,11 +410,8 @@ class CdcLoop(Service):
         committed is dropped and a new consumer joins; its assignment restores the state."""
         log.warning("CDC consumer failed for good (%s): replacing it", reason)
         metrics.CLIENTS_REPLACED.labels("consumer").inc()
-        await self._abort()
-        self.pipeline.reset()
-        self.paused.clear()
-        self.unpause.clear()
-        self.assigned, self.start_offsets, self.next_offset, self.group = [], {}, {}, None
+        await self._give_back(commit=False)
+        self.unpause.clear()  # the new consumer has nothing paused
         old, self.consumer, self.fatal = self.consumer, Consumer(self.consumer_config), None
         # Not awaited, and not on the loop's executor (joined at exit): a failed client may hang in close.
         threading.Thread(target=old.close, name="consumer-close", daemon=True).start()
@@ -487,7 +484,7 @@ class CdcLoop(Service):
         self.paused.clear()
         self.assigned, self.start_offsets, self.next_offset, self.group = [], {}, {}, None
         if dropped:
-            log.info("rebalance: %d events waiting for event-time order given back", len(dropped))
+            log.info("%d events waiting for event-time order given back", len(dropped))
 
     # ---- observability ----
 
