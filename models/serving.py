@@ -67,13 +67,13 @@ class LoadedModel:
     def infer(self, requests: Sequence[ScoringRequest]) -> list[ModelOutput]:
         logits, shares = self.model.score_batch(encode(requests, self.model).to(self.device, torch.float32))
         logits, shares = logits[:, 0].cpu(), shares[:, :, 0].cpu()
-        probs = torch.sigmoid(logits)
-        out = []
-        for i in range(len(requests)):
-            row = shares[i]
-            nonzero = {self.relation_keys[r]: float(row[r]) for r in torch.nonzero(row).flatten().tolist()}
-            out.append(ModelOutput(float(probs[i]), float(logits[i]), self.version, self.card.threshold, nonzero))
-        return out
+        # Python floats in one conversion each: indexing a tensor per value costs more than the forward.
+        probs, logit_values, share_rows = torch.sigmoid(logits).tolist(), logits.tolist(), shares.tolist()
+        keys, version, threshold = self.relation_keys, self.version, self.card.threshold
+        return [
+            ModelOutput(p, z, version, threshold, {keys[r]: s for r, s in enumerate(row) if s != 0})
+            for p, z, row in zip(probs, logit_values, share_rows)
+        ]
 
     def warm(self, example: Sequence[ScoringRequest] | None = None) -> None:
         """Run once so first real requests do not pay for lazy CUDA/kernel initialisation. Without
@@ -108,11 +108,15 @@ class ModelServer(HotReloaded):
         reload_s: float = 5.0,
         observe: BatchObserver | None = None,
         fields: Collection[str] | None = None,
+        threads: int = 0,
     ):
         """``fields``: the event fields (``Event.field``) the worker's mapping provides; a model
-        trained with another is not loaded. None: not checked."""
+        trained with another is not loaded. None: not checked. ``threads``: torch's intra-op
+        threads when serving on the CPU (process-wide; 0: torch's default, one per core)."""
         super().__init__(registry, reload_s)
         self.device = pick_device(device)
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)
         self.fields = None if fields is None else frozenset(fields)
         self.max_batch, self.max_delay_s = max_batch, max_delay_s
         self.observe = observe

@@ -128,6 +128,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.model_reload_s,
         observe=observe_model_batch,
         fields=present,
+        threads=settings.model_threads,
     )
     decider = Decider(server, policies, present)
     recs = RecsServer(RecsRegistry(settings.recs_registry_dir()), settings.model_device, settings.model_reload_s)

@@ -134,7 +134,7 @@ class Pipeline:
 
     def _decode(self, record: Record) -> _Decoded:
         table = table_of(record.topic)
-        metrics.EVENTS_IN.labels(table).inc()
+        metrics.child(metrics.EVENTS_IN, table).inc()
         started = time.perf_counter()
         try:
             event = decode(record.topic, record.value, self.mapping, self.decimal_mode, record.key)
@@ -146,9 +146,9 @@ class Pipeline:
         finally:
             metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
         if isinstance(event, Tombstone):
-            metrics.TOMBSTONES.labels(table).inc()
+            metrics.child(metrics.TOMBSTONES, table).inc()
             return _Decoded(record, None)
-        metrics.EVENTS_DECODED.labels(type(event).__name__).inc()
+        metrics.child(metrics.EVENTS_DECODED, type(event).__name__).inc()
         if isinstance(event, ev.TableTruncated):
             log.warning(
                 "source table of %s was TRUNCATEd at lsn %s: no per-row deletes follow",
@@ -257,7 +257,7 @@ class Pipeline:
             producing = time.perf_counter()
             await self.sinks.emit(record, scored)
             metrics.PRODUCE_SECONDS.observe(time.perf_counter() - producing)
-            metrics.DECISIONS.labels(scored.decision).inc()
+            metrics.child(metrics.DECISIONS, scored.decision).inc()
             if self.observer is not None:
                 self.observer.on_scored(
                     inp.transaction.transaction_id, inp.transaction.position.ts_ms, scored.decision, inp.states

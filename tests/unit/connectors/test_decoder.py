@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fraudgraph.connectors.decoder import REASONS, DecodeError, Tombstone, decode
+from fraudgraph.connectors.decoder import REASONS, DecodeError, Tombstone, _split_envelope, decode
 from fraudgraph.connectors.events import (
     AccountUpserted,
     CustomerUpserted,
@@ -278,7 +278,38 @@ def test_mutated_real_envelopes_decode_or_fail_with_a_known_reason(variant, stem
         payload[part][column] = replacement
     else:
         payload[part] = replacement
+    mode = fx["connector_config"]["decimal.handling.mode"]
+    # Spaced JSON is parsed whole; compact, as Kafka Connect writes it, takes the split path
+    # (``_split_envelope``): both must give the same event or the same reason.
+    spaced = outcome(fx["topic"], json.dumps(doc).encode(), mode)
+    compact = outcome(fx["topic"], json.dumps(doc, separators=(",", ":")).encode(), mode)
+    assert spaced == compact
+    if isinstance(spaced, str):
+        assert spaced in REASONS
+
+
+def outcome(topic: str, value: bytes, mode: str):
     try:
-        decode(fx["topic"], json.dumps(doc).encode(), MAPPING, fx["connector_config"]["decimal.handling.mode"])
+        return decode(topic, value, MAPPING, mode)
     except DecodeError as err:
-        assert err.reason in REASONS
+        return err.reason
+
+
+@pytest.mark.parametrize("variant", ["double-schema", "precise-schema"])
+def test_connect_envelopes_decode_by_the_split_path_as_parsed_whole(variant):
+    for path in sorted((FIXTURES / variant).glob("*.json")):
+        fx = fixture(variant, path.stem)
+        if fx["value"] is None:
+            continue
+        value, mode = fx["value"].encode(), fx["connector_config"]["decimal.handling.mode"]
+        assert _split_envelope(value) is not None, path.stem  # the bytes Connect wrote
+        assert outcome(fx["topic"], value, mode) == outcome(fx["topic"], json.dumps(json.loads(value)).encode(), mode)
+
+
+def test_a_payload_key_inside_the_schema_does_not_move_the_split():
+    real = json.loads(fixture("precise-schema", "transactions.c")["value"])
+    other = json.loads(fixture("precise-schema", "customers.c")["value"])["payload"]
+    envelope = {"schema": {**real["schema"], "payload": other}, "payload": real["payload"]}
+    value = json.dumps(envelope, separators=(",", ":")).encode()
+    assert _split_envelope(value) is None  # the cut falls inside the schema, which then does not parse
+    assert type(decode("bank.public.transactions", value, MAPPING)) is TransactionCreated
