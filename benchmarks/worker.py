@@ -1,7 +1,11 @@
 """End-to-end worker benchmark on the real stack: CDC event append -> score append.
 
     python benchmarks/worker.py [--rates 25,50,100,0] [--seconds 30] [--customers 500]
-                                [--model-dir DIR] [--out benchmarks/results/worker.json]
+                                [--model-dir DIR | --untrained-model] [--out benchmarks/results/worker.json]
+
+Without a model the decisions are rules alone; ``--untrained-model`` registers a freshly initialised
+R-GCN of the shipped architecture (inference cost does not depend on the weights) in a temporary
+registry, so the model's cost is measured without training one first.
 
 For each offered load (payment transactions per second; 0 = as fast as the simulator writes) it
 starts a fresh ``fraudgraph worker`` subprocess on its own CDC and scores topics, drives the
@@ -10,8 +14,8 @@ simulator's fast mode (Debezium envelopes straight to Kafka) at that rate, and r
 Latency is per transaction, from the Kafka timestamp of its CDC record (carried in the score as
 ``timings.cdc_append_ms``) to the Kafka timestamp of its score record: both are stamped by producers
 on this machine, so no clock skew enters. Throughput is transactions (and all CDC events) over the
-time from the first CDC append to the last score append. The graph stage runs in the same worker
-process (as deployed), so its CPU use is included; graph freshness is the worker's own
+time from the first CDC append to the last score append. The graph sink runs as the worker's child
+process (as deployed) on the same cores, so its CPU use competes; graph freshness is the worker's own
 ``fraudgraph_graph_append_to_commit_seconds`` histogram (CDC append -> committed in Neo4j), read
 once the graph stage has caught up. Quality is each decision against the simulator's ground truth.
 """
@@ -372,16 +376,40 @@ def run_once(
         delete_run_topics(s)
 
 
+def untrained_registry() -> str:
+    import tempfile
+
+    import torch
+
+    from fraudgraph.models import features as fx
+    from fraudgraph.models.hetero import FRAUD_RELATIONS
+    from fraudgraph.models.registry import ModelRegistry, card_for
+    from fraudgraph.models.rgcn import HeteroRGCN
+    from fraudgraph.training.train import TrainConfig
+
+    torch.manual_seed(0)
+    config = TrainConfig()
+    model = HeteroRGCN(
+        dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, config.hidden, out_channels=1, num_bases=config.num_bases
+    )
+    root = tempfile.mkdtemp(prefix="fraudgraph-bench-models-")
+    ModelRegistry(root).register(model.eval(), card_for(model, threshold=0.5, target_fpr=0.01))
+    return root
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="25,50,100,0")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--customers", type=int, default=500)
     ap.add_argument("--model-dir", default=None, help="registry the worker loads (default: none, rules only)")
+    ap.add_argument("--untrained-model", action="store_true", help="an untrained model of the shipped architecture")
     ap.add_argument("--out", default="benchmarks/results/worker.json")
     args = ap.parse_args()
     settings = load_settings()
     local.up(settings)
+    if args.untrained_model:
+        args.model_dir = untrained_registry()
     results = []
     for i, rate in enumerate(float(r) for r in args.rates.split(",")):
         r = run_once(settings, rate, args.seconds, args.customers, 6300 + i, args.model_dir)
