@@ -53,7 +53,13 @@ class MeanAggregation:
 
     def __call__(self, h: Tensor, r: int) -> Tensor:
         """``A_r @ h`` with a gradient through ``h``."""
-        return _SparseMean.apply(h, self.forward_ops[r], self.backward_ops[r])
+        return sparse_matmul(self.forward_ops[r], self.backward_ops[r], h)
+
+
+def sparse_matmul(a: Tensor, a_t: Tensor, h: Tensor) -> Tensor:
+    """``a @ h`` with a gradient through ``h`` (``a_t``: ``a`` transposed, as CSR: torch's own
+    backward through a CSR product is slower or missing)."""
+    return _SparseMean.apply(h, a, a_t)
 
 
 class _SparseMean(torch.autograd.Function):

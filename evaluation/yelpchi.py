@@ -1,10 +1,11 @@
-"""YelpChi fraud (spam review) detection: R-GCN against an MLP and gradient-boosted trees, all on
-the same features, the same seeded stratified split (40% train / 20% val / 40% test) and measured
+"""YelpChi fraud (spam review) detection: R-GCN against an MLP, gradient-boosted trees and the
+heterophily-aware BWGNN (``bwgnn.py``), all on the same features, the same seeded stratified split (40% train / 20% val / 40% test) and measured
 in the same run, twice:
 
 * on label-free features only (rating, date, user and product activity);
 * with the training nodes' labels as inputs too (``label_inputs.py``), as a deployed system knows
-  the confirmed fraud around what it scores. The MLP sees no neighbours, so it has no second row.
+  the confirmed fraud around what it scores. The MLP sees no neighbours, so it has no second row;
+  BWGNN, as published, has none either.
 
 The neural models read the features piecewise-linearly encoded (``numeric_encoding.py``), the
 trees raw (a tree's splits are the thresholds the encoding provides).
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from fraudgraph.evaluation.baselines import ModelRun, train_gbt, train_mlp
+from fraudgraph.evaluation.bwgnn import train_bwgnn
 from fraudgraph.evaluation.numeric_encoding import fit_bin_edges, piecewise_linear
 from fraudgraph.evaluation.rgcn_trainer import train_rgcn
 from fraudgraph.evaluation.yelpchi_data import load_yelpchi
@@ -102,6 +104,7 @@ def evaluate(seed: int = 0, out: str | None = None, source: str | None = None, c
         train_mlp(encoded, graph.y, split, seed),
         train_gbt(graph.x, edges, graph.y, split, seed, feature_names=graph.feature_names),
         train_rgcn(encoded, edge_index, edge_type, len(graph.pairs), graph.y, split, seed, **RGCN_CONFIG)[0],
+        train_bwgnn(encoded, edges, graph.y, split, seed),
     ]
     labelled = [
         train_gbt(graph.x, edges, graph.y, split, seed, feature_names=graph.feature_names, known_labels=True),
