@@ -1,6 +1,6 @@
 """YelpChi fraud (spam review) detection: R-GCN against an MLP, gradient-boosted trees and the
-heterophily-aware BWGNN (``bwgnn.py``), all on the same features, the same seeded stratified split (40% train / 20% val / 40% test) and measured
-in the same run, twice:
+heterophily-aware BWGNN (``bwgnn.py``), all on the same features, the same seeded stratified split
+(40% train / 20% val / 40% test) and measured in the same run, twice:
 
 * on label-free features only (rating, date, user and product activity);
 * with the training nodes' labels as inputs too (``label_inputs.py``), as a deployed system knows

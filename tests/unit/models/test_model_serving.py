@@ -166,6 +166,20 @@ def test_no_model_means_lookup_error(tmp_path):
         asyncio.run(run())
 
 
+def test_cpu_serving_runs_on_the_threads_it_is_given(tmp_path):
+    """``model_threads``: torch's default (a thread per core) makes the small serving matmuls wait
+    on each other and on the event loop's core (performance.md, "The model on")."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ModelServer(ModelRegistry(tmp_path), "cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        ModelServer(ModelRegistry(tmp_path), "cpu", threads=0)  # 0: left as it is
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
 def test_cuda_and_cpu_give_the_same_scores(tmp_path):
     reg = ModelRegistry(tmp_path)
