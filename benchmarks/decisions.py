@@ -26,12 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from common import machine, pct
+from common import machine, pct, register_untrained_model
 
-from fraudgraph.models import features as fx
-from fraudgraph.models.hetero import FRAUD_RELATIONS
-from fraudgraph.models.registry import ModelRegistry, card_for
-from fraudgraph.models.rgcn import HeteroRGCN
+from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import load_settings
 from fraudgraph.stack.simulator.config import SimConfig
@@ -40,7 +37,6 @@ from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.scoring import ScoringInput
 from fraudgraph.streams.state import Source, apply_event
 from fraudgraph.training.replay import _LiveStore, decoded, event_time_order, simulator_records
-from fraudgraph.training.train import TrainConfig
 
 
 def scoring_inputs(customers: int, hours: float) -> list[ScoringInput]:
@@ -63,7 +59,7 @@ def scoring_inputs(customers: int, hours: float) -> list[ScoringInput]:
 
 
 async def measure(registry: Path, device: str, inputs: list[ScoringInput], size: int, repeats: int) -> dict:
-    server = ModelServer(ModelRegistry(registry), device=device, reload_s=3600)
+    server = ModelServer(ModelRegistry(registry), device=device, reload_s=3600, threads=load_settings().model_threads)
     await server.start()
     decider = Decider(server, PolicySource())
     try:
@@ -110,12 +106,7 @@ def main() -> None:
     print(f"{len(inputs)} transactions replayed from the simulator in {time.perf_counter() - t0:.1f}s")
     with tempfile.TemporaryDirectory() as tmp:
         empty, with_model = Path(tmp) / "empty", Path(tmp) / "models"
-        torch.manual_seed(0)
-        config = TrainConfig()  # the training defaults: the architecture a trained model has
-        model = HeteroRGCN(
-            dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, config.hidden, out_channels=1, num_bases=config.num_bases
-        ).eval()
-        version = ModelRegistry(with_model).register(model, card_for(model, threshold=0.5, target_fpr=0.01)).version
+        version = register_untrained_model(with_model)
         runs = []
         for registry, label in ((empty, "without model"), (with_model, "with model")):
             for size in (int(s) for s in args.sizes.split(",")):

@@ -23,15 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from common import machine
+from common import machine, register_untrained_model
 
 from fraudgraph.connectors.decoder import DecodeError, decode
 from fraudgraph.connectors.mapping import load_mapping
-from fraudgraph.models import features as fx
-from fraudgraph.models.hetero import FRAUD_RELATIONS
-from fraudgraph.models.registry import ModelRegistry, card_for
-from fraudgraph.models.rgcn import HeteroRGCN
+from fraudgraph.models.registry import ModelRegistry
 from fraudgraph.models.serving import ModelServer
 from fraudgraph.settings import Settings
 from fraudgraph.stack.simulator.config import SimConfig
@@ -41,7 +37,6 @@ from fraudgraph.streams.policy import PolicySource
 from fraudgraph.streams.testing import partitioned, replay_decisions
 from fraudgraph.streams.worker import tune_gc
 from fraudgraph.training.replay import simulator_records
-from fraudgraph.training.train import TrainConfig
 
 
 def decode_only(records: list[Record], settings: Settings) -> float:
@@ -80,12 +75,7 @@ def main() -> None:
     tune_gc()
     with tempfile.TemporaryDirectory() as tmp:
         empty, with_model = Path(tmp) / "empty", Path(tmp) / "models"
-        torch.manual_seed(0)
-        config = TrainConfig()
-        model = HeteroRGCN(
-            dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, config.hidden, out_channels=1, num_bases=config.num_bases
-        )
-        ModelRegistry(with_model).register(model.eval(), card_for(model, threshold=0.5, target_fpr=0.01))
+        register_untrained_model(with_model)
         runs: dict[str, list[float]] = {"decode only (ceiling)": [], "rules only": [], "with model": []}
         transactions = 0
         for _ in range(args.repeats):

@@ -28,12 +28,13 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from common import delete_run_topics, machine, pct
+from common import delete_run_topics, machine, pct, register_untrained_model
 from confluent_kafka import Consumer
 
 from fraudgraph.settings import load_settings
@@ -376,27 +377,6 @@ def run_once(
         delete_run_topics(s)
 
 
-def untrained_registry() -> str:
-    import tempfile
-
-    import torch
-
-    from fraudgraph.models import features as fx
-    from fraudgraph.models.hetero import FRAUD_RELATIONS
-    from fraudgraph.models.registry import ModelRegistry, card_for
-    from fraudgraph.models.rgcn import HeteroRGCN
-    from fraudgraph.training.train import TrainConfig
-
-    torch.manual_seed(0)
-    config = TrainConfig()
-    model = HeteroRGCN(
-        dict(fx.FEATURE_WIDTHS), FRAUD_RELATIONS, config.hidden, out_channels=1, num_bases=config.num_bases
-    )
-    root = tempfile.mkdtemp(prefix="fraudgraph-bench-models-")
-    ModelRegistry(root).register(model.eval(), card_for(model, threshold=0.5, target_fpr=0.01))
-    return root
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="25,50,100,0")
@@ -409,7 +389,8 @@ def main() -> None:
     settings = load_settings()
     local.up(settings)
     if args.untrained_model:
-        args.model_dir = untrained_registry()
+        args.model_dir = tempfile.mkdtemp(prefix="fraudgraph-bench-models-")
+        register_untrained_model(args.model_dir)
     results = []
     for i, rate in enumerate(float(r) for r in args.rates.split(",")):
         r = run_once(settings, rate, args.seconds, args.customers, 6300 + i, args.model_dir)
