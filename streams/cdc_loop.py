@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -77,6 +78,10 @@ COMMIT_TIMEOUT_S = 10.0  # librdkafka's own timeout for each transactional call 
 STUCK_AFTER_S = COMMIT_TIMEOUT_S + 10  # a call still blocked then never returns (module docstring)
 LOOKUP_TIMEOUT_S = 60.0  # the consumer's committed offsets and watermarks at an assignment
 LINGER_MS = 5
+# The group coordinator is restarting, moving or loading its state: ask again shortly.
+COORDINATOR_AWAY = frozenset(
+    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+)
 
 T = TypeVar("T")
 
@@ -428,9 +433,24 @@ class CdcLoop(Service):
 
     # ---- rebalances (called inside consume, on its thread) ----
 
+    def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets, asked again while the group coordinator is moving or
+        loading (after a broker restart: librdkafka does not mark NOT_COORDINATOR retriable, and a
+        rewind after a stuck producer asks right then), for up to ``LOOKUP_TIMEOUT_S``."""
+        deadline = time.monotonic() + LOOKUP_TIMEOUT_S
+        while True:
+            try:
+                return self.consumer.committed(partitions, timeout=LOOKUP_TIMEOUT_S)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (err.retriable() or err.code() in COORDINATOR_AWAY) or time.monotonic() > deadline:
+                    raise
+                log.warning("committed offsets: %s; asking again", err)
+                time.sleep(0.5)
+
     def _start_offsets(self, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
         out = {}
-        for tp in self.consumer.committed(partitions, timeout=LOOKUP_TIMEOUT_S):
+        for tp in self._committed(partitions):
             offset = tp.offset
             if offset < 0:  # nothing committed: auto.offset.reset=earliest
                 offset, _ = self.consumer.get_watermark_offsets(tp, timeout=LOOKUP_TIMEOUT_S)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from fraudgraph.settings import Settings
 from fraudgraph.streams import cdc_loop
@@ -217,3 +217,33 @@ def test_a_retriable_commit_error_is_retried_in_the_same_transaction():
         loop.consumer.close()
     assert producer.calls == ["send_offsets", "commit", "commit"] and loop.producer is producer
     assert not outputs.in_transaction and outputs.offsets == {}
+
+
+def test_committed_offsets_are_asked_again_while_the_coordinator_is_away(monkeypatch):
+    """Seen in the broker-restart test: a rewind right after the broker came back asked for the
+    committed offsets while the coordinator was still loading, got NOT_COORDINATOR (not marked
+    retriable by librdkafka) and stopped the worker."""
+    monkeypatch.setattr(cdc_loop.time, "sleep", lambda _s: None)
+
+    class Consumer:
+        def __init__(self, failures: list[int]) -> None:
+            self.failures = failures
+
+        def committed(self, partitions, timeout):
+            if self.failures:
+                raise KafkaException(KafkaError(self.failures.pop(0), "coordinator away"))
+            return partitions
+
+        def close(self) -> None:
+            pass
+
+    loop = CdcLoop(
+        SETTINGS, CheckpointOnly(), TransactionalOutputs(TxnProducer(), SETTINGS, {}), TxnProducer, ["t"], None, "i"
+    )  # type: ignore[arg-type]
+    loop.consumer.close()
+    away = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE]
+    loop.consumer = Consumer(list(away))  # type: ignore[assignment]
+    assert loop._start_offsets([TopicPartition("t", 0, 7)]) == {("t", 0): 7}
+    loop.consumer = Consumer([KafkaError.GROUP_AUTHORIZATION_FAILED])  # type: ignore[assignment]
+    with pytest.raises(KafkaException):
+        loop._start_offsets([TopicPartition("t", 0, 7)])
